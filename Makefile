@@ -1,0 +1,37 @@
+# The README's two commands are `make run` and `make test`; each installs what it needs.
+SHELL := /bin/bash
+.PHONY: install build lint typecheck test test-unit sim-long run bench clean
+
+node_modules/.install-stamp: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.install-stamp
+
+build: install
+	npx tsc -p tsconfig.json
+
+typecheck: install
+	npx tsc --noEmit -p tsconfig.lint.json
+
+lint: install
+	npx eslint --max-warnings 0 .
+
+# Everything CI runs: install, build, typecheck, lint, every test.
+test: build typecheck lint
+	node --import tsx --test --test-concurrency=2 --test-reporter=spec $$(find test -name '*.test.ts' | sort)
+
+# Many more simulator seeds than CI runs (override with PGRAFT_SIM_SEEDS=N).
+sim-long: install
+	PGRAFT_SIM_SEEDS=$${PGRAFT_SIM_SEEDS:-50000} node --import tsx --test test/consensus/simulation.test.ts
+
+# The main job. Until the sidecar exists this runs the consensus demo: a 3-node
+# in-process cluster with real write-ahead logs on disk.
+run: build
+	node dist/src/cli/main.js demo
+
+bench: build
+	node dist/bench/consensus.js
+
+clean:
+	rm -rf dist
