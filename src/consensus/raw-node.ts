@@ -8,9 +8,11 @@ import { LOCAL_ONLY, Raft } from "./raft.js";
 import {
   EntryType,
   MessageType,
+  Role,
   type HardState,
   type Message,
   type NodeId,
+  type ProgressStatus,
   type RaftStatus,
   type Ready,
   type SoftState,
@@ -148,8 +150,8 @@ export class RawNode {
 
   status(): RaftStatus {
     const r = this.raft;
-    const progress = new Map();
-    if (r.role === "leader") for (const [id, pr] of r.prs) progress.set(id, pr.status());
+    const progress = new Map<NodeId, ProgressStatus>();
+    if (r.role === Role.Leader) for (const [id, pr] of r.prs) progress.set(id, pr.status());
     return {
       id: r.id,
       term: r.term,
