@@ -637,7 +637,10 @@ export class Raft {
     }
     if (type === EntryType.ConfChange) {
       if (this.pendingConfIndex > this.log.applied) {
-        throw new RaftError("PROPOSAL_DROPPED", "a membership change is still in progress; retry when it has been applied");
+        throw new RaftError(
+          "PROPOSAL_DROPPED",
+          `a membership change (or this new leader's first entry) at index ${this.pendingConfIndex} is not applied yet (applied ${this.log.applied}); retry once it is`,
+        );
       }
       applyToConfState(this.conf, decodeConfChange(data)); // validates, throws INVALID_ARGUMENT
     }

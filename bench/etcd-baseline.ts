@@ -1,0 +1,87 @@
+// The baseline a user would pick instead for a replicated, fsync'd log: a
+// 3-member etcd cluster on loopback, written through its gRPC client. Returns
+// undefined (and says why) when no etcd binary is installed.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Etcd3 } from "etcd3";
+import { closedLoop, type RunResult } from "./stats.js";
+
+export interface EtcdCluster {
+  endpoints: string[];
+  stop(): Promise<void>;
+}
+
+const ETCD = process.env.ETCD_BIN ?? "/usr/bin/etcd";
+
+export async function startEtcd(basePort: number): Promise<EtcdCluster> {
+  const dir = await mkdtemp(join(tmpdir(), "pgraft-bench-etcd-"));
+  const names = ["e1", "e2", "e3"];
+  const peer = (i: number) => `http://127.0.0.1:${basePort + 2 * i + 1}`;
+  const client = (i: number) => `http://127.0.0.1:${basePort + 2 * i}`;
+  const initial = names.map((n, i) => `${n}=${peer(i)}`).join(",");
+  const procs: ChildProcess[] = names.map((n, i) =>
+    spawn(
+      ETCD,
+      [
+        `--name=${n}`,
+        `--data-dir=${join(dir, n)}`,
+        `--listen-client-urls=${client(i)}`,
+        `--advertise-client-urls=${client(i)}`,
+        `--listen-peer-urls=${peer(i)}`,
+        `--initial-advertise-peer-urls=${peer(i)}`,
+        `--initial-cluster=${initial}`,
+        "--initial-cluster-state=new",
+        "--initial-cluster-token=pgraft-bench",
+        "--heartbeat-interval=100",
+        "--election-timeout=1000",
+        "--log-level=error",
+      ],
+      { stdio: "ignore" },
+    ),
+  );
+  const stop = async (): Promise<void> => {
+    await Promise.all(
+      procs.map(
+        (p) =>
+          new Promise<void>((res) => {
+            if (p.exitCode !== null || p.signalCode !== null) return res();
+            p.once("exit", () => res());
+            p.kill("SIGKILL");
+          }),
+      ),
+    );
+    await rm(dir, { recursive: true, force: true });
+  };
+  const endpoints = names.map((_, i) => client(i));
+  const c = new Etcd3({ hosts: endpoints });
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await c.put("bench/ready").value("1");
+        break;
+      } catch (e) {
+        if (i > 100) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } catch (e) {
+    c.close();
+    await stop();
+    throw e;
+  }
+  c.close();
+  return { endpoints, stop };
+}
+
+export async function runEtcd(cluster: EtcdCluster, concurrency: number, seconds: number, value: Buffer): Promise<RunResult> {
+  // One client connection per member, as a load balancer would spread them.
+  const client = new Etcd3({ hosts: cluster.endpoints });
+  let n = 0;
+  try {
+    return await closedLoop(concurrency, seconds, () => client.put(`bench/${n++ % 10000}`).value(value).exec());
+  } finally {
+    client.close();
+  }
+}
