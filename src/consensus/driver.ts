@@ -197,6 +197,11 @@ export class RaftNode {
         log.info(`node ${opts.id}: bootstrapped a new cluster with voters [${conf.voters.join(",")}]`);
       }
       if (snap) {
+        // A crash between writing the snapshot file and the WAL's marker leaves a WAL
+        // that ends below the snapshot: mark it now so the log can continue after it.
+        if (wal.lastIndex === undefined || wal.lastIndex < snap.meta.index) {
+          await wal.save([], undefined, { index: snap.meta.index, term: snap.meta.term });
+        }
         storage.applySnapshot(snap);
         await opts.stateMachine.restore(snap.data);
       }

@@ -24,6 +24,12 @@ export class Inflights {
     if (n) this.items.splice(0, n);
   }
 
+  /** Forget the oldest message (it was probably lost). */
+  freeFirst(): void {
+    const first = this.items.shift();
+    if (first) this.totalBytes -= first.bytes;
+  }
+
   full(): boolean {
     return this.items.length >= this.maxCount || (this.maxBytes > 0 && this.totalBytes >= this.maxBytes);
   }

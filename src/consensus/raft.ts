@@ -262,6 +262,8 @@ export class Raft {
         this.say(`abandoned leadership transfer to ${this.leadTransferee}: not done within the election timeout`);
         this.abortLeaderTransfer();
       }
+      // A leader removed from the voters keeps trying until someone takes over.
+      if (this.role === Role.Leader && !this.isVoter(this.id)) this.handOffLeadership();
     }
     if (this.role !== Role.Leader) return;
     if (this.heartbeatElapsed >= this.cfg.heartbeatTick) {
@@ -525,6 +527,10 @@ export class Raft {
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.recentActive = true;
     pr.probeSent = false;
+    // An App lost on the way never gets an answer, so a full window would stay full
+    // forever. The follower is alive: free one slot so the next App goes out; if the
+    // follower lacks what it builds on, its rejection sends us back to probing.
+    if (pr.state === "replicate" && pr.inflights.full()) pr.inflights.freeFirst();
     if (pr.match < this.log.lastIndex()) this.sendAppend(m.from);
     if (this.cfg.readOnlyOption !== "safe" || !m.context || m.context.length === 0) return;
     const acks = this.readOnly.recvAck(m.from, m.context);
@@ -594,6 +600,22 @@ export class Raft {
     else this.sendAppend(target);
   }
 
+  /** A leader that is no longer a voter passes leadership to the best-placed voter. */
+  private handOffLeadership(): void {
+    let best: NodeId = NONE;
+    let bestMatch = -1;
+    for (const id of this.conf.voters) {
+      const pr = this.prs.get(id);
+      if (!pr || id === this.id) continue;
+      const score = pr.match + (pr.recentActive ? 0.5 : 0);
+      if (score > bestMatch) {
+        best = id;
+        bestMatch = score;
+      }
+    }
+    if (best !== NONE) this.leaderTransfer(best);
+  }
+
   abortLeaderTransfer(): void {
     this.leadTransferee = NONE;
   }
@@ -632,17 +654,30 @@ export class Raft {
   propose(type: EntryType, data: Uint8Array): { index: number; term: number } {
     if (this.role !== Role.Leader) throw new NotLeaderError(this.leader);
     if (!this.prs.has(this.id)) throw new RaftError("REMOVED", `node ${this.id} was removed from the cluster`);
+    if (!this.isVoter(this.id)) throw new RaftError("PROPOSAL_DROPPED", `node ${this.id} is no longer a voter and is handing leadership over`);
     if (this.leadTransferee !== NONE) {
       throw new RaftError("PROPOSAL_DROPPED", `leadership is being transferred to node ${this.leadTransferee}`);
     }
+    if (this.pendingConfIndex > this.log.applied && this.pendingChangeRemovesSelf()) {
+      // Nothing may follow our own removal in our log: the survivors must be able to
+      // match it exactly, or in a two-voter cluster none of them could be elected.
+      throw new RaftError("PROPOSAL_DROPPED", `node ${this.id} is being removed from the voters; propose to the next leader`);
+    }
     if (type === EntryType.ConfChange) {
+      const cc = decodeConfChange(data);
+      if (cc.nodeId === this.id && cc.type !== "addVoter") {
+        throw new RaftError(
+          "INVALID_ARGUMENT",
+          `node ${this.id} is the leader and cannot remove or demote itself; transfer leadership to another voter first`,
+        );
+      }
       if (this.pendingConfIndex > this.log.applied) {
         throw new RaftError(
           "PROPOSAL_DROPPED",
           `a membership change (or this new leader's first entry) at index ${this.pendingConfIndex} is not applied yet (applied ${this.log.applied}); retry once it is`,
         );
       }
-      applyToConfState(this.conf, decodeConfChange(data)); // validates, throws INVALID_ARGUMENT
+      applyToConfState(this.conf, cc); // validates, throws INVALID_ARGUMENT
     }
     const e: Entry = { term: 0, index: 0, type, data };
     if (!this.appendEntry([e])) {
@@ -651,6 +686,17 @@ export class Raft {
     if (type === EntryType.ConfChange) this.pendingConfIndex = e.index;
     this.bcastAppend();
     return { index: e.index, term: e.term };
+  }
+
+  /** Does an unapplied conf change in our log remove or demote this node? */
+  private pendingChangeRemovesSelf(): boolean {
+    const lo = Math.max(this.log.applied + 1, this.log.firstIndex());
+    for (const e of this.log.slice(lo, this.log.lastIndex() + 1, Number.MAX_SAFE_INTEGER)) {
+      if (e.type !== EntryType.ConfChange) continue;
+      const cc = decodeConfChange(e.data);
+      if (cc.nodeId === this.id && cc.type !== "addVoter") return true;
+    }
+    return false;
   }
 
   proposeConfChange(cc: ConfChange): { index: number; term: number } {
@@ -845,12 +891,15 @@ export class Raft {
     this.setConf(next);
     this.say(`applied conf change ${cc.type} ${cc.nodeId}: voters [${next.voters.join(",")}] learners [${next.learners.join(",")}]`);
     if (this.role !== Role.Leader) return;
-    if (!this.isVoter(this.id)) {
-      this.say(`stepped down: removed from the voters`);
-      this.becomeFollower(this.term, NONE);
-      return;
-    }
     if (this.leadTransferee !== NONE && !this.isVoter(this.leadTransferee)) this.abortLeaderTransfer();
+    if (!this.isVoter(this.id)) {
+      // Stepping down at once could strand the others: they may not yet know that
+      // this change is committed, or lack entries only we can send, and then none
+      // of them can win an election. Keep replicating (refusing proposals) and hand
+      // leadership to the most up-to-date voter once it has everything.
+      this.say(`removed from the voters: handing leadership over`);
+      this.handOffLeadership();
+    }
     // A smaller quorum may commit more at once; new members need the log.
     if (this.maybeCommit()) this.onCommitted();
     this.bcastAppend();

@@ -138,8 +138,11 @@ export class RawNode {
       r.log.unstable.stableSnapTo(rd.snapshot.meta.index);
       if (rd.snapshot.meta.index > r.log.applied) r.log.applied = rd.snapshot.meta.index;
     }
+    // A snapshot restored while this Ready was out already holds the membership as of
+    // its index; conf changes at or below it must not be applied on top of it again.
+    const restoredSince = r.log.unstable.snapshot?.meta.index ?? 0;
     for (const e of rd.committedEntries) {
-      if (e.type === EntryType.ConfChange) r.applyConfChange(decodeConfChange(e.data));
+      if (e.type === EntryType.ConfChange && e.index > restoredSince) r.applyConfChange(decodeConfChange(e.data));
     }
     const lastApplied = rd.committedEntries[rd.committedEntries.length - 1];
     if (lastApplied) {

@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, test } from "node:test";
 import { RaftNode } from "../../src/consensus/driver.js";
 import { isRaftError, NotLeaderError, RaftError } from "../../src/consensus/errors.js";
 import { MemoryNetwork } from "../../src/consensus/memory-transport.js";
+import { SnapshotStore } from "../../src/consensus/wal/snapshot-store.js";
 import { EntryType, Role, type Entry, type NodeId } from "../../src/consensus/types.js";
 
 class ListSm {
@@ -176,6 +177,31 @@ describe("RaftNode (real WAL, in-process network)", () => {
     await c.kill(others[0]!);
     await leader.propose(enc("with-4"));
     await until("node 4 to apply", () => c.sms.get(4)!.values.at(-1) === "with-4");
+  });
+
+  test("a crash after a received snapshot was written but before the WAL marked it: the log continues after it", async () => {
+    const single = new Cluster(dir, [1]);
+    c = single;
+    const n = await single.start(1);
+    await single.leader();
+    await n.propose(enc("a"));
+    await single.kill(1);
+    // As if a leader's snapshot at index 50 had been made durable just before the crash.
+    const values = JSON.stringify([...Array.from({ length: 49 }, (_, i) => `snap${i}`)]);
+    await new SnapshotStore(join(dir, "n1", "snap")).save({
+      meta: { index: 50, term: 3, conf: { voters: [1], learners: [] } },
+      data: enc(values),
+    });
+    const again = await single.start(1);
+    assert.equal(again.status().firstIndex, 51);
+    await single.leader();
+    await again.propose(enc("after-snap"));
+    await single.kill(1);
+    const third = await single.start(1);
+    await single.leader();
+    await third.read();
+    assert.equal(single.sms.get(1)!.values.at(-1), "after-snap");
+    assert.equal(single.sms.get(1)!.values.length, 50);
   });
 
   test("refuses a bootstrap that does not include the node, and a bad node id", async () => {
