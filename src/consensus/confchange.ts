@@ -16,6 +16,11 @@ export interface ConfChange {
 const TYPES: readonly ConfChangeType[] = ["addVoter", "addLearner", "removeNode"];
 
 export function encodeConfChange(cc: ConfChange): Uint8Array {
+  // Validate before encoding: setUint32 would silently wrap -1 or 2.5 into another id.
+  if (!TYPES.includes(cc.type)) {
+    throw new RaftError("INVALID_ARGUMENT", `unknown conf change type ${JSON.stringify(cc.type)}; expected one of ${TYPES.join(", ")}`);
+  }
+  validateNodeId(cc.nodeId);
   const ctx = cc.context ?? new Uint8Array();
   const out = new Uint8Array(1 + 4 + ctx.byteLength);
   const view = new DataView(out.buffer);

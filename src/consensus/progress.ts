@@ -12,6 +12,8 @@ export class Progress {
   pendingSnapshot = 0;
   /** Heard from within the last election timeout (check-quorum). */
   recentActive = true;
+  /** Our tick when we sent the newest heartbeat this follower answered (lease reads). */
+  lastHeartbeatAcked = -Infinity;
   /** In probe state: one message is out, wait for its answer or a heartbeat response. */
   probeSent = false;
   readonly inflights: Inflights;

@@ -75,6 +75,8 @@ export class Raft {
   /** ReadIndex requests that arrived before this leader committed an entry of its term. */
   private pendingReadIndex: Message[] = [];
   private electionElapsed = 0;
+  /** Ticks since this node started; heartbeats carry it for lease reads. */
+  private tickCount = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
   readonly rejected: Record<RejectReason, number> = {
@@ -239,6 +241,7 @@ export class Raft {
   // ------------------------------------------------------------------ ticking
 
   tick(): void {
+    this.tickCount++;
     if (this.role === Role.Leader) this.tickHeartbeat();
     else this.tickElection();
   }
@@ -502,10 +505,12 @@ export class Raft {
       return;
     }
     if (pr.state === "probe") pr.becomeReplicate();
-    else if (pr.state === "snapshot" && pr.match + 1 >= this.log.firstIndex()) {
-      // The follower caught up past the snapshot through appends: resume normal flow.
+    else if (pr.state === "snapshot" && (pr.match + 1 >= this.log.firstIndex() || pr.match >= pr.pendingSnapshot)) {
+      // The follower has the snapshot (or caught up past it by appends). If we compacted
+      // again meanwhile, probing finds that out and sends the newer snapshot.
+      const caughtUp = pr.match + 1 >= this.log.firstIndex();
       pr.becomeProbe();
-      pr.becomeReplicate();
+      if (caughtUp) pr.becomeReplicate();
     } else if (pr.state === "replicate") pr.inflights.freeLE(m.index);
 
     if (this.maybeCommit()) {
@@ -526,6 +531,9 @@ export class Raft {
 
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.recentActive = true;
+    // The follower echoes the tick at which we sent the heartbeat: its lease on us
+    // (it refuses votes for an election timeout) started no earlier than that.
+    pr.lastHeartbeatAcked = Math.max(pr.lastHeartbeatAcked, m.index);
     pr.probeSent = false;
     // An App lost on the way never gets an answer, so a full window would stay full
     // forever. The follower is alive: free one slot so the next App goes out; if the
@@ -564,13 +572,26 @@ export class Raft {
   }
 
   private sendReadIndex(m: Message): void {
-    if (this.cfg.readOnlyOption === "lease") {
-      // Clock-dependent: relies on no other leader being elected within the lease.
+    if (this.cfg.readOnlyOption === "lease" && this.leaseValid()) {
+      // Clock-dependent: relies on the nodes' clocks running at (nearly) the same rate.
       return this.answerRead(m, this.log.committed);
     }
     this.readOnly.addRequest(this.log.committed, m);
     this.readOnly.recvAck(this.id, m.context ?? new Uint8Array());
     this.bcastHeartbeat(m.context ?? new Uint8Array());
+  }
+
+  /**
+   * A quorum acknowledged heartbeats we sent less than an election timeout ago
+   * (minus a tick for drift), so none of them can have voted for another leader yet.
+   */
+  private leaseValid(): boolean {
+    const horizon = this.tickCount - this.cfg.electionTick + 1;
+    const fresh = new Map<NodeId, boolean>();
+    for (const id of this.conf.voters) {
+      fresh.set(id, id === this.id || (this.prs.get(id)?.lastHeartbeatAcked ?? -Infinity) > horizon);
+    }
+    return tallyVotes(this.conf.voters, fresh) === "won";
   }
 
   private onCommitted(): void {
@@ -720,7 +741,8 @@ export class Raft {
       if (id === this.id) continue;
       // Never tell a follower a commit index beyond what it is known to hold.
       const commit = Math.min(pr.match, this.log.committed);
-      this.send({ type: MessageType.Heartbeat, to: id, commit, ...(context ? { context } : {}) });
+      // `index` carries our tick so the answer tells when the follower's lease began.
+      this.send({ type: MessageType.Heartbeat, to: id, commit, index: this.tickCount, ...(context ? { context } : {}) });
     }
   }
 
@@ -850,7 +872,7 @@ export class Raft {
 
   private handleHeartbeat(m: Message): void {
     if (m.commit > this.log.committed) this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
-    this.send({ type: MessageType.HeartbeatResp, to: m.from, ...(m.context ? { context: m.context } : {}) });
+    this.send({ type: MessageType.HeartbeatResp, to: m.from, index: m.index, ...(m.context ? { context: m.context } : {}) });
   }
 
   private handleSnapshot(m: Message): void {
