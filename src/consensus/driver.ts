@@ -12,7 +12,7 @@ import { seededRandom, type Random } from "./random.js";
 import { RawNode } from "./raw-node.js";
 import { contextKey } from "./read-only.js";
 import { MemoryStorage } from "./storage.js";
-import { EntryType, Role, type ConfState, type Entry, type Message, type NodeId, type RaftStatus, type Ready, type Snapshot } from "./types.js";
+import { EntryType, Role, type ConfState, type Entry, type HardState, type Message, type NodeId, type RaftStatus, type Ready, type Snapshot } from "./types.js";
 import type { FsLayer } from "./wal/fs-layer.js";
 import { SnapshotStore } from "./wal/snapshot-store.js";
 import { Wal } from "./wal/wal.js";
@@ -439,10 +439,16 @@ export class RaftNode {
   private async handleReady(rd: Ready): Promise<void> {
     // 1. Persist. The snapshot file first, so the WAL never points past it.
     if (rd.snapshot) await this.snaps.save(rd.snapshot);
-    if (rd.entries.length || rd.hardState || rd.snapshot) {
+    if (rd.mustSync || rd.entries.length || rd.snapshot) {
       const t0 = process.hrtime.bigint();
-      await this.wal.save(rd.entries, rd.hardState, rd.snapshot ? { index: rd.snapshot.meta.index, term: rd.snapshot.meta.term } : undefined);
-      if (rd.mustSync) this.opts.observer?.onPersist?.(Number(process.hrtime.bigint() - t0) / 1e9, rd.entries.length);
+      const hs = rd.hardState ?? this.deferredHardState;
+      await this.wal.save(rd.entries, hs, rd.snapshot ? { index: rd.snapshot.meta.index, term: rd.snapshot.meta.term } : undefined);
+      this.deferredHardState = undefined;
+      this.opts.observer?.onPersist?.(Number(process.hrtime.bigint() - t0) / 1e9, rd.entries.length);
+    } else if (rd.hardState) {
+      // Only the commit index moved. Raft does not need it durable (a restart learns
+      // it again from the leader), so it rides along with the next synced write.
+      this.deferredHardState = rd.hardState;
     }
     if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
     this.storage.append(rd.entries);
@@ -476,6 +482,8 @@ export class RaftNode {
   }
 
   private readonly results = new Map<number, unknown>();
+  /** A commit-only HardState change not yet written (see handleReady). */
+  private deferredHardState: HardState | undefined;
 
   private async applyEntry(e: Entry): Promise<void> {
     let result: unknown;
@@ -595,6 +603,8 @@ export class RaftNode {
     this.stopped = true;
     await this.loopDone;
     if (!wasStopped || !this.fatal) this.rejectAll(new RaftError("STOPPED", `node ${this.id} is stopping`));
+    // Keep the newest commit index on a clean shutdown, so a restart re-applies at once.
+    if (this.deferredHardState && !this.fatal) await this.wal.save([], this.deferredHardState);
     await this.wal.close();
   }
 }
