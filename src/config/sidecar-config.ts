@@ -1,0 +1,251 @@
+// The sidecar's own configuration: what it needs before it can talk to anyone.
+// (Runtime settings replicated through Raft live in src/cluster/config-registry.)
+// Precedence: command-line flag > PGRAFT_* environment variable > YAML file > default.
+import { ConfigError } from "./errors.js";
+import { formatHostPort, parseHostPort, type HostPort } from "./address.js";
+
+export type TlsConfig = { mode: "mtls"; ca: string; cert: string; key: string } | { mode: "plaintext" };
+
+export interface SidecarConfig {
+  nodeId: number;
+  nodeName: string;
+  clusterId: string;
+  dataDir: string;
+  listen: HostPort;
+  advertise: HostPort;
+  httpListen: HostPort;
+  /** The local PostgreSQL the sidecar drives (used by the SQL shim and data plane). */
+  postgresDsn: string | undefined;
+  /** Founding members (bootstrap): node id → Raft address. */
+  initialCluster: Map<number, HostPort> | undefined;
+  /** Members to ask for admission (join). */
+  join: HostPort[] | undefined;
+  tls: TlsConfig;
+  heartbeatMs: number;
+  electionMs: number;
+  logLevel: "trace" | "debug" | "info" | "warn" | "error";
+}
+
+type Raw = string | number | boolean | undefined;
+
+interface OptionSpec {
+  key: keyof RawConfig;
+  flag: string;
+  env: string;
+  yaml: string;
+  help: string;
+  default?: string;
+}
+
+/** Every option in one table: flags, env vars, YAML keys and --help come from here. */
+export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
+  { key: "config", flag: "--config <file>", env: "PGRAFT_CONFIG", yaml: "", help: "YAML file with any of these options (keys as in the YAML column)" },
+  { key: "nodeId", flag: "--node-id <id>", env: "PGRAFT_NODE_ID", yaml: "node_id", help: "this node's id, 1..4294967295, unique in the cluster" },
+  { key: "nodeName", flag: "--node-name <name>", env: "PGRAFT_NODE_NAME", yaml: "node_name", help: "human-readable name (default: node<id>)" },
+  { key: "clusterId", flag: "--cluster-id <id>", env: "PGRAFT_CLUSTER_ID", yaml: "cluster_id", help: "cluster identity; peers with another id are refused" },
+  { key: "dataDir", flag: "--data-dir <dir>", env: "PGRAFT_DATA_DIR", yaml: "data_dir", help: "where the Raft log and snapshots live" },
+  { key: "listen", flag: "--listen <host:port>", env: "PGRAFT_LISTEN", yaml: "listen", help: "gRPC listen address", default: "127.0.0.1:7400" },
+  { key: "advertise", flag: "--advertise <host:port>", env: "PGRAFT_ADVERTISE", yaml: "advertise", help: "gRPC address peers use to reach this node (default: --listen)" },
+  { key: "httpListen", flag: "--http-listen <host:port>", env: "PGRAFT_HTTP_LISTEN", yaml: "http_listen", help: "HTTP address for /metrics and /health", default: "127.0.0.1:8008" },
+  { key: "postgresDsn", flag: "--postgres-dsn <dsn>", env: "PGRAFT_POSTGRES_DSN", yaml: "postgres_dsn", help: "DSN of the local PostgreSQL (URI or key=value)" },
+  { key: "initialCluster", flag: "--initial-cluster <list>", env: "PGRAFT_INITIAL_CLUSTER", yaml: "initial_cluster", help: "bootstrap a new cluster: 1=host:port,2=host:port,..." },
+  { key: "join", flag: "--join <list>", env: "PGRAFT_JOIN", yaml: "join", help: "join an existing cluster through any of these members: host:port,..." },
+  { key: "tlsCa", flag: "--tls-ca <file>", env: "PGRAFT_TLS_CA", yaml: "tls_ca", help: "CA that signs every peer's certificate (mTLS)" },
+  { key: "tlsCert", flag: "--tls-cert <file>", env: "PGRAFT_TLS_CERT", yaml: "tls_cert", help: "this node's certificate (mTLS)" },
+  { key: "tlsKey", flag: "--tls-key <file>", env: "PGRAFT_TLS_KEY", yaml: "tls_key", help: "this node's private key (mTLS)" },
+  { key: "plaintext", flag: "--plaintext", env: "PGRAFT_PLAINTEXT", yaml: "plaintext", help: "talk to peers without TLS (loopback or test networks only)" },
+  { key: "heartbeat", flag: "--heartbeat-interval <duration>", env: "PGRAFT_HEARTBEAT_INTERVAL", yaml: "heartbeat_interval", help: "Raft heartbeat (e.g. 100ms)", default: "100ms" },
+  { key: "election", flag: "--election-timeout <duration>", env: "PGRAFT_ELECTION_TIMEOUT", yaml: "election_timeout", help: "Raft election timeout (e.g. 1000ms, 1s)", default: "1000ms" },
+  { key: "logLevel", flag: "--log-level <level>", env: "PGRAFT_LOG_LEVEL", yaml: "log_level", help: "trace|debug|info|warn|error", default: "info" },
+];
+
+export interface RawConfig {
+  config?: Raw;
+  nodeId?: Raw;
+  nodeName?: Raw;
+  clusterId?: Raw;
+  dataDir?: Raw;
+  listen?: Raw;
+  advertise?: Raw;
+  httpListen?: Raw;
+  postgresDsn?: Raw;
+  initialCluster?: Raw;
+  join?: Raw;
+  tlsCa?: Raw;
+  tlsCert?: Raw;
+  tlsKey?: Raw;
+  plaintext?: Raw;
+  heartbeat?: Raw;
+  election?: Raw;
+  logLevel?: Raw;
+}
+
+/** Parse "100ms", "1s", "1.5s", "2m" or a bare number of ms. */
+export function parseDurationMs(raw: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(raw);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const ms = m[2] === "s" ? n * 1000 : m[2] === "m" ? n * 60_000 : n;
+  return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const;
+
+/**
+ * Merge the sources and validate everything. `yamlValues` are the keys of the
+ * YAML file already parsed (see loadYamlConfig). Throws ConfigError listing every problem.
+ */
+export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, yamlValues: Record<string, unknown> = {}): SidecarConfig {
+  const problems: string[] = [];
+  const yamlKeys = new Set(SIDECAR_OPTIONS.map((o) => o.yaml).filter(Boolean));
+  for (const k of Object.keys(yamlValues)) {
+    if (!yamlKeys.has(k)) problems.push(`unknown key "${k}" in the config file (known: ${[...yamlKeys].join(", ")})`);
+  }
+  const get = (key: keyof RawConfig): { value: string | undefined; from: string } => {
+    const o = SIDECAR_OPTIONS.find((x) => x.key === key)!;
+    const name = o.flag.split(" ")[0]!;
+    const f = flags[key];
+    if (f !== undefined && f !== false) return { value: String(f), from: name };
+    const e = env[o.env];
+    if (e !== undefined && e !== "") return { value: e, from: `$${o.env}` };
+    const y = o.yaml ? yamlValues[o.yaml] : undefined;
+    if (y !== undefined && y !== null) {
+      if (Array.isArray(y)) return { value: y.map(String).join(","), from: `${o.yaml} (config file)` };
+      if (typeof y === "object") {
+        return { value: Object.entries(y as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`).join(","), from: `${o.yaml} (config file)` };
+      }
+      return { value: String(y as string | number | boolean), from: `${o.yaml} (config file)` };
+    }
+    return { value: o.default, from: `${name} (default)` };
+  };
+
+  const idRaw = get("nodeId");
+  let nodeId = 0;
+  if (idRaw.value === undefined) problems.push("--node-id is required (or $PGRAFT_NODE_ID)");
+  else if (!/^\d+$/.test(idRaw.value.trim()) || Number(idRaw.value) < 1 || Number(idRaw.value) > 0xffffffff) {
+    problems.push(`${idRaw.from}: node id must be an integer in 1..4294967295, got "${idRaw.value}"`);
+  } else nodeId = Number(idRaw.value);
+
+  const cid = get("clusterId");
+  if (cid.value === undefined) problems.push("--cluster-id is required (or $PGRAFT_CLUSTER_ID)");
+  else if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(cid.value)) {
+    problems.push(`${cid.from}: cluster id must be 1-63 characters of letters, digits, ".", "_" or "-", starting with a letter or digit; got "${cid.value}"`);
+  }
+
+  const dd = get("dataDir");
+  if (dd.value === undefined || dd.value.trim() === "") problems.push("--data-dir is required (or $PGRAFT_DATA_DIR)");
+
+  const addr = (key: keyof RawConfig): HostPort | undefined => {
+    const r = get(key);
+    if (r.value === undefined) return undefined;
+    const p = parseHostPort(r.value);
+    if (typeof p === "string") {
+      problems.push(`${r.from}: ${p}`);
+      return undefined;
+    }
+    return p;
+  };
+  const listen = addr("listen");
+  const advertise = addr("advertise") ?? listen;
+  const httpListen = addr("httpListen");
+  if (advertise && ["0.0.0.0", "[::]"].includes(advertise.host)) {
+    problems.push(`--advertise: "${formatHostPort(advertise)}" is a wildcard; peers need an address they can dial (set --advertise)`);
+  }
+
+  let initialCluster: Map<number, HostPort> | undefined;
+  const ic = get("initialCluster");
+  if (ic.value !== undefined) {
+    initialCluster = new Map();
+    const seen = new Set<string>();
+    for (const part of ic.value.split(",").map((s) => s.trim()).filter(Boolean)) {
+      const m = /^(\d+)=(.+)$/.exec(part);
+      if (!m) {
+        problems.push(`${ic.from}: "${part}" is not id=host:port`);
+        continue;
+      }
+      const id = Number(m[1]);
+      const a = parseHostPort(m[2]!);
+      if (id < 1 || id > 0xffffffff) problems.push(`${ic.from}: node id ${m[1]} is outside 1..4294967295`);
+      else if (typeof a === "string") problems.push(`${ic.from}: node ${id}: ${a}`);
+      else if (initialCluster.has(id)) problems.push(`${ic.from}: node id ${id} appears twice`);
+      else if (seen.has(formatHostPort(a))) problems.push(`${ic.from}: address ${formatHostPort(a)} appears twice`);
+      else {
+        initialCluster.set(id, a);
+        seen.add(formatHostPort(a));
+      }
+    }
+    if (nodeId && initialCluster.size && !initialCluster.has(nodeId)) {
+      problems.push(`${ic.from}: this node (id ${nodeId}) is not in the initial cluster`);
+    }
+    const self = nodeId ? initialCluster.get(nodeId) : undefined;
+    if (self && advertise && formatHostPort(self) !== formatHostPort(advertise)) {
+      problems.push(`${ic.from}: node ${nodeId} is listed at ${formatHostPort(self)} but advertises ${formatHostPort(advertise)}`);
+    }
+  }
+
+  let join: HostPort[] | undefined;
+  const j = get("join");
+  if (j.value !== undefined) {
+    join = [];
+    for (const part of j.value.split(",").map((s) => s.trim()).filter(Boolean)) {
+      const a = parseHostPort(part);
+      if (typeof a === "string") problems.push(`${j.from}: ${a}`);
+      else join.push(a);
+    }
+    if (join.length === 0) problems.push(`${j.from}: give at least one host:port to join through`);
+  }
+  if (initialCluster && join) problems.push("--initial-cluster (bootstrap) and --join cannot be used together");
+
+  const ca = get("tlsCa").value;
+  const cert = get("tlsCert").value;
+  const key = get("tlsKey").value;
+  const plain = get("plaintext").value;
+  const plaintext = plain !== undefined && !["false", "0", "no", "off"].includes(plain.toLowerCase());
+  let tls: TlsConfig = { mode: "plaintext" };
+  const tlsGiven = [ca, cert, key].filter((v) => v !== undefined).length;
+  if (tlsGiven > 0 && tlsGiven < 3) problems.push("mTLS needs all three of --tls-ca, --tls-cert and --tls-key");
+  else if (tlsGiven === 3 && plaintext) problems.push("--plaintext contradicts --tls-ca/--tls-cert/--tls-key: choose one");
+  else if (tlsGiven === 3) tls = { mode: "mtls", ca: ca!, cert: cert!, key: key! };
+  else if (!plaintext) problems.push("give --tls-ca, --tls-cert and --tls-key for mTLS between sidecars, or --plaintext to run without TLS");
+
+  const dur = (key: keyof RawConfig, min: number, max: number): number => {
+    const r = get(key);
+    const ms = r.value === undefined ? undefined : parseDurationMs(r.value);
+    if (ms === undefined) {
+      problems.push(`${r.from}: "${r.value}" is not a duration (e.g. 100ms, 1s)`);
+      return 0;
+    }
+    if (ms < min || ms > max) problems.push(`${r.from}: ${ms}ms is outside ${min}ms..${max}ms`);
+    return ms;
+  };
+  const heartbeatMs = dur("heartbeat", 10, 10_000);
+  const electionMs = dur("election", 50, 60_000);
+  if (heartbeatMs && electionMs && electionMs < 2 * heartbeatMs) {
+    problems.push(`election timeout (${electionMs}ms) must be at least twice the heartbeat interval (${heartbeatMs}ms)`);
+  }
+
+  const ll = get("logLevel");
+  const logLevel = (ll.value ?? "info") as SidecarConfig["logLevel"];
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`${ll.from}: log level must be one of ${LOG_LEVELS.join(", ")}, got "${ll.value}"`);
+
+  const dsn = get("postgresDsn").value;
+  if (dsn !== undefined && dsn.trim() === "") problems.push("--postgres-dsn is empty");
+
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    nodeId,
+    nodeName: get("nodeName").value ?? `node${nodeId}`,
+    clusterId: cid.value!,
+    dataDir: dd.value!,
+    listen: listen!,
+    advertise: advertise!,
+    httpListen: httpListen!,
+    postgresDsn: dsn,
+    initialCluster,
+    join,
+    tls,
+    heartbeatMs,
+    electionMs,
+    logLevel,
+  };
+}
