@@ -114,7 +114,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
       if (typeof y === "object") {
         return { value: Object.entries(y as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`).join(","), from: `${o.yaml} (config file)` };
       }
-      return { value: String(y as string | number | boolean), from: `${o.yaml} (config file)` };
+      return { value: String(y), from: `${o.yaml} (config file)` };
     }
     return { value: o.default, from: `${name} (default)` };
   };
