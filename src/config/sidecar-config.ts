@@ -89,6 +89,10 @@ export function parseDurationMs(raw: string): number | undefined {
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
 }
 
+/** A YAML scalar as text; anything structured is shown as JSON so the error names it. */
+const scalar = (v: unknown): string =>
+  typeof v === "string" || typeof v === "number" || typeof v === "boolean" ? String(v) : JSON.stringify(v);
+
 const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const;
 
 /**
@@ -110,11 +114,10 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     if (e !== undefined && e !== "") return { value: e, from: `$${o.env}` };
     const y = o.yaml ? yamlValues[o.yaml] : undefined;
     if (y !== undefined && y !== null) {
-      if (Array.isArray(y)) return { value: y.map(String).join(","), from: `${o.yaml} (config file)` };
-      if (typeof y === "object") {
-        return { value: Object.entries(y as Record<string, unknown>).map(([k, v]) => `${k}=${String(v)}`).join(","), from: `${o.yaml} (config file)` };
-      }
-      return { value: String(y), from: `${o.yaml} (config file)` };
+      const from = `${o.yaml} (config file)`;
+      if (Array.isArray(y)) return { value: y.map(scalar).join(","), from };
+      if (typeof y === "object") return { value: Object.entries(y).map(([k, v]) => `${k}=${scalar(v)}`).join(","), from };
+      return { value: scalar(y), from };
     }
     return { value: o.default, from: `${name} (default)` };
   };
