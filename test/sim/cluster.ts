@@ -16,12 +16,14 @@ export class Cluster implements NetworkHost {
   readonly removalProposed = new Set<NodeId>();
   private nextId = 1;
   net!: Network;
+  /** Told (after the event's checks) when a node becomes leader of a new term, and when it first commits as such. */
+  onLeaderEvent: NodeContext["leaderEvent"];
 
   constructor(
     private readonly sched: Scheduler,
     private readonly rng: Rng,
     private readonly checker: SafetyChecker,
-    private readonly nodeCtx: Omit<NodeContext, "touched" | "net">,
+    private readonly nodeCtx: Omit<NodeContext, "touched" | "net" | "leaderEvent">,
     private readonly tickMs: number,
     /** Relative clock drift bound per node (0.1 = ±10%). */
     private readonly drift: number,
@@ -71,7 +73,12 @@ export class Cluster implements NetworkHost {
   }
 
   private create(id: NodeId): SimNode {
-    const n = new SimNode(id, { ...this.nodeCtx, net: this.net, touched: (x) => this.touchedNodes.add(x) });
+    const n = new SimNode(id, {
+      ...this.nodeCtx,
+      net: this.net,
+      touched: (x) => this.touchedNodes.add(x),
+      leaderEvent: (x, term, what) => this.onLeaderEvent?.(x, term, what),
+    });
     this.nodes.set(id, n);
     const period = Math.max(1, Math.round(this.tickMs * (1 + (this.rng.next() * 2 - 1) * this.drift)));
     const loop = (): void => {

@@ -48,6 +48,12 @@ export interface NodeContext {
   trace: (line: () => string) => void;
   /** The node's core was called during the current event (its status is checked after it). */
   touched: (n: SimNode) => void;
+  /**
+   * After the event's checks: the node was seen as leader of `term` for the
+   * first time ("elected"), or it applied entries for the first time since
+   * (its first commit as leader: "committed").
+   */
+  leaderEvent?: (n: SimNode, term: number, what: "elected" | "committed") => void;
 }
 
 const LOCAL_ONLY = new Set<MessageType>([MessageType.Hup, MessageType.Beat, MessageType.Unreachable, MessageType.SnapStatus, MessageType.CheckQuorum]);
@@ -73,6 +79,8 @@ export class SimNode {
   lastStatus: RaftStatus | undefined;
   /** Permanently gone (removed from the cluster and shut down). */
   destroyed = false;
+  /** The last term this node was seen leading, and its applied index when elected (-1: first commit reported). */
+  private led = { term: 0, applied: 0 };
   readonly stats = { crashes: 0, readies: 0, snapshotsCreated: 0 };
 
   constructor(
@@ -390,6 +398,14 @@ export class SimNode {
     checker.observeRole(this.id, st.term, st.role);
     if (st.role === Role.Leader && !this.unseen && checker.needsCompletenessCheck(this.id, st.term)) {
       checker.checkLeaderCompleteness(this.id, st.term, this.logView());
+    }
+    if (st.role !== Role.Leader) return;
+    if (st.term !== this.led.term) {
+      this.led = { term: st.term, applied: st.applied };
+      this.ctx.leaderEvent?.(this, st.term, "elected");
+    } else if (this.led.applied >= 0 && st.applied > this.led.applied) {
+      this.led.applied = -1;
+      this.ctx.leaderEvent?.(this, st.term, "committed");
     }
   }
 

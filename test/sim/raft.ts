@@ -26,3 +26,30 @@ export interface SimRaft {
 export type RaftFactory = (config: RaftConfig) => SimRaft;
 
 export const rawNodeFactory: RaftFactory = (config) => new RawNode(config);
+
+/** Deliberate bugs in the core (patched into one RawNode), to prove the checker notices them. */
+export type CoreBug = "old-term-commit";
+
+/**
+ * The real core with one rule broken, for the simulator's own tests:
+ * "old-term-commit" lets a leader commit any index a quorum holds, also an
+ * entry of an older term (the mistake of the Raft paper's Figure 8).
+ */
+export function buggyRawNodeFactory(bug: CoreBug): RaftFactory {
+  return (config) => {
+    const rn = new RawNode(config);
+    const log = rn.raft.log;
+    switch (bug) {
+      case "old-term-commit":
+        log.maybeCommit = (maxIndex: number, term: number): boolean => {
+          if (maxIndex > log.committed && term > 0) {
+            log.commitTo(maxIndex);
+            return true;
+          }
+          return false;
+        };
+        break;
+    }
+    return rn;
+  };
+}

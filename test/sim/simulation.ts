@@ -9,7 +9,7 @@ import { Cluster } from "./cluster.js";
 import { Network } from "./network.js";
 import type { DriverBug, SimNode } from "./node.js";
 import { describeProfile, makeProfile, type SimProfile } from "./profile.js";
-import { rawNodeFactory, type RaftFactory } from "./raft.js";
+import { buggyRawNodeFactory, rawNodeFactory, type CoreBug, type RaftFactory } from "./raft.js";
 import { Rng } from "./rng.js";
 import { Scheduler, type SimEvent } from "./scheduler.js";
 import { Workload } from "./workload.js";
@@ -20,8 +20,8 @@ export interface SimOptions {
   factory?: RaftFactory;
   /** Receives every line of the event trace (replay mode). */
   trace?: (line: string) => void;
-  /** Inject a driver bug (for the simulator's own tests). */
-  bug?: DriverBug;
+  /** Inject a driver or core bug (for the simulator's own tests). */
+  bug?: DriverBug | CoreBug;
   /** Adjust the drawn profile (for the simulator's own tests). */
   tweak?: (p: SimProfile) => void;
 }
@@ -29,6 +29,7 @@ export interface SimOptions {
 export interface SimReport {
   seed: number;
   nodes: number;
+  family: SimProfile["family"];
   events: number;
   chaosMs: number;
   /** Time from the end of the chaos phase to the fresh write being applied by every voter. */
@@ -71,7 +72,9 @@ export function runSimulation(opts: SimOptions): SimReport {
   const rng = new Rng((Math.imul(seed, 0x9e3779b1) ^ Math.imul(nodes, 0x85ebca77)) >>> 0);
   const profile = makeProfile(rng, nodes);
   opts.tweak?.(profile);
-  if (opts.bug) profile.params.bug = opts.bug;
+  let factory = opts.factory ?? rawNodeFactory;
+  if (opts.bug === "old-term-commit") factory = buggyRawNodeFactory(opts.bug);
+  else if (opts.bug) profile.params.bug = opts.bug;
   const sched = new Scheduler();
   const checker = new SafetyChecker(() => sched.now);
   const out = opts.trace;
@@ -81,7 +84,7 @@ export function runSimulation(opts: SimOptions): SimReport {
     sched,
     rng,
     checker,
-    { sched, checker, rng, factory: opts.factory ?? rawNodeFactory, params: profile.params, trace },
+    { sched, checker, rng, factory, params: profile.params, trace },
     profile.tickMs,
     profile.drift,
   );
@@ -114,7 +117,7 @@ export function runSimulation(opts: SimOptions): SimReport {
     sched.runUntil(profile.randomPhaseMs);
 
     phase = "healing";
-    workload.active = false;
+    workload.stop();
     net.heal();
     net.faults = { ...profile.calm };
     out?.(`t=${sched.now} === healing: network healed, faults off, restarting ${cluster.down().map((n) => n.id).join(",") || "nobody"}`);
@@ -148,6 +151,7 @@ export function runSimulation(opts: SimOptions): SimReport {
   return {
     seed,
     nodes,
+    family: profile.family,
     events: sched.executed,
     chaosMs: profile.randomPhaseMs,
     recoveryMs,

@@ -1,6 +1,8 @@
 // The random operations of the chaos phase: client writes and reads, crashes
 // and restarts, partitions and heals, membership changes, leadership
-// transfers, forced elections and log compaction.
+// transfers, forced elections and log compaction, plus faults aimed at leaders
+// (crash or isolate a leader at random, or soon after its election or its
+// first commit).
 import type { ConfChange } from "../../src/consensus/confchange.js";
 import { isRaftError } from "../../src/consensus/errors.js";
 import type { NodeId } from "../../src/consensus/types.js";
@@ -11,7 +13,32 @@ import type { SimNode } from "./node.js";
 import type { Rng } from "./rng.js";
 import type { Scheduler } from "./scheduler.js";
 
-export type OpKind = "propose" | "read" | "crash" | "partition" | "conf" | "transfer" | "compact" | "campaign";
+export type OpKind = "propose" | "read" | "crash" | "partition" | "conf" | "transfer" | "compact" | "campaign" | "leaderFault";
+
+/**
+ * Faults aimed at leaders. Uncommitted entries of different terms pile up on
+ * different nodes when leaders are cut off right after their election (their
+ * first entry stays local) or while they accept writes; cutting a leader off
+ * while it is still bringing a follower up to date leaves a quorum holding its
+ * older-term entries without its own, the situation of the Raft paper's
+ * Figure 8 in which only the own-term commit rule keeps the log safe.
+ */
+export interface LeaderFaults {
+  /** Probability that a newly elected leader is crashed or isolated soon after. */
+  newLeaderRate: number;
+  /** Probability that a leader is crashed or isolated soon after its first commit in its term. */
+  firstCommitRate: number;
+  /** The fault strikes after [0, maxDelayMs) ms of the election, or [0, commitDelayMs) of the first commit. */
+  maxDelayMs: number;
+  commitDelayMs: number;
+  /** Share of isolations (partitioned alone, still accepting writes) among those faults. */
+  isolateRate: number;
+  isolateMinMs: number;
+  isolateMaxMs: number;
+  /** A crashed leader restarts after [restartMinMs, restartMaxMs) ms. */
+  restartMinMs: number;
+  restartMaxMs: number;
+}
 
 export interface WorkloadProfile {
   /** Mean gap between two operations, ms. */
@@ -26,6 +53,8 @@ export interface WorkloadProfile {
   maxMembers: number;
   /** Probability that a removal picks the leader itself. */
   removeLeaderRate: number;
+  /** Used by new leaders and the "leaderFault" operation. */
+  leaderFaults: LeaderFaults;
 }
 
 const EXPECTED_ERRORS = ["NOT_LEADER", "PROPOSAL_DROPPED", "REMOVED", "INVALID_ARGUMENT"] as const;
@@ -34,7 +63,18 @@ export class Workload {
   active = true;
   private seq = 0;
   private partitionGen = 0;
-  readonly stats = { proposals: 0, proposalsRejected: 0, reads: 0, crashes: 0, partitions: 0, confChanges: 0, transfers: 0, compactions: 0, campaigns: 0 };
+  readonly stats = {
+    proposals: 0,
+    proposalsRejected: 0,
+    reads: 0,
+    crashes: 0,
+    partitions: 0,
+    confChanges: 0,
+    transfers: 0,
+    compactions: 0,
+    campaigns: 0,
+    leaderFaults: 0,
+  };
   private readonly kinds: (readonly [OpKind, number])[];
 
   constructor(
@@ -49,7 +89,13 @@ export class Workload {
   }
 
   start(): void {
+    this.cluster.onLeaderEvent = (n, term, what) => this.leaderEvent(n, term, what);
     this.scheduleNext();
+  }
+
+  stop(): void {
+    this.active = false;
+    this.cluster.onLeaderEvent = undefined;
   }
 
   private scheduleNext(): void {
@@ -81,6 +127,11 @@ export class Workload {
         return this.compact();
       case "campaign":
         return this.campaign();
+      case "leaderFault": {
+        const leaders = this.cluster.leaders();
+        if (leaders.length > 0) this.leaderFault(this.rng.pick(leaders));
+        return;
+      }
     }
   }
 
@@ -139,6 +190,40 @@ export class Workload {
         if (n.incarnation === inc) n.start();
       });
     }
+  }
+
+  private leaderEvent(n: SimNode, term: number, what: "elected" | "committed"): void {
+    const f = this.profile.leaderFaults;
+    if (!this.active || !this.rng.chance(what === "elected" ? f.newLeaderRate : f.firstCommitRate)) return;
+    const inc = n.incarnation;
+    const delay = this.rng.int(0, what === "elected" ? f.maxDelayMs : f.commitDelayMs);
+    this.sched.after(delay, () => `leader fault on ${n.id} (leader of term ${term}, ${what})`, () => {
+      if (this.active && n.incarnation === inc && n.isLeader && n.lastStatus!.term === term) this.leaderFault(n);
+    });
+  }
+
+  /** Crash the leader (quick restart) or cut it off from everyone while it keeps taking writes. */
+  private leaderFault(n: SimNode): void {
+    const f = this.profile.leaderFaults;
+    this.stats.leaderFaults++;
+    if (this.rng.chance(f.isolateRate)) {
+      this.net.partition([[n.id]]);
+      this.stats.partitions++;
+      this.trace(() => `  leader ${n.id} isolated: ${this.net.describePartition()}`);
+      const gen = ++this.partitionGen;
+      this.sched.after(this.rng.int(f.isolateMinMs, f.isolateMaxMs), () => "heal partition", () => {
+        if (gen !== this.partitionGen || !this.net.partitioned) return;
+        this.net.heal();
+        this.trace(() => "  network healed");
+      });
+      return;
+    }
+    this.stats.crashes++;
+    n.crash();
+    const inc = n.incarnation;
+    this.sched.after(this.rng.int(f.restartMinMs, f.restartMaxMs), () => `restart ${n.id}`, () => {
+      if (n.incarnation === inc) n.start();
+    });
   }
 
   private partition(): void {
