@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { RaftNode } from "../../src/consensus/driver.js";
+import { MemoryNetwork } from "../../src/consensus/memory-transport.js";
+import { Role, type Entry } from "../../src/consensus/types.js";
+import { startHttpServer, type HttpServer } from "../../src/http/server.js";
+import { PgraftMetrics } from "../../src/metrics/registry.js";
+
+const sm = { apply: (e: Entry) => e.index, snapshot: () => new Uint8Array(), restore: () => {} };
+
+describe("HTTP: /metrics, /health, /ready, /primary, /leader, /replica", () => {
+  let dir: string;
+  const net = new MemoryNetwork();
+  const nodes: RaftNode[] = [];
+  const servers: HttpServer[] = [];
+  const get = async (s: HttpServer, path: string): Promise<{ code: number; text: string }> => {
+    const r = await fetch(`http://127.0.0.1:${s.address.port}${path}`);
+    return { code: r.status, text: await r.text() };
+  };
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), "pgraft-http-"));
+    for (const id of [1, 2, 3]) {
+      const n = await RaftNode.open({
+        id,
+        clusterId: "h",
+        dataDir: join(dir, `n${id}`),
+        transport: net.transportFor(id),
+        stateMachine: sm,
+        bootstrap: { voters: [1, 2, 3], learners: [] },
+        tickMs: 10,
+      });
+      net.attach(n);
+      n.start();
+      nodes.push(n);
+      const metrics = new PgraftMetrics({ status: () => n.status(), storage: () => n.storageStats() });
+      servers.push(await startHttpServer({ host: "127.0.0.1", port: 0 }, { status: () => n.status(), maxReplicaLagEntries: 1000 }, metrics));
+    }
+    for (let i = 0; i < 500 && !nodes.some((n) => n.status().role === Role.Leader); i++) await new Promise((r) => setTimeout(r, 10));
+    const leader = nodes.find((n) => n.status().role === Role.Leader)!;
+    await leader.propose(new Uint8Array([1]));
+    for (const n of nodes) await n.read();
+  });
+  after(async () => {
+    for (const s of servers) await s.close();
+    for (const n of nodes) await n.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("exactly the leader answers 200 on /primary and /leader; the others answer 200 on /replica", async () => {
+    const codes = await Promise.all(servers.map(async (s) => [(await get(s, "/primary")).code, (await get(s, "/leader")).code, (await get(s, "/replica")).code]));
+    const leaderIdx = nodes.findIndex((n) => n.status().role === Role.Leader);
+    codes.forEach(([primary, leader, replica], i) => {
+      assert.deepEqual([primary, leader, replica], i === leaderIdx ? [200, 200, 503] : [503, 503, 200], `node ${i + 1}`);
+    });
+  });
+
+  test("/health and /ready say who is who; unknown paths are 404, writes 405", async () => {
+    const h = await get(servers[0]!, "/health");
+    assert.equal(h.code, 200);
+    assert.equal((JSON.parse(h.text) as { status: string }).status, "up");
+    const r = await get(servers[1]!, "/ready");
+    assert.equal(r.code, 200);
+    assert.ok((JSON.parse(r.text) as { leader_id: number }).leader_id > 0);
+    assert.equal((await get(servers[0]!, "/nope")).code, 404);
+    const post = await fetch(`http://127.0.0.1:${servers[0]!.address.port}/metrics`, { method: "POST" });
+    assert.equal(post.status, 405);
+  });
+
+  test("/metrics exposes Raft state with Prometheus names", async () => {
+    const leaderIdx = nodes.findIndex((n) => n.status().role === Role.Leader);
+    const m = await get(servers[leaderIdx]!, "/metrics");
+    assert.equal(m.code, 200);
+    const term = nodes[leaderIdx]!.status().term;
+    assert.match(m.text, new RegExp(`^pgraft_raft_term ${term}$`, "m"));
+    assert.match(m.text, /^pgraft_raft_is_leader 1$/m);
+    assert.match(m.text, /^pgraft_peer_match_index\{peer="\d"\} \d+$/m);
+    assert.match(m.text, /^pgraft_wal_fsyncs_total \d+$/m);
+    assert.match(m.text, /^pgraft_raft_elections_total \d+$/m);
+    assert.match(m.text, /^process_cpu_seconds_total /m);
+    // Counters never go backwards between scrapes.
+    const n1 = Number(/^pgraft_wal_fsyncs_total (\d+)$/m.exec(m.text)![1]);
+    await nodes[leaderIdx]!.propose(new Uint8Array([2]));
+    const m2 = await get(servers[leaderIdx]!, "/metrics");
+    const n2 = Number(/^pgraft_wal_fsyncs_total (\d+)$/m.exec(m2.text)![1]);
+    assert.ok(n2 > n1, `fsyncs counter advanced (${n1} → ${n2})`);
+  });
+});
