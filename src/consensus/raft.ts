@@ -17,6 +17,7 @@ import { ReadOnly } from "./read-only.js";
 import { entryBytes } from "./storage.js";
 import {
   EntryType,
+  makeMessage,
   MessageType,
   NONE,
   Role,
@@ -132,18 +133,7 @@ export class Raft {
   }
 
   private send(m: Partial<Message> & { type: MessageType; to: NodeId }): void {
-    const msg: Message = {
-      clusterId: this.cfg.clusterId,
-      from: this.id,
-      term: 0,
-      logTerm: 0,
-      index: 0,
-      entries: [],
-      commit: 0,
-      reject: false,
-      rejectHint: 0,
-      ...m,
-    };
+    const msg = makeMessage({ clusterId: this.cfg.clusterId, from: this.id, ...m });
     // Votes carry the term they are for; everything else our current term.
     if (m.term === undefined && msg.type !== MessageType.Prop && msg.type !== MessageType.ReadIndex && msg.type !== MessageType.TransferLeader) {
       msg.term = this.term;
@@ -276,20 +266,7 @@ export class Raft {
   }
 
   stepLocal(type: MessageType, from: NodeId = this.id, extra: Partial<Message> = {}): void {
-    this.step({
-      type,
-      clusterId: this.cfg.clusterId,
-      from,
-      to: this.id,
-      term: 0,
-      logTerm: 0,
-      index: 0,
-      entries: [],
-      commit: 0,
-      reject: false,
-      rejectHint: 0,
-      ...extra,
-    });
+    this.step(makeMessage({ type, clusterId: this.cfg.clusterId, from, to: this.id, ...extra }));
   }
 
   // ---------------------------------------------------------------- stepping
@@ -930,20 +907,7 @@ export class Raft {
   // ---------------------------------------------------------------- ReadIndex
 
   readIndex(context: Uint8Array): void {
-    const m: Message = {
-      type: MessageType.ReadIndex,
-      clusterId: this.cfg.clusterId,
-      from: this.id,
-      to: this.id,
-      term: 0,
-      logTerm: 0,
-      index: 0,
-      entries: [],
-      commit: 0,
-      reject: false,
-      rejectHint: 0,
-      context,
-    };
+    const m = makeMessage({ type: MessageType.ReadIndex, clusterId: this.cfg.clusterId, from: this.id, to: this.id, context });
     if (this.role === Role.Leader) this.leaderReadIndex(m);
     else if (this.role === Role.Follower && this.leader !== NONE) this.msgs.push({ ...m, to: this.leader });
     else throw new NotLeaderError(this.leader);

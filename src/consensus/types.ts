@@ -96,6 +96,11 @@ export interface Message {
   context?: Uint8Array;
 }
 
+/** A message with every optional-by-meaning field at its zero value. */
+export function makeMessage(m: Pick<Message, "type" | "clusterId" | "from" | "to"> & Partial<Message>): Message {
+  return { term: 0, logTerm: 0, index: 0, entries: [], commit: 0, reject: false, rejectHint: 0, ...m };
+}
+
 export enum Role {
   Follower = "follower",
   PreCandidate = "pre-candidate",
