@@ -1,6 +1,7 @@
 // The sidecar's own configuration: what it needs before it can talk to anyone.
 // (Runtime settings replicated through Raft live in src/cluster/config-registry.)
 // Precedence: command-line flag > PGRAFT_* environment variable > YAML file > default.
+import { parseDurationMs } from "../cluster/config-registry.js";
 import { ConfigError } from "./errors.js";
 import { formatHostPort, parseHostPort, type HostPort } from "./address.js";
 
@@ -78,15 +79,6 @@ export interface RawConfig {
   heartbeat?: Raw;
   election?: Raw;
   logLevel?: Raw;
-}
-
-/** Parse "100ms", "1s", "1.5s", "2m" or a bare number of ms. */
-export function parseDurationMs(raw: string): number | undefined {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/.exec(raw);
-  if (!m) return undefined;
-  const n = Number(m[1]);
-  const ms = m[2] === "s" ? n * 1000 : m[2] === "m" ? n * 60_000 : n;
-  return Number.isFinite(ms) ? Math.round(ms) : undefined;
 }
 
 /** A YAML scalar as text; anything structured is shown as JSON so the error names it. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { parseHostPort } from "../../src/config/address.js";
 import { ConfigError } from "../../src/config/errors.js";
-import { parseDurationMs, resolveSidecarConfig, type RawConfig } from "../../src/config/sidecar-config.js";
+import { resolveSidecarConfig, type RawConfig } from "../../src/config/sidecar-config.js";
 
 const base: RawConfig = { nodeId: "1", clusterId: "prod-1", dataDir: "/var/lib/pgraft", plaintext: true };
 
@@ -84,13 +84,11 @@ describe("sidecar configuration", () => {
     assert.match(problems(base, {}, { node_idd: 3 }).join(), /unknown key "node_idd"/);
   });
 
-  test("durations and addresses", () => {
-    assert.equal(parseDurationMs("75ms"), 75);
-    assert.equal(parseDurationMs("900"), 900);
-    assert.equal(parseDurationMs("1.5s"), 1500);
-    assert.equal(parseDurationMs("2m"), 120_000);
-    assert.equal(parseDurationMs("-5ms"), undefined);
-    assert.equal(parseDurationMs("5h"), undefined);
+  test("durations use the cluster registry's parser; addresses", () => {
+    assert.equal(resolveSidecarConfig({ ...base, heartbeat: "75ms", election: "1.5s" }, {}).electionMs, 1500);
+    assert.equal(resolveSidecarConfig({ ...base, heartbeat: "90" }, {}).heartbeatMs, 90);
+    assert.match(problems({ ...base, heartbeat: "-5ms" }).join(), /not a duration/);
+    assert.match(problems({ ...base, election: "5x" }).join(), /not a duration/);
     assert.deepEqual(parseHostPort("[::1]:7400"), { host: "[::1]", port: 7400 });
     assert.equal(typeof parseHostPort("host:0"), "string");
     assert.equal(typeof parseHostPort(":7400"), "string");
