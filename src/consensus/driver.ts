@@ -145,6 +145,7 @@ export class RaftNode {
     this.snapshotEntries = opts.snapshotEntries ?? 10_000;
     this.keepEntries = opts.keepEntriesAfterSnapshot ?? 5_000;
     this.snapshotIndex = storage.snapshot().meta.index;
+    this.tickMs = opts.tickMs ?? 100;
     this.rn = new RawNode({
       id: opts.id,
       clusterId: opts.clusterId,
@@ -222,14 +223,35 @@ export class RaftNode {
     }
   }
 
+  private tickMs: number;
+
   /** Start ticking. */
   start(): void {
     if (this.ticker !== undefined || this.stopped) return;
     this.ticker = this.clock.setInterval(() => {
       this.rn.tick();
       this.schedule();
-    }, this.opts.tickMs ?? 100);
+    }, this.tickMs);
     this.schedule();
+  }
+
+  /**
+   * Apply new timing at runtime (the replicated heartbeat_interval and
+   * election_timeout): one tick is the heartbeat, the election timeout a whole
+   * number of ticks (at least 2).
+   */
+  setTiming(heartbeatMs: number, electionMs: number): void {
+    if (!(heartbeatMs > 0) || !(electionMs >= 2 * heartbeatMs)) {
+      throw new RaftError("INVALID_ARGUMENT", `election timeout (${electionMs}ms) must be at least twice the heartbeat interval (${heartbeatMs}ms)`);
+    }
+    const electionTicks = Math.round(electionMs / heartbeatMs);
+    this.rn.raft.setTiming(electionTicks, 1);
+    this.tickMs = heartbeatMs;
+    if (this.ticker !== undefined) {
+      this.clock.clearInterval(this.ticker);
+      this.ticker = undefined;
+      this.start();
+    }
   }
 
   status(): RaftStatus {

@@ -913,6 +913,16 @@ export class Raft {
     else throw new NotLeaderError(this.leader);
   }
 
+  /** Change the election timeout and heartbeat (in ticks) at runtime, e.g. from replicated config. */
+  setTiming(electionTick: number, heartbeatTick: number): void {
+    if (!Number.isInteger(heartbeatTick) || heartbeatTick <= 0 || !Number.isInteger(electionTick) || electionTick <= heartbeatTick) {
+      throw new RaftError("INVALID_ARGUMENT", `electionTick (${electionTick}) must be an integer greater than heartbeatTick (${heartbeatTick})`);
+    }
+    this.cfg.electionTick = electionTick;
+    this.cfg.heartbeatTick = heartbeatTick;
+    this.resetRandomizedElectionTimeout();
+  }
+
   electionElapsedTicks(): number {
     return this.electionElapsed;
   }

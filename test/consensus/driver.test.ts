@@ -204,6 +204,21 @@ describe("RaftNode (real WAL, in-process network)", () => {
     assert.equal(single.sms.get(1)!.values.length, 50);
   });
 
+  test("timing can change at runtime: a slower election timeout delays the next election", async () => {
+    for (const id of [1, 2, 3]) await c.start(id);
+    const leader = await c.leader();
+    for (const n of c.nodes.values()) n.setTiming(10, 2000);
+    assert.throws(() => leader.setTiming(10, 15), (e: unknown) => isRaftError(e, "INVALID_ARGUMENT"));
+    assert.throws(() => leader.setTiming(0, 1000), (e: unknown) => isRaftError(e, "INVALID_ARGUMENT"));
+    const old = leader.id;
+    await c.kill(old);
+    // With a 2 s timeout nobody may be elected within 500 ms (before it was 100-200 ms).
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(![...c.nodes.values()].some((n) => n.status().role === Role.Leader), "no election before the new timeout");
+    const next = await c.leader(old);
+    await next.propose(enc("slow"));
+  });
+
   test("refuses a bootstrap that does not include the node, and a bad node id", async () => {
     await assert.rejects(
       RaftNode.open({
