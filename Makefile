@@ -1,6 +1,6 @@
 # The README's two commands are `make run` and `make test`; each installs what it needs.
 SHELL := /bin/bash
-.PHONY: install build lint typecheck test test-unit sim-long run bench clean
+.PHONY: install gen build lint typecheck test sim-long run bench clean
 
 node_modules/.install-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -8,13 +8,17 @@ node_modules/.install-stamp: package.json package-lock.json
 
 install: node_modules/.install-stamp
 
-build: install
+# TypeScript for the gRPC messages (buf + protoc-gen-es, offline); not committed.
+gen: install
+	npm run gen
+
+build: gen
 	npx tsc -p tsconfig.json
 
-typecheck: install
+typecheck: gen
 	npx tsc --noEmit -p tsconfig.lint.json
 
-lint: install
+lint: gen
 	npx eslint --max-warnings 0 .
 
 # Everything CI runs: install, build, typecheck, lint, every test.
