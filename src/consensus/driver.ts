@@ -258,6 +258,13 @@ export class RaftNode {
     return this.rn.status();
   }
 
+  /** Milliseconds since each follower last answered (leader only). */
+  lastContactMs(): Map<NodeId, number> {
+    const out = new Map<NodeId, number>();
+    for (const [id, p] of this.rn.status().progress) if (id !== this.id) out.set(id, p.ticksSinceActive * this.tickMs);
+    return out;
+  }
+
   /** Counters of the write-ahead log (fsyncs, bytes written, segments). */
   storageStats(): { fsyncs: number; bytesWritten: number; segments: number } {
     const { fsyncs, bytesWritten, segments } = this.wal.stats;

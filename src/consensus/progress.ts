@@ -12,6 +12,8 @@ export class Progress {
   pendingSnapshot = 0;
   /** Heard from within the last election timeout (check-quorum). */
   recentActive = true;
+  /** Our tick when this follower last answered anything. */
+  lastActiveTick = 0;
   /** Our tick when we sent the newest heartbeat this follower answered (lease reads). */
   lastHeartbeatAcked = -Infinity;
   /** In probe state: one message is out, wait for its answer or a heartbeat response. */
@@ -108,8 +110,9 @@ export class Progress {
     }
   }
 
-  status(): ProgressStatus {
+  status(nowTick: number): ProgressStatus {
     return {
+      ticksSinceActive: nowTick - this.lastActiveTick,
       match: this.match,
       next: this.next,
       state: this.state,

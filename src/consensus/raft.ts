@@ -77,7 +77,7 @@ export class Raft {
   private pendingReadIndex: Message[] = [];
   private electionElapsed = 0;
   /** Ticks since this node started; heartbeats carry it for lease reads. */
-  private tickCount = 0;
+  tickCount = 0;
   private heartbeatElapsed = 0;
   private randomizedElectionTimeout = 0;
   readonly rejected: Record<RejectReason, number> = {
@@ -465,6 +465,7 @@ export class Raft {
 
   private handleAppendResponse(m: Message, pr: Progress): void {
     pr.recentActive = true;
+    pr.lastActiveTick = this.tickCount;
     if (m.reject) {
       let hint = m.rejectHint;
       if (m.logTermHint !== undefined && m.logTermHint > 0) {
@@ -508,6 +509,7 @@ export class Raft {
 
   private handleHeartbeatResponse(m: Message, pr: Progress): void {
     pr.recentActive = true;
+    pr.lastActiveTick = this.tickCount;
     // The follower echoes the tick at which we sent the heartbeat: its lease on us
     // (it refuses votes for an election timeout) started no earlier than that.
     pr.lastHeartbeatAcked = Math.max(pr.lastHeartbeatAcked, m.index);

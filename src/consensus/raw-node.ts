@@ -154,7 +154,7 @@ export class RawNode {
   status(): RaftStatus {
     const r = this.raft;
     const progress = new Map<NodeId, ProgressStatus>();
-    if (r.role === Role.Leader) for (const [id, pr] of r.prs) progress.set(id, pr.status());
+    if (r.role === Role.Leader) for (const [id, pr] of r.prs) progress.set(id, pr.status(r.tickCount));
     return {
       id: r.id,
       term: r.term,

@@ -153,6 +153,8 @@ export interface ProgressStatus {
   state: ProgressState;
   learner: boolean;
   recentActive: boolean;
+  /** Ticks since the follower last answered the leader. */
+  ticksSinceActive: number;
   inflightMsgs: number;
   inflightBytes: number;
   pendingSnapshot: number;

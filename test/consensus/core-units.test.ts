@@ -281,7 +281,7 @@ describe("Progress", () => {
     assert.equal(pr.isPaused(), false);
     pr.sentEntries(1, 40, 2);
     assert.equal(pr.isPaused(), true, "80 bytes > 64");
-    assert.equal(pr.status().inflightBytes, 80);
+    assert.equal(pr.status(0).inflightBytes, 80);
   });
 
   test("maybeDecrTo in replicate: stale rejections are ignored, others fall back to match+1", () => {

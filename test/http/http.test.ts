@@ -36,7 +36,7 @@ describe("HTTP: /metrics, /health, /ready, /primary, /leader, /replica", () => {
       net.attach(n);
       n.start();
       nodes.push(n);
-      const metrics = new PgraftMetrics({ status: () => n.status(), storage: () => n.storageStats() });
+      const metrics = new PgraftMetrics({ status: () => n.status(), storage: () => n.storageStats(), lastContactMs: () => n.lastContactMs() });
       servers.push(await startHttpServer({ host: "127.0.0.1", port: 0 }, { status: () => n.status(), maxReplicaLagEntries: 1000 }, metrics));
     }
     for (let i = 0; i < 500 && !nodes.some((n) => n.status().role === Role.Leader); i++) await new Promise((r) => setTimeout(r, 10));
@@ -79,6 +79,7 @@ describe("HTTP: /metrics, /health, /ready, /primary, /leader, /replica", () => {
     assert.match(m.text, /^pgraft_raft_is_leader 1$/m);
     assert.match(m.text, /^pgraft_peer_match_index\{peer="\d"\} \d+$/m);
     assert.match(m.text, /^pgraft_wal_fsyncs_total \d+$/m);
+    assert.match(m.text, /^pgraft_peer_last_contact_seconds\{peer="\d"\} [\d.]+$/m);
     assert.match(m.text, /^pgraft_raft_elections_total \d+$/m);
     assert.match(m.text, /^process_cpu_seconds_total /m);
     // Counters never go backwards between scrapes.
