@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// The `pgraft` command. Today: the consensus demo. The sidecar daemon and the
-// operator commands arrive with the next milestones (see README, "Status").
+// The `pgraft` command: the sidecar daemon, the consensus demo, and (when
+// registered) the operator commands.
 import { Command, InvalidArgumentError } from "commander";
 import { runDemo } from "./demo.js";
+import { registerSidecarCommand } from "./sidecar-command.js";
 
 const positiveInt = (name: string, max: number) => (v: string): number => {
   const n = Number(v);
@@ -12,7 +13,7 @@ const positiveInt = (name: string, max: number) => (v: string): number => {
 
 const program = new Command()
   .name("pgraft")
-  .description("Raft-coordinated sidecar for stock PostgreSQL (consensus engine milestone)")
+  .description("Raft-coordinated sidecar for stock PostgreSQL")
   .version("0.1.0");
 
 program
@@ -26,6 +27,8 @@ program
     if (opts.nodes < 3) throw new InvalidArgumentError("--nodes must be at least 3 to show a failover");
     await runDemo({ ...opts, out: (l) => process.stdout.write(l + "\n") });
   });
+
+registerSidecarCommand(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`pgraft: ${e instanceof Error ? e.message : String(e)}\n`);

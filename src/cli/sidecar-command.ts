@@ -1,0 +1,88 @@
+// `pgraft sidecar`: run the daemon. Options come from SIDECAR_OPTIONS (one
+// table for flags, env vars, YAML keys and --help); SIGTERM/SIGINT stop it
+// gracefully (a leader hands leadership over first).
+import { readFileSync } from "node:fs";
+import { Command } from "commander";
+import { parse as parseYaml } from "yaml";
+import { ConfigError } from "../config/errors.js";
+import { resolveSidecarConfig, SIDECAR_OPTIONS, type RawConfig } from "../config/sidecar-config.js";
+import { createLogger } from "../daemon/logger.js";
+import { Sidecar } from "../daemon/sidecar.js";
+
+/** commander's attribute for a flag: "--node-id <id>" → "nodeId". */
+const attributeOf = (flag: string): string => flag.split(" ")[0]!.replace(/^--/, "").replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+function loadYaml(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError([`--config: cannot read ${path}: ${(e as Error).message}`]);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError([`--config: ${path} is not valid YAML: ${(e as Error).message}`]);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== "object" || Array.isArray(doc)) throw new ConfigError([`--config: ${path} must hold a mapping of option names to values`]);
+  return doc as Record<string, unknown>;
+}
+
+export function registerSidecarCommand(program: Command): void {
+  const cmd = program
+    .command("sidecar")
+    .description("run the pgraft sidecar: Raft over gRPC, the replicated catalog and KV, HTTP /metrics and /health")
+    .addHelpText(
+      "after",
+      `
+Every option can also come from an environment variable or the YAML file given by --config:
+${SIDECAR_OPTIONS.filter((o) => o.yaml)
+  .map((o) => `  ${o.flag.split(" ")[0]!.padEnd(22)} $${o.env.padEnd(28)} ${o.yaml}`)
+  .join("\n")}
+Precedence: flag > environment > file > default.
+
+Examples:
+  pgraft sidecar --node-id 1 --cluster-id prod --data-dir /var/lib/pgraft --plaintext \\
+      --initial-cluster 1=127.0.0.1:7400,2=127.0.0.1:7410,3=127.0.0.1:7420
+  pgraft sidecar --node-id 4 --cluster-id prod --data-dir /var/lib/pgraft4 --plaintext \\
+      --listen 127.0.0.1:7430 --http-listen 127.0.0.1:8038 --join 127.0.0.1:7400`,
+    );
+  for (const o of SIDECAR_OPTIONS) {
+    const def = o.default ? ` (default ${o.default})` : "";
+    cmd.option(o.flag, `${o.help}${def}`);
+  }
+  cmd.action(async (opts: Record<string, string | boolean | undefined>) => {
+    const raw: RawConfig = {};
+    for (const o of SIDECAR_OPTIONS) raw[o.key] = opts[attributeOf(o.flag)];
+    let cfg;
+    try {
+      const file = (raw.config as string | undefined) ?? process.env.PGRAFT_CONFIG;
+      cfg = resolveSidecarConfig(raw, process.env, file ? loadYaml(file) : {});
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        process.stderr.write(`pgraft sidecar: ${e.message}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      throw e;
+    }
+    const log = createLogger({ level: cfg.logLevel, nodeId: cfg.nodeId, clusterId: cfg.clusterId });
+    const sidecar = await Sidecar.start(cfg, log);
+    await new Promise<void>((resolve) => {
+      const onSignal = (sig: NodeJS.Signals): void => {
+        log.info(`received ${sig}: stopping`);
+        process.off("SIGTERM", onSignal);
+        process.off("SIGINT", onSignal);
+        sidecar.stop().then(resolve, (e: unknown) => {
+          log.error(`stop failed: ${e instanceof Error ? e.message : String(e)}`);
+          process.exitCode = 1;
+          resolve();
+        });
+      };
+      process.on("SIGTERM", onSignal);
+      process.on("SIGINT", onSignal);
+    });
+  });
+}

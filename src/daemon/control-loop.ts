@@ -1,0 +1,110 @@
+// One control loop per sidecar, in the manner of Patroni's ha.py: each cycle
+// looks at the replicated state and this node's role, takes at most a few
+// actions, and ends in a one-line decision. The line is logged at info when it
+// changes (so operators can read the loop from the log) and at debug otherwise.
+import type { Logger } from "pino";
+import type { SidecarConfig } from "../config/sidecar-config.js";
+import type { RaftNode } from "../consensus/driver.js";
+import { encodeCommand } from "../cluster/commands.js";
+import type { ClusterState } from "../cluster/state.js";
+import { Role } from "../consensus/types.js";
+import type { GrpcPeerTransport } from "../transport/peer-transport.js";
+import { autoPromoteKey } from "./cluster-service.js";
+
+export interface ControlLoopDeps {
+  cfg: SidecarConfig;
+  node: RaftNode;
+  state: ClusterState;
+  transport: GrpcPeerTransport;
+  log: Logger;
+}
+
+/** A learner this close to the leader's log is caught up enough to vote. */
+const CAUGHT_UP_ENTRIES = 100;
+
+export class ControlLoop {
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private lastDecision = "";
+  private timing: { heartbeatMs: number; electionMs: number };
+
+  constructor(private readonly d: ControlLoopDeps) {
+    this.timing = { heartbeatMs: d.cfg.heartbeatMs, electionMs: d.cfg.electionMs };
+  }
+
+  start(): void {
+    const every = Math.max(100, Math.min(1000, 2 * this.d.cfg.heartbeatMs));
+    this.timer = setInterval(() => {
+      if (this.running) return;
+      this.running = true;
+      this.cycle()
+        .then((decision) => this.report(decision))
+        .catch((e: unknown) => this.d.log.warn(`control loop cycle failed: ${e instanceof Error ? e.message : String(e)}`))
+        .finally(() => (this.running = false));
+    }, every);
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private report(decision: string): void {
+    if (decision === this.lastDecision) this.d.log.debug(decision);
+    else this.d.log.info(decision);
+    this.lastDecision = decision;
+  }
+
+  /** One cycle; returns its decision line. */
+  async cycle(): Promise<string> {
+    const actions: string[] = [];
+    this.syncPeers();
+    const t = this.applyTiming();
+    if (t) actions.push(t);
+    const st = this.d.node.status();
+    if (st.role !== Role.Leader) {
+      const base = st.leader ? `no action: following leader ${st.leader} (term ${st.term})` : `no action: no leader known (term ${st.term}, ${st.role})`;
+      return actions.length ? `${actions.join("; ")}; ${base}` : base;
+    }
+    const expired = this.d.state.expiredLeases(Date.now());
+    if (expired.length) {
+      await this.d.node.propose(encodeCommand({ op: "lease.expire", leaseIds: expired, nowMs: Date.now() }));
+      actions.push(`expired leases ${expired.join(",")}`);
+    }
+    for (const id of st.conf.learners) {
+      if (!this.d.state.kvGet(autoPromoteKey(id))) continue;
+      const p = st.progress.get(id);
+      // It must have acknowledged the log (replicate state), not merely be near a short one.
+      if (!p || !p.recentActive || p.state !== "replicate" || p.match === 0 || st.lastIndex - p.match > CAUGHT_UP_ENTRIES) continue;
+      await this.d.node.proposeConfChange({ type: "addVoter", nodeId: id });
+      await this.d.node.propose(encodeCommand({ op: "kv.delete", key: autoPromoteKey(id) }));
+      actions.push(`promoted learner ${id} to voter (caught up to ${p.match}/${st.lastIndex})`);
+    }
+    return actions.length ? actions.join("; ") : `no action: I am the leader (term ${st.term}, ${st.conf.voters.length} voters)`;
+  }
+
+  /** The transport dials every member at the address the catalog has for it. */
+  private syncPeers(): void {
+    const want = new Map<number, string>();
+    for (const m of this.d.state.members()) if (m.id !== this.d.cfg.nodeId && m.raftAddress) want.set(m.id, m.raftAddress);
+    const have = this.d.transport.peers();
+    for (const [id, addr] of want) if (have.get(id) !== addr) this.d.transport.setPeer(id, addr);
+    // Keep dialling the founders until the catalog knows them (a joiner's first moments).
+    if (want.size === 0) return;
+    for (const id of have.keys()) if (!want.has(id)) this.d.transport.removePeer(id);
+  }
+
+  /** Runtime heartbeat_interval / election_timeout, once set through Raft, win over the flags. */
+  private applyTiming(): string | undefined {
+    const rows = this.d.state.config();
+    const hb = rows.find((r) => r.name === "heartbeat_interval");
+    const el = rows.find((r) => r.name === "election_timeout");
+    const s = this.d.state.settings();
+    const heartbeatMs = hb?.overridden ? s.heartbeatIntervalMs : this.d.cfg.heartbeatMs;
+    const electionMs = el?.overridden ? s.electionTimeoutMs : this.d.cfg.electionMs;
+    if (heartbeatMs === this.timing.heartbeatMs && electionMs === this.timing.electionMs) return undefined;
+    this.d.node.setTiming(heartbeatMs, electionMs);
+    this.timing = { heartbeatMs, electionMs };
+    return `applied timing: heartbeat ${heartbeatMs}ms, election timeout ${electionMs}ms`;
+  }
+}

@@ -1,0 +1,216 @@
+// One pgraft sidecar: the Raft node with the replicated cluster state, its gRPC
+// server (peers + client API), the HTTP endpoints, the control loop, and an
+// orderly start and stop. `pgraft sidecar` is a thin shell around this.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { formatHostPort, type HostPort } from "../config/address.js";
+import type { SidecarConfig } from "../config/sidecar-config.js";
+import { RaftNode } from "../consensus/driver.js";
+import { Role, type NodeId } from "../consensus/types.js";
+import { ClusterState } from "../cluster/state.js";
+import * as pb from "../gen/pgraft/v1/client_pb.js";
+import { startHttpServer, type HttpServer } from "../http/server.js";
+import { PgraftMetrics } from "../metrics/registry.js";
+import { addService, createClient, type ClientOf, type TypedClient } from "../transport/grpc-service.js";
+import { FaultInjector, faultsEnabled, registerFaultsService } from "../transport/faults.js";
+import { GrpcPeerTransport, PEER_SERVER_OPTIONS } from "../transport/peer-transport.js";
+import { clientCredentials, serverCredentials, type TlsConfig } from "../transport/tls.js";
+import { clusterServiceHandlers } from "./cluster-service.js";
+import { ControlLoop } from "./control-loop.js";
+import { raftLogger } from "./logger.js";
+
+export const VERSION = "0.1.0";
+
+function tlsOf(cfg: SidecarConfig): TlsConfig {
+  return cfg.tls.mode === "mtls" ? { caFile: cfg.tls.ca, certFile: cfg.tls.cert, keyFile: cfg.tls.key } : { insecure: true };
+}
+
+export class Sidecar {
+  private stopping: Promise<void> | undefined;
+  private readonly leaderClients = new Map<string, TypedClient<(typeof pb.Cluster)["method"]>>();
+
+  private constructor(
+    readonly cfg: SidecarConfig,
+    readonly log: Logger,
+    readonly node: RaftNode,
+    readonly state: ClusterState,
+    private readonly transport: GrpcPeerTransport,
+    private readonly server: grpc.Server,
+    private readonly http: HttpServer,
+    private readonly loop: ControlLoop,
+    private readonly creds: grpc.ChannelCredentials,
+    readonly grpcPort: number,
+  ) {}
+
+  static async start(cfg: SidecarConfig, log: Logger): Promise<Sidecar> {
+    const tls = tlsOf(cfg);
+    const creds = clientCredentials(tls);
+    const fresh = !existsSync(join(cfg.dataDir, "wal"));
+    const founders = cfg.initialCluster ? [...cfg.initialCluster].map(([id, a]) => ({ id, raftAddress: formatHostPort(a), ...(id === cfg.nodeId ? { name: cfg.nodeName } : {}) })) : [];
+    if (fresh && !cfg.initialCluster && !cfg.join) {
+      throw new Error(`the data dir ${cfg.dataDir} holds no cluster yet: give --initial-cluster to bootstrap one or --join to join one`);
+    }
+    const state = new ClusterState({ members: founders });
+    const faults = faultsEnabled() ? FaultInjector.create() : undefined;
+
+    // The transport needs the node and the node the transport: late-bind the callbacks.
+    const ref: { node?: RaftNode } = {};
+    const transport = new GrpcPeerTransport({
+      selfId: cfg.nodeId,
+      clusterId: cfg.clusterId,
+      peers: founders.filter((f) => f.id !== cfg.nodeId).map((f) => [f.id, f.raftAddress] as const),
+      credentials: creds,
+      onReceive: (m) => ref.node?.receive(m),
+      onUnreachable: (id) => ref.node?.reportUnreachable(id),
+      onSnapshotStatus: (id, ok) => ref.node?.reportSnapshot(id, ok),
+      // Before we know the membership (joining), accept the leader that adds us.
+      isKnownPeer: (id) => state.members().length === 0 || state.member(id) !== undefined,
+      logger: raftLogger(log, "transport"),
+      ...(faults ? { faults } : {}),
+    });
+
+    const metricsRef: { m?: PgraftMetrics } = {};
+    const n = await RaftNode.open({
+      id: cfg.nodeId,
+      clusterId: cfg.clusterId,
+      dataDir: cfg.dataDir,
+      transport,
+      stateMachine: state,
+      ...(cfg.initialCluster ? { bootstrap: { voters: [...cfg.initialCluster.keys()], learners: [] } } : {}),
+      tickMs: cfg.heartbeatMs,
+      heartbeatTicks: 1,
+      electionTicks: Math.max(2, Math.round(cfg.electionMs / cfg.heartbeatMs)),
+      logger: raftLogger(log, "raft"),
+      requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
+      observer: {
+        onPersist: (s) => metricsRef.m?.fsyncSeconds.observe(s),
+        onLeaderChange: (leader, term) => {
+          metricsRef.m?.leaderChanges.inc();
+          log.info({ leader, term }, leader === cfg.nodeId ? `became leader term ${term}` : leader ? `following leader ${leader} term ${term}` : `no leader at term ${term}`);
+        },
+      },
+    });
+    ref.node = n;
+    const metrics = new PgraftMetrics({
+      status: () => n.status(),
+      storage: () => n.storageStats(),
+      transport: () => transport.stats,
+      lastContactMs: () => n.lastContactMs(),
+    });
+    metricsRef.m = metrics;
+
+    const server = new grpc.Server(PEER_SERVER_OPTIONS);
+    transport.register(server);
+    registerFaultsService(server, { clusterId: cfg.clusterId, ...(faults ? { injector: faults } : {}) });
+    const sidecarRef: { s?: Sidecar } = {};
+    addService(
+      server,
+      pb.Cluster,
+      clusterServiceHandlers({
+        clusterId: cfg.clusterId,
+        selfId: cfg.nodeId,
+        selfName: cfg.nodeName,
+        version: VERSION,
+        node: n,
+        state,
+        leaderClient: () => sidecarRef.s?.leaderClient(),
+        lastContactMs: () => n.lastContactMs(),
+        requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
+      }),
+    );
+    let http: HttpServer | undefined;
+    try {
+      const port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(formatHostPort(cfg.listen), serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
+      );
+      http = await startHttpServer(cfg.httpListen, { status: () => n.status(), maxReplicaLagEntries: 10_000 }, metrics);
+      const loop = new ControlLoop({ cfg, node: n, state, transport, log: log.child({ component: "control-loop" }) });
+      const sidecar = new Sidecar(cfg, log, n, state, transport, server, http, loop, creds, port);
+      sidecarRef.s = sidecar;
+      n.start();
+      loop.start();
+      log.info(
+        { grpc: `${cfg.listen.host}:${port}`, http: formatHostPort(http.address), data_dir: cfg.dataDir },
+        `sidecar started: node ${cfg.nodeId} (${cfg.nodeName}) of cluster ${cfg.clusterId}`,
+      );
+      if (fresh && cfg.join) await sidecar.joinCluster(cfg.join);
+      return sidecar;
+    } catch (e) {
+      await http?.close();
+      server.forceShutdown();
+      transport.close();
+      await n.stop();
+      throw e;
+    }
+  }
+
+  /** A client for the leader's Cluster service, cached per address. */
+  leaderClient(): ClientOf<typeof pb.Cluster> | undefined {
+    const leader = this.node.status().leader;
+    if (!leader || leader === this.cfg.nodeId) return undefined;
+    const addr = this.state.member(leader)?.raftAddress;
+    if (!addr) return undefined;
+    let c = this.leaderClients.get(addr);
+    if (!c) {
+      c = createClient(pb.Cluster, addr, this.creds);
+      this.leaderClients.set(addr, c);
+    }
+    return c.methods;
+  }
+
+  /** Ask the members at `through` to add us (as a learner, promoted once caught up). */
+  private async joinCluster(through: HostPort[]): Promise<void> {
+    const deadline = Date.now() + 60_000;
+    let lastError = "";
+    for (let attempt = 0; Date.now() < deadline && !this.stopping; attempt++) {
+      const target = through[attempt % through.length]!;
+      const c = createClient(pb.Cluster, formatHostPort(target), this.creds);
+      try {
+        const res = await c.methods.join(
+          { clusterId: this.cfg.clusterId, id: this.cfg.nodeId, name: this.cfg.nodeName, raftAddress: formatHostPort(this.cfg.advertise) },
+          { timeoutMs: 10_000 },
+        );
+        for (const m of res.members) if (m.id !== this.cfg.nodeId && m.raftAddress) this.transport.setPeer(m.id, m.raftAddress);
+        this.log.info({ via: formatHostPort(target), members: res.members.map((m) => m.id) }, `joined the cluster as a learner through ${formatHostPort(target)}`);
+        return;
+      } catch (e) {
+        lastError = e instanceof Error ? e.message : String(e);
+        this.log.warn({ via: formatHostPort(target) }, `join through ${formatHostPort(target)} failed: ${lastError}; retrying`);
+        await new Promise((r) => setTimeout(r, Math.min(2000, 200 * 2 ** Math.min(attempt, 4))));
+      } finally {
+        c.close();
+      }
+    }
+    throw new Error(`could not join the cluster through ${through.map(formatHostPort).join(", ")}: ${lastError}`);
+  }
+
+  /** Graceful stop: hand leadership over when we hold it, then close everything. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const st = this.node.status();
+      if (st.role === Role.Leader && st.conf.voters.length > 1) {
+        const target = bestVoter(st.conf.voters.filter((v) => v !== this.cfg.nodeId), (id) => st.progress.get(id)?.match ?? 0);
+        try {
+          await this.node.transferLeadership(target, { timeoutMs: 2 * this.cfg.electionMs });
+          this.log.info(`transferred leadership to ${target} before stopping`);
+        } catch (e) {
+          this.log.warn(`could not transfer leadership before stopping: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }
+      this.loop.stop();
+      await this.http.close();
+      await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+      for (const c of this.leaderClients.values()) c.close();
+      this.transport.close();
+      await this.node.stop();
+      this.log.info("sidecar stopped");
+    })();
+    return this.stopping;
+  }
+}
+
+function bestVoter(ids: NodeId[], match: (id: NodeId) => number): NodeId {
+  return ids.reduce((best, id) => (match(id) > match(best) ? id : best), ids[0]!);
+}
