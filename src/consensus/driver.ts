@@ -577,6 +577,9 @@ export class RaftNode {
   private async maybeSnapshot(): Promise<void> {
     const st = this.rn.status();
     if (st.applied - this.snapshotIndex < this.snapshotEntries) return;
+    // A leader's snapshot restored in the core meanwhile carries a newer membership
+    // than our applied index: wait until it has been applied here.
+    if (this.rn.raft.log.unstable.snapshot) return;
     const data = await this.opts.stateMachine.snapshot();
     const snap = this.storage.createSnapshot(st.applied, st.conf, data);
     await this.snaps.save(snap);
