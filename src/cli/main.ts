@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// The `pgraft` command: the sidecar daemon, the consensus demo, and (when
-// registered) the operator commands.
+// The `pgraft` command: the sidecar daemon, the operator commands that talk to
+// any sidecar over gRPC, and the consensus demo.
 import { Command, InvalidArgumentError } from "commander";
 import { runDemo } from "./demo.js";
+import { registerOperatorCommands } from "./operator/index.js";
 import { registerSidecarCommand } from "./sidecar-command.js";
 
 const positiveInt = (name: string, max: number) => (v: string): number => {
@@ -29,6 +30,7 @@ program
   });
 
 registerSidecarCommand(program);
+registerOperatorCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`pgraft: ${e instanceof Error ? e.message : String(e)}\n`);

@@ -1,0 +1,54 @@
+// pgraft config get|set|save: the runtime settings replicated through Raft
+// (heartbeat_interval, election_timeout, ...).
+import type { Command } from "commander";
+import { ConfigGetResponseSchema, ConfigSaveResponseSchema, ConfigSetResponseSchema } from "../../../gen/pgraft/v1/client_pb.js";
+import { operatorAction } from "../action.js";
+import { UsageError } from "../errors.js";
+import { operatorCommand } from "../commander-setup.js";
+import { configEntryLines, configTable } from "../format.js";
+
+const settingName = (raw: string | undefined): string => {
+  const name = (raw ?? "").trim();
+  if (name === "") throw new UsageError(["the setting name must not be empty"]);
+  return name;
+};
+
+export function registerConfig(program: Command): Command[] {
+  const config = operatorCommand(program, "config", "read and change the runtime settings every node shares");
+
+  operatorCommand(config, "get [name]", "show one setting, or all of them: value, default, where the value comes from").action(
+    operatorAction(async (ctx, [rawName]) => {
+      const name = rawName === undefined ? "" : settingName(rawName);
+      const res = await ctx.request(name ? `config get ${name}` : "config get", (c, o) => c.configGet({ clusterId: ctx.clusterId, name }, o));
+      ctx.show(ConfigGetResponseSchema, res, () => {
+        const only = res.entries[0];
+        if (name && res.entries.length === 1 && only) return configEntryLines(only);
+        return res.entries.length ? configTable(res.entries) : ["no settings"];
+      });
+    }),
+  );
+
+  operatorCommand(config, "set <name> <value>", "change a setting on every node now (e.g. heartbeat_interval 75ms); config save keeps it across restarts").action(
+    operatorAction(async (ctx, [rawName, rawValue]) => {
+      const name = settingName(rawName);
+      const value = (rawValue ?? "").trim();
+      if (value === "") throw new UsageError(["the value must not be empty"]);
+      const res = await ctx.request(`config set ${name}`, (c, o) => c.configSet({ clusterId: ctx.clusterId, name, value }, o));
+      ctx.show(ConfigSetResponseSchema, res, () => [
+        `${name}: ${res.previousValue || "?"} -> ${res.entry?.value ?? value}`,
+        `(applies to every node now; run "pgraft config save" to keep it across restarts)`,
+      ]);
+    }),
+  );
+
+  operatorCommand(config, "save", "persist the runtime changes so they survive a restart").action(
+    operatorAction(async (ctx) => {
+      const res = await ctx.request("config save", (c, o) => c.configSave({ clusterId: ctx.clusterId }, o));
+      ctx.show(ConfigSaveResponseSchema, res, () =>
+        res.entries.length ? [`saved ${res.entries.length} setting${res.entries.length === 1 ? "" : "s"}`, "", ...configTable(res.entries)] : ["nothing to save: no setting was changed at runtime"],
+      );
+    }),
+  );
+
+  return [config];
+}

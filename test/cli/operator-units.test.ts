@@ -1,0 +1,163 @@
+// The operator commands' pure parts, in-process: common options (flags,
+// environment, defaults, TLS choice), argument checks, error hints, tables and
+// JSON rendering, and the commands' shape as registered on a program.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { Command } from "commander";
+import { KvGetResponseSchema } from "../../src/gen/pgraft/v1/client_pb.js";
+import { statusError } from "../../src/transport/grpc-service.js";
+import { parseInt64, parseJsonValue, parseNodeId, parsePositiveInt, parseRaftAddress } from "../../src/cli/operator/arguments.js";
+import { resolveCommonOptions } from "../../src/cli/operator/common-options.js";
+import { RequestError, UsageError, describeRequestError } from "../../src/cli/operator/errors.js";
+import { messageJson, renderKeyValues, renderTable } from "../../src/cli/operator/output.js";
+import { registerOperatorCommands } from "../../src/cli/operator/index.js";
+
+const usage = (f: () => unknown): string => {
+  try {
+    f();
+  } catch (e) {
+    assert.ok(e instanceof UsageError, String(e));
+    return e.message;
+  }
+  assert.fail("no UsageError");
+};
+
+describe("common options", () => {
+  test("defaults, flags over environment", () => {
+    const s = resolveCommonOptions({ clusterId: "c1", plaintext: true }, {});
+    assert.deepEqual(s, { endpoint: "127.0.0.1:7400", clusterId: "c1", tls: { insecure: true }, timeoutMs: 5000, timeoutText: "5s", json: false });
+    const env = { PGRAFT_ENDPOINT: "10.0.0.1:7000", PGRAFT_CLUSTER_ID: "from-env", PGRAFT_PLAINTEXT: "true" };
+    assert.equal(resolveCommonOptions({}, env).endpoint, "10.0.0.1:7000");
+    assert.equal(resolveCommonOptions({ endpoint: "h:1", clusterId: "flag" }, env).clusterId, "flag");
+    assert.equal(resolveCommonOptions({ endpoint: "h:1" }, env).endpoint, "h:1");
+    assert.equal(resolveCommonOptions({ timeout: "250ms" }, env).timeoutMs, 250);
+    assert.equal(resolveCommonOptions({ json: true }, env).json, true);
+  });
+
+  test("TLS: all three files, or explicit plaintext (PGRAFT_PLAINTEXT=false is not)", () => {
+    const tls = { tlsCa: "ca.pem", tlsCert: "c.pem", tlsKey: "k.pem", clusterId: "c" };
+    assert.deepEqual(resolveCommonOptions(tls, {}).tls, { caFile: "ca.pem", certFile: "c.pem", keyFile: "k.pem" });
+    assert.deepEqual(resolveCommonOptions({ clusterId: "c" }, { PGRAFT_TLS_CA: "a", PGRAFT_TLS_CERT: "b", PGRAFT_TLS_KEY: "k" }).tls, { caFile: "a", certFile: "b", keyFile: "k" });
+    assert.match(usage(() => resolveCommonOptions({ clusterId: "c" }, {})), /give --tls-ca, --tls-cert and --tls-key for mTLS, or --plaintext/);
+    assert.match(usage(() => resolveCommonOptions({ clusterId: "c" }, { PGRAFT_PLAINTEXT: "false" })), /or --plaintext/);
+    assert.match(usage(() => resolveCommonOptions({ clusterId: "c", tlsCa: "ca.pem" }, {})), /^mTLS needs all three/);
+    assert.match(usage(() => resolveCommonOptions({ ...tls, plaintext: true }, {})), /--plaintext contradicts/);
+  });
+
+  test("every problem at once, each naming its source", () => {
+    const m = usage(() => resolveCommonOptions({ timeout: "soon", plaintext: true }, { PGRAFT_ENDPOINT: "nope:99999" }));
+    assert.match(m, /\$PGRAFT_ENDPOINT: "nope:99999": port 99999 is outside 1\.\.65535/);
+    assert.match(m, /--cluster-id is required/);
+    assert.match(m, /--timeout: "soon" is not a duration/);
+    assert.match(usage(() => resolveCommonOptions({ clusterId: "bad id", plaintext: true }, {})), /--cluster-id: a cluster id is 1-63/);
+    assert.match(usage(() => resolveCommonOptions({ clusterId: "c", plaintext: true, timeout: "0ms" }, {})), /outside 1ms\.\.24h/);
+  });
+});
+
+describe("arguments", () => {
+  test("node ids, revisions, limits, addresses", () => {
+    assert.equal(parseNodeId("4294967295"), 4294967295);
+    for (const bad of ["0", "-1", "1.5", "4294967296", "x", ""]) assert.match(usage(() => parseNodeId(bad)), /node id must be an integer in 1\.\.4294967295/);
+    assert.equal(parseInt64("0", "r"), 0n);
+    assert.equal(parseInt64("9223372036854775807", "r"), 9223372036854775807n);
+    for (const bad of ["-1", "9223372036854775808", "7x"]) assert.match(usage(() => parseInt64(bad, "--if-mod-revision")), /^--if-mod-revision must be an integer/);
+    assert.equal(parsePositiveInt("10", "--limit"), 10);
+    assert.match(usage(() => parsePositiveInt("0", "--limit")), /--limit must be a positive integer/);
+    assert.equal(parseRaftAddress(" [::1]:7400 "), "[::1]:7400");
+    assert.match(usage(() => parseRaftAddress("db4")), /raft address "db4" is not host:port/);
+  });
+
+  test("JSON values: sent as typed; a bare word gets the quoting hint", () => {
+    for (const ok of ['"hello"', "42", "true", "null", ' {"a": [1, 2]} ']) assert.equal(parseJsonValue(ok), ok);
+    assert.match(usage(() => parseJsonValue("hello")), /to store a string, quote it: '"hello"'$/);
+    assert.match(usage(() => parseJsonValue("it's")), /quote it as JSON: "it's"$/);
+    assert.match(usage(() => parseJsonValue("{a:1}")), /^the value must be JSON text: /);
+  });
+});
+
+describe("request errors", () => {
+  const ctx = { endpoint: "127.0.0.1:7400", clusterId: "c1", timeout: "5s" };
+  const fail = (code: grpc.status, details: string, trailers: Record<string, string> = {}): RequestError => {
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(trailers)) md.set(k, v);
+    return new RequestError("add node 4", statusError(code, details, md));
+  };
+
+  test("hints by pgraft code, then by gRPC status", () => {
+    assert.equal(
+      describeRequestError(fail(grpc.status.FAILED_PRECONDITION, "not the leader", { "pgraft-error-code": "NOT_LEADER", "pgraft-leader-id": "3" }), ctx),
+      "add node 4: not the leader [NOT_LEADER]; hint: the leader is node 3: send the request to its endpoint (pgraft members shows its address)",
+    );
+    assert.match(describeRequestError(fail(grpc.status.UNAVAILABLE, "no quorum", { "pgraft-error-code": "NO_QUORUM" }), ctx), /hint: a majority of the voters is unreachable/);
+    assert.match(describeRequestError(fail(grpc.status.UNAVAILABLE, "no leader", { "pgraft-error-code": "UNAVAILABLE" }), ctx), /hint: no leader is known/);
+    assert.match(describeRequestError(fail(grpc.status.UNAVAILABLE, "connect ECONNREFUSED"), ctx), /hint: is the sidecar running at 127\.0\.0\.1:7400\?$/);
+    assert.match(describeRequestError(fail(grpc.status.DEADLINE_EXCEEDED, "Deadline exceeded"), ctx), /hint: no answer within 5s \(--timeout\)/);
+    assert.match(describeRequestError(fail(grpc.status.FAILED_PRECONDITION, "cluster id mismatch: expected a, got c1"), ctx), /check --cluster-id .* sent "c1"$/);
+    assert.equal(describeRequestError(fail(grpc.status.INVALID_ARGUMENT, "bad\nthing", { "pgraft-error-code": "INVALID" }), ctx), "add node 4: bad thing [INVALID]");
+    assert.equal(describeRequestError(new RequestError("status", new Error("boom")), ctx), "status: boom");
+  });
+});
+
+describe("rendering", () => {
+  test("tables align columns and drop trailing blanks; key: value lines align values", () => {
+    assert.deepEqual(
+      renderTable(
+        ["ID", "NAME", "X"],
+        [
+          ["1", "alpha", ""],
+          ["10", "b", "y"],
+        ],
+      ),
+      ["ID  NAME   X", "1   alpha", "10  b      y"],
+    );
+    assert.deepEqual(
+      renderKeyValues([
+        ["a", "1"],
+        ["long_key", "2"],
+      ]),
+      ["a:        1", "long_key: 2"],
+    );
+  });
+
+  test("JSON: proto names, zero values, absent messages as null", () => {
+    assert.deepEqual(messageJson(KvGetResponseSchema, create(KvGetResponseSchema)), { header: null, kv: null });
+    const doc = messageJson(KvGetResponseSchema, create(KvGetResponseSchema, { kv: { key: "k", value: "1", modRevision: 3n } }));
+    assert.deepEqual(doc["kv"], { key: "k", value: "1", create_revision: "0", mod_revision: "3", version: "0", lease: "0" });
+  });
+});
+
+describe("registration", () => {
+  test("the commands, their arguments, and the common options on every leaf", () => {
+    const program = new Command().name("pgraft");
+    registerOperatorCommands(program);
+    const leaves: string[] = [];
+    const visit = (c: Command, path: string[]): void => {
+      if (c.commands.length === 0) {
+        leaves.push([...path, c.name(), ...c.registeredArguments.map((a) => (a.required ? `<${a.name()}>` : `[${a.name()}]`))].join(" "));
+        const flags = c.options.map((o) => o.long);
+        for (const f of ["--endpoint", "--cluster-id", "--tls-ca", "--tls-cert", "--tls-key", "--plaintext", "--timeout", "--json"]) {
+          assert.ok(flags.includes(f), `${c.name()} lacks ${f}`);
+        }
+      }
+      c.commands.forEach((s) => visit(s, c === program ? [] : [...path, c.name()]));
+    };
+    visit(program, []);
+    assert.deepEqual(leaves.sort(), [
+      "add-node <id> <raft-address>",
+      "config get [name]",
+      "config save",
+      "config set <name> <value>",
+      "kv delete <key>",
+      "kv get <key>",
+      "kv list [prefix]",
+      "kv put <key> <json-value>",
+      "members",
+      "promote-node <id>",
+      "remove-node <id>",
+      "status",
+      "transfer-leader [target-id]",
+    ]);
+  });
+});
