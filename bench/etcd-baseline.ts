@@ -75,12 +75,18 @@ export async function startEtcd(basePort: number): Promise<EtcdCluster> {
   return { endpoints, stop };
 }
 
-export async function runEtcd(cluster: EtcdCluster, concurrency: number, seconds: number, value: Buffer): Promise<RunResult> {
-  // One client connection per member, as a load balancer would spread them.
+/** Closed-loop puts of `value` under keys from `keyOf(n)`, spread over every member. */
+export async function runEtcd(
+  cluster: EtcdCluster,
+  concurrency: number,
+  seconds: number,
+  value: Buffer | string,
+  keyOf: (n: number) => string = (n) => `bench/${n % 10000}`,
+): Promise<RunResult> {
   const client = new Etcd3({ hosts: cluster.endpoints });
   let n = 0;
   try {
-    return await closedLoop(concurrency, seconds, () => client.put(`bench/${n++ % 10000}`).value(value).exec());
+    return await closedLoop(concurrency, seconds, () => client.put(keyOf(n++)).value(value).exec());
   } finally {
     client.close();
   }
