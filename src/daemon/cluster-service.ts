@@ -15,6 +15,7 @@ import type { ClusterState } from "../cluster/state.js";
 import type { CommandOk, CommandResult, ConfigRow, KeyValue } from "../cluster/types.js";
 import * as pb from "../gen/pgraft/v1/client_pb.js";
 import { statusError, type ClientOf, type HandlersOf } from "../transport/grpc-service.js";
+import { effectiveTiming } from "./control-loop.js";
 import { invalidArgument, toServiceError } from "./grpc-errors.js";
 
 export const FORWARDED_HEADER = "pgraft-forwarded";
@@ -34,6 +35,8 @@ export interface ClusterServiceDeps {
   /** Milliseconds since each peer last answered, as the leader sees it. */
   lastContactMs(): Map<NodeId, number>;
   requestTimeoutMs: number;
+  /** This node's heartbeat and election timeout from its flags (ConfigSet checks a timing change against them). */
+  flagTiming?: { heartbeatMs: number; electionMs: number };
 }
 
 type Cluster = ClientOf<typeof pb.Cluster>;
@@ -136,13 +139,14 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
     await d.node.proposeConfChange(cc, { timeoutMs: d.requestTimeoutMs });
   }
 
-  /** The voter (other than us) with the most of the log, for hand-overs. */
+  /** The voter (other than us) with the most of the log, for hand-overs; one that answers us if any does. */
   function bestOtherVoter(): NodeId {
     const st = d.node.status();
+    const others = st.conf.voters.filter((id) => id !== d.selfId);
+    const active = others.filter((id) => st.progress.get(id)?.recentActive);
     let best = 0;
     let bestMatch = -1;
-    for (const id of st.conf.voters) {
-      if (id === d.selfId) continue;
+    for (const id of active.length ? active : others) {
       const m = st.progress.get(id)?.match ?? 0;
       if (m > bestMatch) {
         best = id;
@@ -387,6 +391,15 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         async () => {
           const name = getSetting(req.name).name;
           const value = normalize(name, req.value);
+          if (d.flagTiming && (name === "heartbeat_interval" || name === "election_timeout")) {
+            // The registry checks the pair against its defaults; this node runs with its flags.
+            const t = effectiveTiming(d.state, d.flagTiming, { name, value });
+            if (t.electionMs < 2 * t.heartbeatMs) {
+              throw invalidArgument(
+                `${name} ${value} would leave the election timeout (${t.electionMs}ms) under twice the heartbeat interval (${t.heartbeatMs}ms) this node runs with; election_timeout must be at least 2 x heartbeat_interval`,
+              );
+            }
+          }
           const previous = d.state.config().find((r) => r.name === name)?.value ?? "";
           const ok = okOrThrow(await propose({ op: "config.set", name, value }));
           const row = ok.setting ?? d.state.config().find((r) => r.name === name);

@@ -6,6 +6,7 @@ import type { Logger } from "pino";
 import type { SidecarConfig } from "../config/sidecar-config.js";
 import type { RaftNode } from "../consensus/driver.js";
 import { encodeCommand } from "../cluster/commands.js";
+import { parseDurationMs } from "../cluster/config-registry.js";
 import type { ClusterState } from "../cluster/state.js";
 import { Role } from "../consensus/types.js";
 import type { GrpcPeerTransport } from "../transport/peer-transport.js";
@@ -96,15 +97,35 @@ export class ControlLoop {
 
   /** Runtime heartbeat_interval / election_timeout, once set through Raft, win over the flags. */
   private applyTiming(): string | undefined {
-    const rows = this.d.state.config();
-    const hb = rows.find((r) => r.name === "heartbeat_interval");
-    const el = rows.find((r) => r.name === "election_timeout");
-    const s = this.d.state.settings();
-    const heartbeatMs = hb?.overridden ? s.heartbeatIntervalMs : this.d.cfg.heartbeatMs;
-    const electionMs = el?.overridden ? s.electionTimeoutMs : this.d.cfg.electionMs;
+    const { heartbeatMs, electionMs } = effectiveTiming(this.d.state, this.d.cfg);
     if (heartbeatMs === this.timing.heartbeatMs && electionMs === this.timing.electionMs) return undefined;
+    // One setting overridden and the other from this node's flags may not fit together:
+    // keep the timing in force (and the rest of the cycle running) rather than fail every cycle.
+    if (electionMs < 2 * heartbeatMs) {
+      return `not applying timing: election timeout ${electionMs}ms is under twice the heartbeat ${heartbeatMs}ms; keeping heartbeat ${this.timing.heartbeatMs}ms, election timeout ${this.timing.electionMs}ms`;
+    }
     this.d.node.setTiming(heartbeatMs, electionMs);
     this.timing = { heartbeatMs, electionMs };
     return `applied timing: heartbeat ${heartbeatMs}ms, election timeout ${electionMs}ms`;
   }
+}
+
+/**
+ * The heartbeat and election timeout a node runs with: a runtime override
+ * (set through Raft) wins over the node's own flags. `change` previews a
+ * ConfigSet of one of the two (its value already normalized).
+ */
+export function effectiveTiming(
+  state: ClusterState,
+  flags: { heartbeatMs: number; electionMs: number },
+  change?: { name: string; value: string },
+): { heartbeatMs: number; electionMs: number } {
+  const rows = state.config();
+  const s = state.settings();
+  let heartbeatMs = rows.find((r) => r.name === "heartbeat_interval")?.overridden ? s.heartbeatIntervalMs : flags.heartbeatMs;
+  let electionMs = rows.find((r) => r.name === "election_timeout")?.overridden ? s.electionTimeoutMs : flags.electionMs;
+  const v = change ? parseDurationMs(change.value) : undefined;
+  if (change?.name === "heartbeat_interval" && v !== undefined) heartbeatMs = v;
+  if (change?.name === "election_timeout" && v !== undefined) electionMs = v;
+  return { heartbeatMs, electionMs };
 }

@@ -22,6 +22,8 @@ import { ControlLoop } from "./control-loop.js";
 import { raftLogger } from "./logger.js";
 
 export const VERSION = "0.1.0";
+/** How long a stopping sidecar lets client calls in flight finish before cutting them off. */
+const SHUTDOWN_GRACE_MS = 2_000;
 
 function tlsOf(cfg: SidecarConfig): TlsConfig {
   return cfg.tls.mode === "mtls" ? { caFile: cfg.tls.ca, certFile: cfg.tls.cert, keyFile: cfg.tls.key } : { insecure: true };
@@ -118,6 +120,7 @@ export class Sidecar {
         leaderClient: () => sidecarRef.s?.leaderClient(),
         lastContactMs: () => n.lastContactMs(),
         requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
+        flagTiming: { heartbeatMs: cfg.heartbeatMs, electionMs: cfg.electionMs },
       }),
     );
     let http: HttpServer | undefined;
@@ -191,7 +194,10 @@ export class Sidecar {
     this.stopping ??= (async () => {
       const st = this.node.status();
       if (st.role === Role.Leader && st.conf.voters.length > 1) {
-        const target = bestVoter(st.conf.voters.filter((v) => v !== this.cfg.nodeId), (id) => st.progress.get(id)?.match ?? 0);
+        // A voter that answers us: the most up-to-date one may be down (it would never take over).
+        const others = st.conf.voters.filter((v) => v !== this.cfg.nodeId);
+        const active = others.filter((v) => st.progress.get(v)?.recentActive);
+        const target = bestVoter(active.length ? active : others, (id) => st.progress.get(id)?.match ?? 0);
         try {
           await this.node.transferLeadership(target, { timeoutMs: 2 * this.cfg.electionMs });
           this.log.info(`transferred leadership to ${target} before stopping`);
@@ -201,9 +207,21 @@ export class Sidecar {
       }
       this.loop.stop();
       await this.http.close();
-      await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
-      for (const c of this.leaderClients.values()) c.close();
+      // Close the transport first: it ends the peers' incoming Raft streams, which
+      // would otherwise keep tryShutdown waiting for as long as the peers run.
       this.transport.close();
+      // Client calls in flight may finish; past a bound they are cut off.
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          this.server.forceShutdown();
+          resolve();
+        }, SHUTDOWN_GRACE_MS);
+        this.server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      for (const c of this.leaderClients.values()) c.close();
       await this.node.stop();
       this.log.info("sidecar stopped");
     })();
