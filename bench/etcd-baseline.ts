@@ -6,6 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Etcd3 } from "etcd3";
+import { killAndWait } from "./processes.js";
 import { closedLoop, type RunResult } from "./stats.js";
 
 export interface EtcdCluster {
@@ -42,16 +43,7 @@ export async function startEtcd(basePort: number): Promise<EtcdCluster> {
     ),
   );
   const stop = async (): Promise<void> => {
-    await Promise.all(
-      procs.map(
-        (p) =>
-          new Promise<void>((res) => {
-            if (p.exitCode !== null || p.signalCode !== null) return res();
-            p.once("exit", () => res());
-            p.kill("SIGKILL");
-          }),
-      ),
-    );
+    await killAndWait(procs);
     await rm(dir, { recursive: true, force: true });
   };
   const endpoints = names.map((_, i) => client(i));

@@ -7,6 +7,7 @@ import { createServer, type AddressInfo, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
+import { killAndWait } from "./processes.js";
 import * as pb from "../src/gen/pgraft/v1/client_pb.js";
 import { createClient, type TypedClient } from "../src/transport/grpc-service.js";
 
@@ -125,16 +126,7 @@ export async function startPgraft(opts: { heartbeat?: string; election?: string;
     },
     async stop() {
       for (const c of clients.values()) c.close();
-      await Promise.all(
-        [...procs.values()].map(
-          (p) =>
-            new Promise<void>((res) => {
-              if (p.exitCode !== null || p.signalCode !== null) return res();
-              p.once("exit", () => res());
-              p.kill("SIGKILL");
-            }),
-        ),
-      );
+      await killAndWait(procs.values());
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -9,21 +9,9 @@ import { RaftNode } from "../../src/consensus/driver.js";
 import { isRaftError, NotLeaderError, RaftError } from "../../src/consensus/errors.js";
 import { MemoryNetwork } from "../../src/consensus/memory-transport.js";
 import { SnapshotStore } from "../../src/consensus/wal/snapshot-store.js";
-import { EntryType, Role, type Entry, type NodeId } from "../../src/consensus/types.js";
+import { Role, type NodeId } from "../../src/consensus/types.js";
 
-class ListSm {
-  values: string[] = [];
-  apply(e: Entry): number {
-    if (e.type === EntryType.Normal) this.values.push(new TextDecoder().decode(e.data));
-    return this.values.length;
-  }
-  snapshot(): Uint8Array {
-    return new TextEncoder().encode(JSON.stringify(this.values));
-  }
-  restore(d: Uint8Array): void {
-    this.values = d.byteLength ? (JSON.parse(new TextDecoder().decode(d)) as string[]) : [];
-  }
-}
+import { ListSm } from "./list-state-machine.js";
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
 

@@ -4,19 +4,11 @@
 // [call, ret] interval (for an unknown outcome: anywhere after its call, or
 // never), and outputs are computed by applying the operations in the order
 // of their linearization points. Put and cas values are unique.
+import { seededRandom } from "../../src/consensus/random.js";
 import type { ClientId, Operation } from "./history.js";
 
-/** mulberry32: a small seeded PRNG returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's seeded PRNG (mulberry32), floats in [0, 1). */
+export const rng = seededRandom;
 
 export interface GenerateOptions {
   seed: number;

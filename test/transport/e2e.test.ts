@@ -8,23 +8,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { RaftNode } from "../../src/consensus/driver.js";
-import { EntryType, Role, type Entry, type NodeId } from "../../src/consensus/types.js";
+import { Role, type NodeId } from "../../src/consensus/types.js";
 import { GrpcPeerTransport } from "../../src/transport/peer-transport.js";
 import { insecureClient, restartServer, startServer, stop, waitFor, type Running } from "./helpers.js";
 
-class ListSm {
-  values: string[] = [];
-  apply(e: Entry): number {
-    if (e.type === EntryType.Normal) this.values.push(new TextDecoder().decode(e.data));
-    return this.values.length;
-  }
-  snapshot(): Uint8Array {
-    return new TextEncoder().encode(JSON.stringify(this.values));
-  }
-  restore(d: Uint8Array): void {
-    this.values = d.byteLength ? (JSON.parse(new TextDecoder().decode(d)) as string[]) : [];
-  }
-}
+import { ListSm } from "../consensus/list-state-machine.js";
 
 interface Member {
   id: NodeId;
