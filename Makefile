@@ -39,6 +39,7 @@ bench: build
 	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; } || echo "etcd could not be installed: its columns will be skipped"
 	node dist/bench/consensus.js
 	node dist/bench/kv.js
+	node dist/bench/failover.js
 
 clean:
 	rm -rf dist

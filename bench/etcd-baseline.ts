@@ -11,18 +11,21 @@ import { closedLoop, type RunResult } from "./stats.js";
 
 export interface EtcdCluster {
   endpoints: string[];
+  /** kill -9 one member (0-based) and start it again later with restart(). */
+  kill9(i: number): void;
+  restart(i: number): void;
   stop(): Promise<void>;
 }
 
 const ETCD = process.env.ETCD_BIN ?? "/usr/bin/etcd";
 
-export async function startEtcd(basePort: number): Promise<EtcdCluster> {
+export async function startEtcd(basePort: number, timing: { heartbeat: number; election: number } = { heartbeat: 100, election: 1000 }): Promise<EtcdCluster> {
   const dir = await mkdtemp(join(tmpdir(), "pgraft-bench-etcd-"));
   const names = ["e1", "e2", "e3"];
   const peer = (i: number) => `http://127.0.0.1:${basePort + 2 * i + 1}`;
   const client = (i: number) => `http://127.0.0.1:${basePort + 2 * i}`;
   const initial = names.map((n, i) => `${n}=${peer(i)}`).join(",");
-  const procs: ChildProcess[] = names.map((n, i) =>
+  const launch = (n: string, i: number, state: "new" | "existing"): ChildProcess =>
     spawn(
       ETCD,
       [
@@ -33,15 +36,15 @@ export async function startEtcd(basePort: number): Promise<EtcdCluster> {
         `--listen-peer-urls=${peer(i)}`,
         `--initial-advertise-peer-urls=${peer(i)}`,
         `--initial-cluster=${initial}`,
-        "--initial-cluster-state=new",
+        `--initial-cluster-state=${state}`,
         "--initial-cluster-token=pgraft-bench",
-        "--heartbeat-interval=100",
-        "--election-timeout=1000",
+        `--heartbeat-interval=${timing.heartbeat}`,
+        `--election-timeout=${timing.election}`,
         "--log-level=error",
       ],
       { stdio: "ignore" },
-    ),
-  );
+    );
+  const procs: ChildProcess[] = names.map((n, i) => launch(n, i, "new"));
   const stop = async (): Promise<void> => {
     await killAndWait(procs);
     await rm(dir, { recursive: true, force: true });
@@ -64,7 +67,16 @@ export async function startEtcd(basePort: number): Promise<EtcdCluster> {
     throw e;
   }
   c.close();
-  return { endpoints, stop };
+  return {
+    endpoints,
+    stop,
+    kill9: (i) => {
+      procs[i]!.kill("SIGKILL");
+    },
+    restart: (i) => {
+      procs[i] = launch(names[i]!, i, "existing");
+    },
+  };
 }
 
 /** Closed-loop puts of `value` under keys from `keyOf(n)`, spread over every member. */

@@ -39,6 +39,8 @@ export interface PgraftCluster {
   /** Wait until every running node answers and knows the leader. */
   ready(timeoutMs?: number): Promise<void>;
   kill9(id: number): void;
+  /** Start a killed node again with the same data dir and ports. */
+  restart(id: number): void;
   stop(): Promise<void>;
 }
 
@@ -51,7 +53,7 @@ export async function startPgraft(opts: { heartbeat?: string; election?: string;
   const grpcPort = (id: number) => ports[id - 1]!;
   const initial = ids.map((id) => `${id}=127.0.0.1:${grpcPort(id)}`).join(",");
   const procs = new Map<number, ChildProcess>();
-  for (const id of ids) {
+  const launch = (id: number): void => {
     const p = spawn(
       process.execPath,
       [
@@ -71,7 +73,8 @@ export async function startPgraft(opts: { heartbeat?: string; election?: string;
       { stdio: "ignore" },
     );
     procs.set(id, p);
-  }
+  };
+  for (const id of ids) launch(id);
   const clients = new Map<number, TypedClient<(typeof pb.Cluster)["method"]>>();
   const client = (id: number) => {
     let c = clients.get(id);
@@ -123,6 +126,9 @@ export async function startPgraft(opts: { heartbeat?: string; election?: string;
       procs.delete(id);
       clients.get(id)?.close();
       clients.delete(id);
+    },
+    restart(id) {
+      if (!procs.has(id)) launch(id);
     },
     async stop() {
       for (const c of clients.values()) c.close();
