@@ -16,26 +16,39 @@
 //    this point and was not: backtrack;
 //  - a cache of configurations (set of linearized operations as a bitset, model
 //    state) already explored prunes the search: two paths reaching the same
-//    configuration have the same futures.
+//    configuration have the same futures. The model may identify states that
+//    no operation of the partition can tell apart (registerModel merges all
+//    values nobody reads), so more paths meet.
+//
+// Forced moves: a read-only operation (Model.readOnly: a get, a failed cas)
+// with a known outcome that is a candidate and legal now may go first in any
+// completion, so it is placed without trying other orders. This keeps the
+// search close to linear for histories with many concurrent reads.
 //
 // Operations with an unknown outcome have their return at +∞: they may be
 // linearized at any point after their call, or never. The search succeeds as
-// soon as every operation with a known return is linearized. Two refinements
-// keep them cheap:
-//  - they live in a list of their own and are tried only after the operations
-//    with a known return (an unknown write that nobody read never needs to be
-//    placed);
-//  - the cache compares their part of the configuration by inclusion, not
-//    equality: a configuration is subsumed by an explored one with the same
-//    known operations, the same state and a subset of the unknown operations
-//    (which can still take effect later, or never);
-//  - an unknown-outcome operation is only placed where it changes the state
-//    and right before an operation that observes it: not before a blind write
-//    (Model.blind: put, delete), which would erase it, nor before a known
-//    operation it commutes with (e.g. a get that is legal without it), which
-//    it may as well follow.
-//    So an unknown write is placed only where a read needs its value, rather
-//    than everywhere after its call.
+// soon as every operation with a known return is linearized. Since each of
+// them could otherwise be tried at every step, these reductions apply:
+//  - they are tried only after the candidates with a known return, from
+//    lists of their own (those that observe the state, then blind writes);
+//  - the cache compares their part of the configuration by inclusion: a
+//    configuration is subsumed by an explored one with the same known
+//    operations and state and a subset of the unknown ones (which can still
+//    take effect later, or never);
+//  - one is placed only if it changes the state, and only right before an
+//    operation that observes it: not before a blind write (Model.blind: put,
+//    delete), which would erase it, nor before an operation it commutes with
+//    (e.g. a get that is legal without it), which it may as well follow; a
+//    look-ahead skips it at once when no such operation is a candidate;
+//  - blind writes with the same effect are interchangeable once called: only
+//    the first pending one is tried.
+// `searchLinearization(…, { reductions: false })` turns all of this off: the
+// plain algorithm with an exact cache, kept as a reference for tests.
+//
+// Unknown outcomes still make the search space grow (any pending one may be
+// what explains a read), and so does concurrency on one key: histories with
+// many of both on a single key can exhaust `timeoutMs`, which then yields
+// "unknown" rather than a verdict.
 import { performance } from "node:perf_hooks";
 import { validateOperation, type Operation } from "./history.js";
 import { ILLEGAL, partitionByKey, registerModel, type Model } from "./model.js";
@@ -147,9 +160,10 @@ export interface SearchOptions {
   /** A performance.now() value after which the search gives up; none by default. */
   deadline?: number;
   /**
-   * The reductions for unknown-outcome operations (subsumption, the
-   * restrictions, look-ahead and symmetry described above); on by default.
-   * Off, this is the plain algorithm with an exact cache: a slow reference.
+   * The reductions described above (forced moves; for unknown-outcome
+   * operations subsumption, the restrictions, look-ahead and symmetry); on
+   * by default. Off, this is the plain algorithm with an exact cache: a slow
+   * reference for tests.
    */
   reductions?: boolean;
 }
@@ -376,12 +390,53 @@ export function searchLinearization<S, O>(model: Model<S, O>, ops: readonly Time
   let best: { prefix: number[]; state: S; blocker: number } | null = null;
   const checkTime = deadline !== Infinity;
   let iterations = 0;
+  const readOnly = reduce ? model.readOnly?.bind(model) : undefined;
+  let fresh = readOnly !== undefined;
 
   for (;;) {
     if (checkTime && (++iterations & 0x3ff) === 0 && performance.now() > deadline) return { result: "timeout" };
     const top = stack[stack.length - 1];
     // The restriction: the operation placed last has an unknown outcome.
     const after = reduce && top !== undefined && known[top.node.idx] === 0 ? top : undefined;
+
+    if (fresh && readOnly !== undefined) {
+      // A forced move: a read-only candidate with a known outcome that is
+      // legal now may go first in any completion (it changes nothing, and
+      // nothing still unplaced returned before its call), so it is placed
+      // without trying alternatives.
+      fresh = false;
+      let forced: Ev | null = null;
+      for (let e = head.next; e !== null && e.isCall; e = e.next) {
+        const op = (ops[e.idx] as TimedOp<O>).op;
+        if (readOnly(op) && model.step(state, op) !== ILLEGAL) {
+          forced = e;
+          break;
+        }
+      }
+      if (forced !== null) {
+        const op = (ops[forced.idx] as TimedOp<O>).op;
+        let ok = after === undefined || mayFollow(after.node.idx, after.state, forced.idx, op, state);
+        if (ok) {
+          toggle(forced.idx);
+          ok = visit(zKnown ^ Math.imul(model.hash(state), 0x9e3779b1), state, -1, undefined);
+          if (ok) {
+            // phase 3 with limit -∞: when this frame is popped, backtrack further.
+            stack.push({ node: forced, state, phase: 3, limit: -Infinity });
+            lift(forced);
+            if (--remaining === 0) return { result: "ok", order: stack.map((f) => f.node.idx) };
+            phase = 1;
+            node = head.next;
+            fresh = true;
+            continue;
+          }
+          toggle(forced.idx);
+        }
+        // Every completion may start with the forced move, and that one is
+        // explored (or excluded) elsewhere: this configuration is done.
+        phase = 3;
+        node = null;
+      }
+    }
     if (phase === 1) {
       if (node === null || !node.isCall) {
         limit = node === null ? Infinity : node.time;
@@ -436,6 +491,7 @@ export function searchLinearization<S, O>(model: Model<S, O>, ops: readonly Time
         if (known[idx] === 1 && --remaining === 0) return { result: "ok", order: stack.map((f) => f.node.idx) };
         phase = 1;
         node = head.next;
+        fresh = readOnly !== undefined;
         continue;
       }
       toggle(idx);

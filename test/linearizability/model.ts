@@ -38,6 +38,12 @@ export interface Model<S, O> {
    * a blind write, which would overwrite its effect.
    */
   blind?(op: O): boolean;
+  /**
+   * Optional: true if `op` leaves every state in which it is legal unchanged
+   * (get, a failed cas). The checker places such an operation as soon as it
+   * is legal, without trying other orders.
+   */
+  readOnly?(op: O): boolean;
 }
 
 /** The value of one key; null = absent. */
@@ -141,6 +147,7 @@ export function registerModel(partition?: readonly Operation[]): Model<RegisterS
     describeState: describeValue,
     describeOp: describeOperation,
     blind: (op) => op.kind === "put" || op.kind === "delete",
+    readOnly: (op) => op.kind === "get" || (op.kind === "cas" && op.output !== undefined && !op.output.ok),
     explainIllegal(state, op) {
       const holds = `the key holds ${describeValue(state)}`;
       switch (op.kind) {
