@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { RaftLogger } from "./config.js";
 import { applyToConfState, validateNodeId, type ConfChange } from "./confchange.js";
 import { NotLeaderError, RaftError } from "./errors.js";
+import { majority } from "./quorum.js";
 import { seededRandom, type Random } from "./random.js";
 import { RawNode } from "./raw-node.js";
 import { contextKey } from "./read-only.js";
@@ -434,7 +435,7 @@ export class RaftNode {
       st.leader === 0 ||
       (st.role === Role.Leader &&
         [...st.progress].filter(([id, p]) => st.conf.voters.includes(id) && (id === this.id || p.recentActive)).length <
-          Math.floor(st.conf.voters.length / 2) + 1);
+          majority(st.conf.voters.length));
     if (quorumLost) return new RaftError("NO_QUORUM", `${what} timed out: no quorum (leader ${st.leader || "unknown"}); its outcome is unknown`);
     return new RaftError("TIMEOUT", `${what} timed out; its outcome is unknown`);
   }

@@ -6,7 +6,8 @@ import * as grpc from "@grpc/grpc-js";
 import { create, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import type { ConfChange } from "../consensus/confchange.js";
 import type { RaftNode } from "../consensus/driver.js";
-import { NotLeaderError, RaftError } from "../consensus/errors.js";
+import { NotLeaderError } from "../consensus/errors.js";
+import { majority } from "../consensus/quorum.js";
 import { Role, type NodeId } from "../consensus/types.js";
 import { encodeCommand, encodeMemberContext, type Command } from "../cluster/commands.js";
 import { getSetting, normalize } from "../cluster/config-registry.js";
@@ -17,6 +18,7 @@ import * as pb from "../gen/pgraft/v1/client_pb.js";
 import { statusError, type ClientOf, type HandlersOf } from "../transport/grpc-service.js";
 import { effectiveTiming } from "./control-loop.js";
 import { invalidArgument, toServiceError } from "./grpc-errors.js";
+import { handOverTarget } from "./hand-over.js";
 
 export const FORWARDED_HEADER = "pgraft-forwarded";
 /** KV keys under this prefix belong to pgraft itself (join bookkeeping). */
@@ -139,24 +141,6 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
     await d.node.proposeConfChange(cc, { timeoutMs: d.requestTimeoutMs });
   }
 
-  /** The voter (other than us) with the most of the log, for hand-overs; one that answers us if any does. */
-  function bestOtherVoter(): NodeId {
-    const st = d.node.status();
-    const others = st.conf.voters.filter((id) => id !== d.selfId);
-    const active = others.filter((id) => st.progress.get(id)?.recentActive);
-    let best = 0;
-    let bestMatch = -1;
-    for (const id of active.length ? active : others) {
-      const m = st.progress.get(id)?.match ?? 0;
-      if (m > bestMatch) {
-        best = id;
-        bestMatch = m;
-      }
-    }
-    if (!best) throw new RaftError("INVALID_ARGUMENT", "there is no other voter to hand leadership to");
-    return best;
-  }
-
   const configEntry = (r: ConfigRow): MessageInitShape<typeof pb.ConfigEntrySchema> => ({
     name: r.name,
     value: r.value,
@@ -200,7 +184,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         learners: st.conf.learners,
         electionsStarted: BigInt(st.electionsStarted),
         version: d.version,
-        quorumMet: st.role === Role.Leader ? active >= Math.floor(voters.length / 2) + 1 : st.leader !== 0,
+        quorumMet: st.role === Role.Leader ? active >= majority(voters.length) : st.leader !== 0,
       });
     }),
 
@@ -239,7 +223,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         async () => {
           if (req.id === d.selfId) {
             // A leader never removes itself (see ARCHITECTURE): hand over, then ask the new leader.
-            await d.node.transferLeadership(bestOtherVoter(), { timeoutMs: d.requestTimeoutMs });
+            await d.node.transferLeadership(handOverTarget(d.node.status(), d.selfId), { timeoutMs: d.requestTimeoutMs });
             const client = d.leaderClient();
             if (!client) throw new NotLeaderError(d.node.status().leader);
             const md = new grpc.Metadata();
@@ -271,7 +255,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         pb.TransferLeaderResponseSchema,
         call,
         async () => {
-          const target = req.targetId || bestOtherVoter();
+          const target = req.targetId || handOverTarget(d.node.status(), d.selfId);
           await d.node.transferLeadership(target, { timeoutMs: d.requestTimeoutMs });
           return { header: header(), leaderId: target };
         },

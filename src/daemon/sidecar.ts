@@ -8,7 +8,7 @@ import type { Logger } from "pino";
 import { formatHostPort, type HostPort } from "../config/address.js";
 import type { SidecarConfig } from "../config/sidecar-config.js";
 import { RaftNode } from "../consensus/driver.js";
-import { Role, type NodeId } from "../consensus/types.js";
+import { Role } from "../consensus/types.js";
 import { ClusterState } from "../cluster/state.js";
 import * as pb from "../gen/pgraft/v1/client_pb.js";
 import { startHttpServer, type HttpServer } from "../http/server.js";
@@ -19,6 +19,7 @@ import { GrpcPeerTransport, PEER_SERVER_OPTIONS } from "../transport/peer-transp
 import { clientCredentials, serverCredentials, type TlsConfig } from "../transport/tls.js";
 import { clusterServiceHandlers } from "./cluster-service.js";
 import { ControlLoop } from "./control-loop.js";
+import { handOverTarget } from "./hand-over.js";
 import { raftLogger } from "./logger.js";
 
 export const VERSION = "0.1.0";
@@ -194,10 +195,7 @@ export class Sidecar {
     this.stopping ??= (async () => {
       const st = this.node.status();
       if (st.role === Role.Leader && st.conf.voters.length > 1) {
-        // A voter that answers us: the most up-to-date one may be down (it would never take over).
-        const others = st.conf.voters.filter((v) => v !== this.cfg.nodeId);
-        const active = others.filter((v) => st.progress.get(v)?.recentActive);
-        const target = bestVoter(active.length ? active : others, (id) => st.progress.get(id)?.match ?? 0);
+        const target = handOverTarget(st, this.cfg.nodeId);
         try {
           await this.node.transferLeadership(target, { timeoutMs: 2 * this.cfg.electionMs });
           this.log.info(`transferred leadership to ${target} before stopping`);
@@ -227,8 +225,4 @@ export class Sidecar {
     })();
     return this.stopping;
   }
-}
-
-function bestVoter(ids: NodeId[], match: (id: NodeId) => number): NodeId {
-  return ids.reduce((best, id) => (match(id) > match(best) ? id : best), ids[0]!);
 }
