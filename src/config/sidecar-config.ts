@@ -17,6 +17,8 @@ export interface SidecarConfig {
   httpListen: HostPort;
   /** The local PostgreSQL the sidecar drives (used by the SQL shim and data plane). */
   postgresDsn: string | undefined;
+  /** The PostgreSQL-wire endpoint the shim calls (undefined: not served). */
+  sqlListen: HostPort | undefined;
   /** Founding members (bootstrap): node id → Raft address. */
   initialCluster: Map<number, HostPort> | undefined;
   /** Members to ask for admission (join). */
@@ -48,7 +50,8 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   { key: "listen", flag: "--listen <host:port>", env: "PGRAFT_LISTEN", yaml: "listen", help: "gRPC listen address", default: "127.0.0.1:7400" },
   { key: "advertise", flag: "--advertise <host:port>", env: "PGRAFT_ADVERTISE", yaml: "advertise", help: "gRPC address peers use to reach this node (default: --listen)" },
   { key: "httpListen", flag: "--http-listen <host:port>", env: "PGRAFT_HTTP_LISTEN", yaml: "http_listen", help: "HTTP address for /metrics and /health", default: "127.0.0.1:8008" },
-  { key: "postgresDsn", flag: "--postgres-dsn <dsn>", env: "PGRAFT_POSTGRES_DSN", yaml: "postgres_dsn", help: "DSN of the local PostgreSQL (URI or key=value)" },
+  { key: "postgresDsn", flag: "--postgres-dsn <dsn>", env: "PGRAFT_POSTGRES_DSN", yaml: "postgres_dsn", help: "DSN of the local PostgreSQL, a superuser (URI or key=value); the SQL shim is installed there" },
+  { key: "sqlListen", flag: "--sql-listen <host:port>", env: "PGRAFT_SQL_LISTEN", yaml: "sql_listen", help: "PostgreSQL-wire endpoint the shim calls through dblink (default 127.0.0.1:7432 when --postgres-dsn is set; off otherwise)" },
   { key: "initialCluster", flag: "--initial-cluster <list>", env: "PGRAFT_INITIAL_CLUSTER", yaml: "initial_cluster", help: "bootstrap a new cluster: 1=host:port,2=host:port,..." },
   { key: "join", flag: "--join <list>", env: "PGRAFT_JOIN", yaml: "join", help: "join an existing cluster through any of these members: host:port,..." },
   { key: "tlsCa", flag: "--tls-ca <file>", env: "PGRAFT_TLS_CA", yaml: "tls_ca", help: "CA that signs every peer's certificate (mTLS)" },
@@ -70,6 +73,7 @@ export interface RawConfig {
   advertise?: Raw;
   httpListen?: Raw;
   postgresDsn?: Raw;
+  sqlListen?: Raw;
   initialCluster?: Raw;
   join?: Raw;
   tlsCa?: Raw;
@@ -143,6 +147,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
   const listen = addr("listen");
   const advertise = addr("advertise") ?? listen;
   const httpListen = addr("httpListen");
+  const sqlListenRaw = addr("sqlListen");
   if (advertise && ["0.0.0.0", "[::]"].includes(advertise.host)) {
     problems.push(`--advertise: "${formatHostPort(advertise)}" is a wildcard; peers need an address they can dial (set --advertise)`);
   }
@@ -224,7 +229,11 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`${ll.from}: log level must be one of ${LOG_LEVELS.join(", ")}, got "${ll.value}"`);
 
   const dsn = get("postgresDsn").value;
-  if (dsn !== undefined && dsn.trim() === "") problems.push("--postgres-dsn is empty");
+  if (dsn !== undefined) {
+    const why = dsnProblem(dsn);
+    if (why) problems.push(`${get("postgresDsn").from}: ${why}`);
+  }
+  const sqlListen = sqlListenRaw ?? (dsn !== undefined ? { host: "127.0.0.1", port: 7432 } : undefined);
 
   if (problems.length) throw new ConfigError(problems);
   return {
@@ -236,6 +245,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     advertise: advertise!,
     httpListen: httpListen!,
     postgresDsn: dsn,
+    sqlListen,
     initialCluster,
     join,
     tls,
@@ -243,4 +253,36 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     electionMs,
     logLevel,
   };
+}
+
+/**
+ * Why `dsn` is not a libpq connection string (URI or key=value form), or
+ * undefined when it is one. The password never appears in the answer.
+ */
+export function dsnProblem(dsn: string): string | undefined {
+  const s = dsn.trim();
+  if (s === "") return "the PostgreSQL DSN is empty";
+  if (/^postgres(ql)?:\/\//i.test(s)) {
+    try {
+      const u = new URL(s);
+      if (u.port && (!/^\d+$/.test(u.port) || Number(u.port) > 65_535)) return `the PostgreSQL URI has an invalid port "${u.port}"`;
+      return undefined;
+    } catch {
+      return "the PostgreSQL URI does not parse (expected postgresql://user:password@host:port/dbname?param=value)";
+    }
+  }
+  if (/^[a-z]+:\/\//i.test(s)) return `the PostgreSQL DSN must start with postgresql:// or postgres://, or be key=value pairs`;
+  // key=value pairs; values may be single-quoted with \\ and \' escapes.
+  const pair = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)/y;
+  let at = 0;
+  let n = 0;
+  while (at < s.length) {
+    pair.lastIndex = at;
+    const m = pair.exec(s);
+    if (!m) return `the PostgreSQL DSN is not key=value pairs (near "${s.slice(at, at + 20).replace(/password\s*=\s*\S*/i, "password=…")}")`;
+    at = pair.lastIndex;
+    n++;
+    while (at < s.length && /\s/.test(s[at]!)) at++;
+  }
+  return n === 0 ? "the PostgreSQL DSN is empty" : undefined;
 }

@@ -133,6 +133,8 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         lagEntries: BigInt(p ? Math.max(0, st.lastIndex - p.match) : 0),
         reachable: m.id === d.selfId || (p?.recentActive ?? false),
         lastHeartbeatMs: BigInt(p ? (last ?? -1) : -1),
+        replicationLagBytes: BigInt(p && m.id !== d.selfId ? d.node.logBytesAfter(p.match) : 0),
+        progressState: p && m.id !== d.selfId ? p.state : "",
       };
     });
   };
@@ -193,10 +195,10 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         ? onLeader(
             pb.MembersResponseSchema,
             call,
-            () => Promise.resolve({ header: header(), members: members() }),
+            () => Promise.resolve({ header: header(), members: members(), commitIndex: BigInt(d.node.status().commit) }),
             (c, md) => c.members(req, opts(md)),
           )
-        : Promise.resolve({ header: header(), members: members() }),
+        : Promise.resolve({ header: header(), members: members(), commitIndex: BigInt(d.node.status().commit) }),
     ),
 
     addMember: unary(pb.AddMemberRequestSchema, pb.AddMemberResponseSchema, (req, call) =>

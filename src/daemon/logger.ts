@@ -4,11 +4,40 @@
 import { pino, type Logger, type LevelWithSilent } from "pino";
 import type { RaftLogger } from "../consensus/config.js";
 
+// Children copy their parent's level when created; to change the level at run
+// time (pgraft_set_debug) every logger of the tree is remembered and changed.
+const trees = new WeakMap<Logger, Set<WeakRef<Logger>>>();
+
 export function createLogger(opts: { level: LevelWithSilent; nodeId: number; clusterId: string; destination?: NodeJS.WritableStream }): Logger {
-  return pino(
-    { level: opts.level, base: { node_id: opts.nodeId, cluster_id: opts.clusterId }, timestamp: pino.stdTimeFunctions.isoTime },
+  const members = new Set<WeakRef<Logger>>();
+  const root = pino(
+    {
+      level: opts.level,
+      base: { node_id: opts.nodeId, cluster_id: opts.clusterId },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      onChild: (child) => {
+        members.add(new WeakRef(child));
+      },
+    },
     opts.destination ?? process.stdout,
   );
+  members.add(new WeakRef(root));
+  trees.set(root, members);
+  return root;
+}
+
+/** Set the level of `root` and of every logger derived from it. */
+export function setTreeLevel(root: Logger, level: LevelWithSilent): void {
+  const members = trees.get(root);
+  if (!members) {
+    root.level = level;
+    return;
+  }
+  for (const ref of members) {
+    const l = ref.deref();
+    if (l) l.level = level;
+    else members.delete(ref);
+  }
 }
 
 /** The core's logger: its messages become `msg` with a `component` field. */

@@ -17,10 +17,15 @@ import { addService, createClient, type ClientOf, type TypedClient } from "../tr
 import { FaultInjector, faultsEnabled, registerFaultsService } from "../transport/faults.js";
 import { GrpcPeerTransport, PEER_SERVER_OPTIONS } from "../transport/peer-transport.js";
 import { clientCredentials, serverCredentials, type TlsConfig } from "../transport/tls.js";
+import type { PgWireServer } from "../pgwire/index.js";
+import { PostgresLink } from "../shim/postgres-link.js";
+import { loadOrCreateShimPassword } from "../shim/secret.js";
+import { SHIM_USER, startSqlEndpoint } from "../sqlapi/endpoint.js";
+import { localClient } from "../transport/grpc-service.js";
 import { clusterServiceHandlers } from "./cluster-service.js";
 import { ControlLoop } from "./control-loop.js";
 import { handOverTarget } from "./hand-over.js";
-import { raftLogger } from "./logger.js";
+import { raftLogger, setTreeLevel } from "./logger.js";
 
 export const VERSION = "0.1.0";
 /** How long a stopping sidecar lets client calls in flight finish before cutting them off. */
@@ -45,7 +50,14 @@ export class Sidecar {
     private readonly loop: ControlLoop,
     private readonly creds: grpc.ChannelCredentials,
     readonly grpcPort: number,
+    /** The SQL endpoint and the local PostgreSQL link (when configured). */
+    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink } = {},
   ) {}
+
+  /** The SQL endpoint's bound port (undefined when it is not served). */
+  get sqlPort(): number | undefined {
+    return this.sql.endpoint?.address.port;
+  }
 
   static async start(cfg: SidecarConfig, log: Logger): Promise<Sidecar> {
     const tls = tlsOf(cfg);
@@ -108,10 +120,7 @@ export class Sidecar {
     transport.register(server);
     registerFaultsService(server, { clusterId: cfg.clusterId, ...(faults ? { injector: faults } : {}) });
     const sidecarRef: { s?: Sidecar } = {};
-    addService(
-      server,
-      pb.Cluster,
-      clusterServiceHandlers({
+    const clusterHandlers = clusterServiceHandlers({
         clusterId: cfg.clusterId,
         selfId: cfg.nodeId,
         selfName: cfg.nodeName,
@@ -122,26 +131,59 @@ export class Sidecar {
         lastContactMs: () => n.lastContactMs(),
         requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
         flagTiming: { heartbeatMs: cfg.heartbeatMs, electionMs: cfg.electionMs },
-      }),
-    );
+    });
+    addService(server, pb.Cluster, clusterHandlers);
     let http: HttpServer | undefined;
+    const sql: { endpoint?: PgWireServer; link?: PostgresLink } = {};
     try {
       const port = await new Promise<number>((resolve, reject) =>
         server.bindAsync(formatHostPort(cfg.listen), serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
       );
       http = await startHttpServer(cfg.httpListen, { status: () => n.status(), maxReplicaLagEntries: 10_000 }, metrics);
+      if (cfg.sqlListen) {
+        const password = await loadOrCreateShimPassword(cfg.dataDir);
+        const pgLog = log.child({ component: "postgres" });
+        sql.endpoint = await startSqlEndpoint({
+          listen: cfg.sqlListen,
+          password,
+          log,
+          deps: {
+            clusterId: cfg.clusterId,
+            selfId: cfg.nodeId,
+            cluster: localClient(pb.Cluster, clusterHandlers),
+            node: n,
+            dataDir: cfg.dataDir,
+            electionMs: cfg.electionMs,
+            requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
+            setDebug: (on) => {
+              setTreeLevel(log, on ? "debug" : cfg.logLevel);
+              const msg = on ? `debug logging on for node ${cfg.nodeId}` : `debug logging off for node ${cfg.nodeId} (level ${cfg.logLevel})`;
+              log.warn(msg);
+              return msg;
+            },
+            postgresCheck: () => (sql.link ? sql.link.check() : Promise.resolve({ ok: false, detail: "no --postgres-dsn configured" })),
+          },
+        });
+        if (cfg.postgresDsn) {
+          const host = ["0.0.0.0", "::", "[::]"].includes(cfg.sqlListen.host) ? "127.0.0.1" : cfg.sqlListen.host.replace(/^\[|\]$/g, "");
+          sql.link = new PostgresLink(cfg.postgresDsn, { host, port: sql.endpoint.address.port, user: SHIM_USER, password }, state, pgLog);
+          sql.link.start();
+        }
+      }
       const loop = new ControlLoop({ cfg, node: n, state, transport, log: log.child({ component: "control-loop" }) });
-      const sidecar = new Sidecar(cfg, log, n, state, transport, server, http, loop, creds, port);
+      const sidecar = new Sidecar(cfg, log, n, state, transport, server, http, loop, creds, port, sql);
       sidecarRef.s = sidecar;
       n.start();
       loop.start();
       log.info(
-        { grpc: `${cfg.listen.host}:${port}`, http: formatHostPort(http.address), data_dir: cfg.dataDir },
+        { grpc: `${cfg.listen.host}:${port}`, http: formatHostPort(http.address), sql: sql.endpoint ? `${sql.endpoint.address.host}:${sql.endpoint.address.port}` : undefined, data_dir: cfg.dataDir },
         `sidecar started: node ${cfg.nodeId} (${cfg.nodeName}) of cluster ${cfg.clusterId}`,
       );
       if (fresh && cfg.join) await sidecar.joinCluster(cfg.join);
       return sidecar;
     } catch (e) {
+      await sql.link?.stop();
+      await sql.endpoint?.close();
       await http?.close();
       server.forceShutdown();
       transport.close();
@@ -204,6 +246,8 @@ export class Sidecar {
         }
       }
       this.loop.stop();
+      await this.sql.link?.stop();
+      await this.sql.endpoint?.close();
       await this.http.close();
       // Close the transport first: it ends the peers' incoming Raft streams, which
       // would otherwise keep tryShutdown waiting for as long as the peers run.

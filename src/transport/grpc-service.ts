@@ -172,3 +172,41 @@ export function statusError(code: grpc.status, details: string, metadata?: grpc.
 export function isServiceError(e: unknown): e is grpc.ServiceError {
   return e instanceof Error && typeof (e as Partial<grpc.ServiceError>).code === "number";
 }
+
+/**
+ * The unary methods of `handlers`, called in-process with the shape of a
+ * client: the same validation, forwarding and errors as over the network,
+ * without a socket (the SQL endpoint uses it). A call is not cancellable and
+ * has no deadline of its own; streaming methods throw.
+ */
+export function localClient<T extends GenServiceMethods>(service: GenService<T>, handlers: ServiceHandlers<T>): ServiceClient<T> {
+  const methods: Record<string, unknown> = {};
+  for (const m of service.methods) {
+    if (m.methodKind !== "unary") {
+      methods[m.localName] = () => {
+        throw new Error(`${methodPath(m)}: only unary methods can be called in-process`);
+      };
+      continue;
+    }
+    const handler = (handlers as Record<string, unknown>)[m.localName] as grpc.handleUnaryCall<MessageShape<DescMessage>, MessageShape<DescMessage>>;
+    methods[m.localName] = (request: MessageInitShape<DescMessage>, o?: CallOptions) =>
+      new Promise<MessageShape<DescMessage>>((resolve, reject) => {
+        const call = {
+          request: create(m.input, request),
+          metadata: o?.metadata ?? new grpc.Metadata(),
+          cancelled: false,
+          getPeer: () => "in-process",
+          getDeadline: () => Infinity,
+          getPath: () => methodPath(m),
+          on: () => call,
+          once: () => call,
+        };
+        handler(call as unknown as grpc.ServerUnaryCall<MessageShape<DescMessage>, MessageShape<DescMessage>>, (err, res) => {
+          if (err) reject(err instanceof Error ? err : Object.assign(new Error(err.details ?? "error"), err));
+          else if (res === undefined || res === null) reject(new Error(`${methodPath(m)}: empty response`));
+          else resolve(res);
+        });
+      });
+  }
+  return methods as ServiceClient<T>;
+}

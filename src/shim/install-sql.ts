@@ -1,0 +1,192 @@
+// The SQL of the shim: schema, roles, catalog tables and one thin function per
+// entry of src/sqlapi/catalog.ts. The same text is what the sidecar installs
+// (src/shim/installer.ts) and what ships as the `pgraft` extension script.
+//
+// Every public pgraft_* function is SECURITY DEFINER with a fixed search_path:
+// it runs as the shim's owner (a superuser), whose user mapping holds the
+// endpoint's password, so callers need only EXECUTE (granted to pgraft_monitor
+// or pgraft_admin), never the secret. Each call is one round trip on a dblink
+// connection kept for the session, sent asynchronously and awaited with short
+// pg_sleep steps so statement_timeout and cancellation interrupt a call that
+// the sidecar does not answer (a blocking dblink() call in PostgreSQL 15 cannot
+// be interrupted).
+import { FUNCTIONS, isSetReturning, resultColumns, type SqlFunction } from "../sqlapi/catalog.js";
+
+/** Bumped whenever the generated SQL changes; the installer replaces an older shim in place. */
+export const SHIM_VERSION = "0.1.0";
+export const SERVER_NAME = "pgraft_sidecar";
+export const CONNECTION_NAME = "pgraft_sidecar";
+const SEARCH_PATH = "pg_catalog, pgraft, public";
+
+const lit = (s: string): string => `'${s.replace(/'/g, "''")}'`;
+
+function signature(f: SqlFunction): string {
+  return `public.${f.name}(${f.args.map((a) => `${a.name} ${a.type}`).join(", ")})`;
+}
+
+function argTypes(f: SqlFunction): string {
+  return `public.${f.name}(${f.args.map((a) => a.type).join(", ")})`;
+}
+
+/** The call text sent to the endpoint, built with format() so every argument is a quoted literal or NULL. */
+function callExpr(f: SqlFunction): string {
+  const head = isSetReturning(f) ? `SELECT * FROM ${f.name}` : `SELECT ${f.name}`;
+  if (f.args.length === 0) return lit(`${head}()`);
+  const placeholders = f.args.map(() => "%L").join(", ");
+  const values = f.args.map((a, i) => (a.type === "text" ? `$${i + 1}` : `$${i + 1}::text`)).join(", ");
+  return `format(${lit(`${head}(${placeholders})`)}, ${values})`;
+}
+
+function functionSql(f: SqlFunction): string {
+  const cols = resultColumns(f);
+  const defs = cols.map((c, i) => `c${i + 1} ${c.type}`).join(", ");
+  const header = `CREATE OR REPLACE FUNCTION ${signature(f)}`;
+  const common = `LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ${SEARCH_PATH}`;
+  if (isSetReturning(f)) {
+    return `${header}
+RETURNS TABLE(${cols.map((c) => `${c.name} ${c.type}`).join(", ")})
+${common}
+AS $fn$
+BEGIN
+  PERFORM pgraft._send(${callExpr(f)});
+  RETURN QUERY SELECT * FROM dblink_get_result(${lit(CONNECTION_NAME)}) AS t(${defs});
+  PERFORM pgraft._finish();
+END
+$fn$;`;
+  }
+  return `${header}
+RETURNS ${f.returns as string}
+${common}
+AS $fn$
+DECLARE
+  r ${f.returns as string};
+BEGIN
+  PERFORM pgraft._send(${callExpr(f)});
+  SELECT t.c1 INTO r FROM dblink_get_result(${lit(CONNECTION_NAME)}) AS t(${defs});
+  PERFORM pgraft._finish();
+  RETURN r;
+END
+$fn$;`;
+}
+
+/** Schema, roles, tables and internal helpers: everything but the per-node server settings. */
+function baseSql(): string {
+  return `CREATE SCHEMA IF NOT EXISTS pgraft;
+COMMENT ON SCHEMA pgraft IS 'pgraft: the SQL shim of the pgraft sidecar';
+
+DO $roles$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgraft_monitor') THEN
+    CREATE ROLE pgraft_monitor NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgraft_admin') THEN
+    CREATE ROLE pgraft_admin NOLOGIN;
+  END IF;
+END
+$roles$;
+GRANT pgraft_monitor TO pgraft_admin;
+GRANT USAGE ON SCHEMA pgraft TO pgraft_monitor;
+
+CREATE TABLE IF NOT EXISTS pgraft.shim_version (
+  version text NOT NULL,
+  installed_at timestamptz NOT NULL DEFAULT now()
+);
+-- pgraft_save_config(): the saved overrides, written by this node's sidecar on every node.
+CREATE TABLE IF NOT EXISTS pgraft.saved_config (
+  name text PRIMARY KEY,
+  value text NOT NULL,
+  saved_at timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON pgraft.saved_config TO pgraft_monitor;
+
+-- Send one call on the session's connection to the sidecar and wait for the
+-- answer in short sleeps (interruptible). A connection left busy or broken by an
+-- earlier, interrupted call is replaced.
+CREATE OR REPLACE FUNCTION pgraft._send(q text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = ${SEARCH_PATH} SET client_min_messages = warning
+AS $fn$
+DECLARE
+  waited int := 0;
+BEGIN
+  IF NOT coalesce(${lit(CONNECTION_NAME)} = ANY (dblink_get_connections()), false) THEN
+    PERFORM dblink_connect(${lit(CONNECTION_NAME)}, ${lit(SERVER_NAME)});
+  ELSIF dblink_is_busy(${lit(CONNECTION_NAME)}) = 1 THEN
+    PERFORM dblink_disconnect(${lit(CONNECTION_NAME)});
+    PERFORM dblink_connect(${lit(CONNECTION_NAME)}, ${lit(SERVER_NAME)});
+  END IF;
+  IF dblink_send_query(${lit(CONNECTION_NAME)}, q) <> 1 THEN
+    PERFORM dblink_disconnect(${lit(CONNECTION_NAME)});
+    PERFORM dblink_connect(${lit(CONNECTION_NAME)}, ${lit(SERVER_NAME)});
+    IF dblink_send_query(${lit(CONNECTION_NAME)}, q) <> 1 THEN
+      RAISE EXCEPTION 'pgraft: could not send the call to the sidecar: %', dblink_error_message(${lit(CONNECTION_NAME)})
+        USING ERRCODE = '08006';
+    END IF;
+  END IF;
+  WHILE dblink_is_busy(${lit(CONNECTION_NAME)}) = 1 LOOP
+    IF waited < 50 THEN
+      PERFORM pg_sleep(0.001);
+    ELSE
+      PERFORM pg_sleep(0.01);
+    END IF;
+    waited := waited + 1;
+  END LOOP;
+END
+$fn$;
+
+-- Consume the end of the call's results so the connection is free for the next.
+CREATE OR REPLACE FUNCTION pgraft._finish() RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = ${SEARCH_PATH}
+AS $fn$
+BEGIN
+  PERFORM 1 FROM dblink_get_result(${lit(CONNECTION_NAME)}, false) AS t(x text);
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION pgraft._send(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgraft._finish() FROM PUBLIC;
+`;
+}
+
+/** The whole shim except the dblink extension and the server settings (shared by the installer and the extension script). */
+export function shimBodySql(): string {
+  const parts = [baseSql()];
+  for (const f of FUNCTIONS) {
+    parts.push(functionSql(f));
+    parts.push(`COMMENT ON FUNCTION ${argTypes(f)} IS ${lit(f.comment)};`);
+    parts.push(`REVOKE ALL ON FUNCTION ${argTypes(f)} FROM PUBLIC;`);
+    parts.push(`GRANT EXECUTE ON FUNCTION ${argTypes(f)} TO ${f.privilege === "admin" ? "pgraft_admin" : "pgraft_monitor"};`);
+  }
+  return parts.join("\n\n") + "\n";
+}
+
+/** The `pgraft--<version>.sql` extension script. */
+export function extensionScript(): string {
+  return `-- pgraft ${SHIM_VERSION}: the SQL shim of the pgraft sidecar (generated; see src/shim/install-sql.ts)
+\\echo Use "CREATE EXTENSION pgraft" to load this file. \\quit
+
+${shimBodySql()}
+INSERT INTO pgraft.shim_version(version) VALUES (${lit(SHIM_VERSION)});
+
+-- As the seed says, CREATE EXTENSION runs pgraft_init(): at once when this
+-- node's sidecar has already configured the connection to itself, otherwise the
+-- sidecar does so when it connects.
+DO $init$
+BEGIN
+  IF EXISTS (SELECT FROM pg_catalog.pg_foreign_server WHERE srvname = ${lit(SERVER_NAME)}) THEN
+    PERFORM public.pgraft_init();
+  END IF;
+END
+$init$;
+`;
+}
+
+/** The `pgraft.control` file. */
+export function extensionControl(): string {
+  return `# pgraft: the SQL shim of the pgraft sidecar
+comment = 'pgraft: Raft cluster functions answered by the pgraft sidecar'
+default_version = '${SHIM_VERSION}'
+requires = 'dblink'
+relocatable = false
+superuser = true
+`;
+}

@@ -1,0 +1,166 @@
+// Every pgraft_* SQL function in one table: its arguments, what it returns,
+// who may call it and what it does. The shim's CREATE FUNCTION statements
+// (src/shim/install-sql.ts) and the sidecar's answers on its PostgreSQL-wire
+// endpoint (src/sqlapi/endpoint.ts) are both generated from here, so the
+// column lists a dblink call declares always match the rows the sidecar sends.
+// Names, arguments and columns follow the seed's SQL reference.
+
+/** The SQL types the functions use, with the OIDs the wire endpoint reports. */
+export const SQL_TYPES = {
+  integer: 23,
+  bigint: 20,
+  boolean: 16,
+  text: 25,
+  jsonb: 3802,
+  "double precision": 701,
+} as const;
+export type SqlType = keyof typeof SQL_TYPES;
+
+export interface SqlArg {
+  name: string;
+  type: SqlType;
+}
+
+export interface SqlColumn {
+  name: string;
+  type: SqlType;
+}
+
+/** `monitor`: read-only, granted to pgraft_monitor; `admin`: changes the cluster, granted to pgraft_admin. */
+export type Privilege = "monitor" | "admin";
+
+export interface SqlFunction {
+  name: string;
+  args: readonly SqlArg[];
+  /** A scalar type, or the columns of a set-returning function. */
+  returns: SqlType | readonly SqlColumn[];
+  privilege: Privilege;
+  /** COMMENT ON FUNCTION text (shown by \df+). */
+  comment: string;
+}
+
+const node = { name: "node_id", type: "integer" } as const;
+
+export const FUNCTIONS: readonly SqlFunction[] = [
+  // ---------------------------------------------------------------- bootstrap and membership
+  { name: "pgraft_init", args: [], returns: "boolean", privilege: "admin", comment: "Checks that this node's sidecar runs and belongs to an initialized cluster with a leader, and that the shim's catalog is in place; returns true." },
+  {
+    name: "pgraft_add_node",
+    args: [node, { name: "address", type: "text" }, { name: "port", type: "integer" }],
+    returns: "boolean",
+    privilege: "admin",
+    comment: "Adds node_id (its sidecar's Raft address:port) as a learner; it is promoted to voter once caught up.",
+  },
+  { name: "pgraft_remove_node", args: [node], returns: "boolean", privilege: "admin", comment: "Removes node_id from the membership (the leader hands over first when it is the one removed)." },
+  {
+    name: "pgraft_get_nodes",
+    args: [],
+    returns: [
+      node,
+      { name: "state", type: "text" },
+      { name: "match_index", type: "bigint" },
+      { name: "commit_index", type: "bigint" },
+      { name: "address", type: "text" },
+      { name: "port", type: "integer" },
+      { name: "last_heartbeat_ms", type: "bigint" },
+      { name: "replication_lag_bytes", type: "bigint" },
+      { name: "node_name", type: "text" },
+      { name: "role", type: "text" },
+      { name: "is_leader", type: "boolean" },
+      { name: "reachable", type: "boolean" },
+      { name: "lag_entries", type: "bigint" },
+    ],
+    privilege: "monitor",
+    comment: "Every member as the leader sees it: state (leader/follower/learner/unreachable), replication progress, address and last contact.",
+  },
+  { name: "pgraft_quorum_met", args: [], returns: "boolean", privilege: "monitor", comment: "True when a leader with an active quorum exists, as this node sees it." },
+  // ---------------------------------------------------------------- leadership
+  { name: "pgraft_get_leader", args: [], returns: "integer", privilege: "monitor", comment: "The current leader's node id as this node knows it (NULL when there is none)." },
+  { name: "pgraft_is_leader", args: [], returns: "boolean", privilege: "monitor", comment: "True when this node is the leader." },
+  { name: "pgraft_transfer_leadership", args: [node], returns: "boolean", privilege: "admin", comment: "Hands leadership to node_id and returns once it leads." },
+  // ---------------------------------------------------------------- monitoring
+  {
+    name: "pgraft_get_cluster_status",
+    args: [],
+    returns: [
+      node,
+      { name: "leader_id", type: "integer" },
+      { name: "current_term", type: "bigint" },
+      { name: "state", type: "text" },
+      { name: "num_nodes", type: "integer" },
+      { name: "messages_processed", type: "bigint" },
+      { name: "elections_triggered", type: "bigint" },
+      { name: "commit_index", type: "bigint" },
+      { name: "applied_index", type: "bigint" },
+      { name: "quorum_met", type: "boolean" },
+      { name: "version", type: "text" },
+    ],
+    privilege: "monitor",
+    comment: "This node's Raft state: term, role, leader, member count and counters.",
+  },
+  {
+    name: "pgraft_log_get_replication_status",
+    args: [],
+    returns: [node, { name: "match_index", type: "bigint" }, { name: "commit_index", type: "bigint" }, { name: "lag_entries", type: "bigint" }, { name: "state", type: "text" }],
+    privilege: "monitor",
+    comment: "Replication of the Raft log to each member, from the leader: state is leader, replicating, probing, snapshot or stalled.",
+  },
+  {
+    name: "pgraft_log_get_stats",
+    args: [],
+    returns: [
+      { name: "first_index", type: "bigint" },
+      { name: "last_index", type: "bigint" },
+      { name: "total_entries", type: "bigint" },
+      { name: "disk_usage_mb", type: "double precision" },
+      { name: "commit_index", type: "bigint" },
+      { name: "applied_index", type: "bigint" },
+    ],
+    privilege: "monitor",
+    comment: "This node's Raft log: index range, entries kept and the size of its WAL and snapshots on disk.",
+  },
+  // ---------------------------------------------------------------- configuration
+  { name: "pgraft_set_config", args: [{ name: "name", type: "text" }, { name: "value", type: "text" }], returns: "boolean", privilege: "admin", comment: "Sets a runtime setting on every node through Raft ('75ms', '1s', 'false')." },
+  { name: "pgraft_save_config", args: [], returns: "boolean", privilege: "admin", comment: "Persists the current overrides: replicated as saved, and written to pgraft.saved_config on every node." },
+  {
+    name: "pgraft_get_config",
+    args: [],
+    returns: [
+      { name: "name", type: "text" },
+      { name: "value", type: "text" },
+      { name: "default_value", type: "text" },
+      { name: "overridden", type: "boolean" },
+      { name: "saved", type: "boolean" },
+      { name: "description", type: "text" },
+    ],
+    privilege: "monitor",
+    comment: "Every runtime setting with its value, default and whether it is overridden and saved.",
+  },
+  // ---------------------------------------------------------------- KV
+  { name: "pgraft_kv_put", args: [{ name: "key", type: "text" }, { name: "value", type: "jsonb" }], returns: "bigint", privilege: "admin", comment: "Stores a JSON value under key through Raft; returns the new revision." },
+  { name: "pgraft_kv_get", args: [{ name: "key", type: "text" }], returns: "jsonb", privilege: "monitor", comment: "The value under key (linearizable read), NULL when absent." },
+  { name: "pgraft_kv_delete", args: [{ name: "key", type: "text" }], returns: "boolean", privilege: "admin", comment: "Deletes key through Raft; true when it existed." },
+  // ---------------------------------------------------------------- troubleshooting
+  { name: "pgraft_log_sync_with_leader", args: [], returns: "boolean", privilege: "admin", comment: "Waits until this node has applied everything the leader had committed when called (catching up by snapshot if needed)." },
+  { name: "pgraft_set_debug", args: [{ name: "enabled", type: "boolean" }], returns: "text", privilege: "admin", comment: "Raises this node's sidecar log level to debug (true) or back to its configured level (false)." },
+  {
+    name: "pgraft_health_check",
+    args: [],
+    returns: [
+      { name: "check_name", type: "text" },
+      { name: "severity", type: "text" },
+      { name: "detail", type: "text" },
+    ],
+    privilege: "monitor",
+    comment: "Checks quorum, leader presence, follower lag, elections per term, log disk usage and the local PostgreSQL connection; severity is ok, warning or critical.",
+  },
+];
+
+export const FUNCTION_BY_NAME: ReadonlyMap<string, SqlFunction> = new Map(FUNCTIONS.map((f) => [f.name, f]));
+
+export const isSetReturning = (f: SqlFunction): f is SqlFunction & { returns: readonly SqlColumn[] } => typeof f.returns !== "string";
+
+/** The columns the wire endpoint sends for `f` (a scalar function has one, named after it, as PostgreSQL names it). */
+export function resultColumns(f: SqlFunction): readonly SqlColumn[] {
+  return isSetReturning(f) ? f.returns : [{ name: f.name, type: f.returns as SqlType }];
+}

@@ -1,0 +1,324 @@
+// What each pgraft_* function does, on whichever node it is called. Changes go
+// through the Cluster service in-process (so a follower forwards them to the
+// leader exactly as a gRPC client's would be); reads of the KV store are
+// linearizable; per-member figures come from the leader, which is the only node
+// that tracks replication progress.
+import { readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { parseHostPort } from "../config/address.js";
+import type { RaftNode } from "../consensus/driver.js";
+import * as pb from "../gen/pgraft/v1/client_pb.js";
+import { PgWireError } from "../pgwire/index.js";
+import type { ClientOf } from "../transport/grpc-service.js";
+import type { SqlFunction } from "./catalog.js";
+import { invalidParameter, nullArgument } from "./errors.js";
+
+/** One text-format value per column; null = SQL NULL. */
+export type Row = (string | null)[];
+
+export interface SqlApiDeps {
+  clusterId: string;
+  selfId: number;
+  /** The Cluster service, called in-process. */
+  cluster: ClientOf<typeof pb.Cluster>;
+  node: RaftNode;
+  dataDir: string;
+  electionMs: number;
+  requestTimeoutMs: number;
+  /** Turns debug logging on or off; returns what it did, for the caller. */
+  setDebug(on: boolean): string;
+  /** Whether the local PostgreSQL answers (for pgraft_health_check). */
+  postgresCheck(): Promise<{ ok: boolean; detail: string }>;
+}
+
+const MAX_NODE_ID = 2_147_483_647;
+/** A follower this far behind the leader is reported as lagging (warning) / stalled. */
+export const LAG_WARNING_ENTRIES = 1_000;
+/** Log on disk above this is a warning in pgraft_health_check. */
+const DISK_WARNING_MB = 1_024;
+
+const bool = (b: boolean): string => (b ? "t" : "f");
+const num = (n: number | bigint): string => String(n);
+
+function arg(f: SqlFunction, args: (string | null)[], i: number): string {
+  const v = args[i];
+  if (v === null || v === undefined) throw nullArgument(f.name, f.args[i]!.name);
+  return v;
+}
+
+function intArg(f: SqlFunction, args: (string | null)[], i: number, min: number, max: number): number {
+  const raw = arg(f, args, i).trim();
+  const name = f.args[i]!.name;
+  if (!/^[+-]?\d+$/.test(raw)) throw invalidParameter(`${f.name}: ${name} must be an integer, got ${JSON.stringify(raw)}`);
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw invalidParameter(`${f.name}: ${name} must be in ${min}..${max}, got ${raw}`);
+  return n;
+}
+
+function boolArg(f: SqlFunction, args: (string | null)[], i: number): boolean {
+  const raw = arg(f, args, i).trim().toLowerCase();
+  if (["t", "true", "on", "yes", "1"].includes(raw)) return true;
+  if (["f", "false", "off", "no", "0"].includes(raw)) return false;
+  throw invalidParameter(`${f.name}: ${f.args[i]!.name} must be a boolean, got ${JSON.stringify(raw)}`);
+}
+
+/** A member's state as pgraft_get_nodes shows it. */
+function memberState(m: pb.Member, electionMs: number): string {
+  if (m.isLeader) return "leader";
+  if (!m.reachable || (m.lastHeartbeatMs >= 0n && Number(m.lastHeartbeatMs) > electionMs)) return "unreachable";
+  return m.role === pb.MemberRole.LEARNER ? "learner" : "follower";
+}
+
+/** A member's replication state as pgraft_log_get_replication_status shows it. */
+function replicationState(m: pb.Member, electionMs: number): string {
+  if (m.isLeader) return "leader";
+  if (!m.reachable || (m.lastHeartbeatMs >= 0n && Number(m.lastHeartbeatMs) > electionMs)) return "stalled";
+  return m.progressState === "replicate" ? "replicating" : m.progressState === "probe" ? "probing" : m.progressState || "unknown";
+}
+
+function splitAddress(raft: string): { host: string; port: number | null } {
+  const hp = parseHostPort(raft);
+  return typeof hp === "string" ? { host: raft, port: null } : { host: hp.host, port: hp.port };
+}
+
+async function diskUsageBytes(dir: string): Promise<number> {
+  let total = 0;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return 0;
+  }
+  for (const n of names) {
+    const p = join(dir, n);
+    try {
+      const s = await stat(p);
+      total += s.isDirectory() ? await diskUsageBytes(p) : s.size;
+    } catch {
+      // removed while we looked (a released WAL segment)
+    }
+  }
+  return total;
+}
+
+const stateName = (s: pb.RaftState): string =>
+  s === pb.RaftState.LEADER ? "leader" : s === pb.RaftState.CANDIDATE ? "candidate" : s === pb.RaftState.PRE_CANDIDATE ? "pre-candidate" : "follower";
+
+type Impl = (f: SqlFunction, args: (string | null)[], d: SqlApiDeps) => Promise<Row[]>;
+
+const one = (v: string | null): Row[] => [[v]];
+
+async function status(d: SqlApiDeps): Promise<pb.StatusResponse> {
+  return d.cluster.status({ clusterId: d.clusterId });
+}
+
+async function membersFromLeader(d: SqlApiDeps): Promise<pb.MembersResponse> {
+  return d.cluster.members({ clusterId: d.clusterId, fromLeader: true });
+}
+
+async function requireMember(d: SqlApiDeps, fn: string, id: number): Promise<pb.StatusResponse> {
+  const st = await status(d);
+  if (!st.voters.includes(id) && !st.learners.includes(id)) {
+    throw new PgWireError({ code: "42704", message: `${fn}: node ${id} is not a member of the cluster`, hint: `members: ${[...st.voters, ...st.learners].sort((a, b) => a - b).join(", ")}` });
+  }
+  return st;
+}
+
+const IMPLS: Record<string, Impl> = {
+  async pgraft_init(_f, _a, d) {
+    const st = await status(d);
+    if (!st.leaderId) throw new PgWireError({ code: "55000", message: `node ${d.selfId} knows no leader yet: the cluster is forming, this node is joining, or there is no quorum` });
+    return one("t");
+  },
+
+  async pgraft_add_node(f, a, d) {
+    const id = intArg(f, a, 0, 1, MAX_NODE_ID);
+    const host = arg(f, a, 1).trim();
+    const port = intArg(f, a, 2, 1, 65_535);
+    if (!host) throw invalidParameter(`${f.name}: address must not be empty`);
+    if (host.length > 253 || /[\s/,]/.test(host)) throw invalidParameter(`${f.name}: ${JSON.stringify(host)} is not a host name or IP address`);
+    const st = await status(d);
+    if (st.voters.includes(id) || st.learners.includes(id)) throw new PgWireError({ code: "42710", message: `${f.name}: node ${id} is already a member of the cluster` });
+    const address = host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
+    // As a learner first, promoted to voter by the leader once it has caught up.
+    await d.cluster.join({ clusterId: d.clusterId, id, name: `node${id}`, raftAddress: address, asVoter: false });
+    return one("t");
+  },
+
+  async pgraft_remove_node(f, a, d) {
+    const id = intArg(f, a, 0, 1, MAX_NODE_ID);
+    const st = await requireMember(d, f.name, id);
+    if (st.voters.length === 1 && st.voters[0] === id) throw new PgWireError({ code: "55000", message: `${f.name}: node ${id} is the last voter; removing it would leave no cluster` });
+    await d.cluster.removeMember({ clusterId: d.clusterId, id });
+    return one("t");
+  },
+
+  async pgraft_get_nodes(_f, _a, d) {
+    const r = await membersFromLeader(d);
+    return r.members.map((m) => {
+      const { host, port } = splitAddress(m.raftAddress);
+      return [
+        num(m.id),
+        memberState(m, d.electionMs),
+        num(m.matchIndex),
+        num(r.commitIndex),
+        host,
+        port === null ? null : num(port),
+        m.lastHeartbeatMs < 0n ? null : num(m.lastHeartbeatMs),
+        num(m.replicationLagBytes),
+        m.name,
+        m.role === pb.MemberRole.LEARNER ? "learner" : "voter",
+        bool(m.isLeader),
+        bool(m.reachable),
+        num(m.lagEntries),
+      ];
+    });
+  },
+
+  async pgraft_quorum_met(_f, _a, d) {
+    return one(bool((await status(d)).quorumMet));
+  },
+
+  async pgraft_get_leader(_f, _a, d) {
+    const st = await status(d);
+    return one(st.leaderId ? num(st.leaderId) : null);
+  },
+
+  async pgraft_is_leader(_f, _a, d) {
+    return one(bool((await status(d)).state === pb.RaftState.LEADER));
+  },
+
+  async pgraft_transfer_leadership(f, a, d) {
+    const id = intArg(f, a, 0, 1, MAX_NODE_ID);
+    const st = await requireMember(d, f.name, id);
+    if (!st.voters.includes(id)) throw invalidParameter(`${f.name}: node ${id} is a learner; only a voter can lead`);
+    if (st.leaderId !== id) await d.cluster.transferLeader({ clusterId: d.clusterId, targetId: id });
+    // Return once this node, too, knows the new leader (so a following pgraft_get_leader() agrees).
+    const end = Date.now() + d.requestTimeoutMs;
+    while ((await status(d)).leaderId !== id) {
+      if (Date.now() > end) throw new PgWireError({ code: "40003", message: `${f.name}: node ${id} did not become leader within ${d.requestTimeoutMs} ms` });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return one("t");
+  },
+
+  async pgraft_get_cluster_status(_f, _a, d) {
+    const st = await status(d);
+    return [
+      [
+        num(st.nodeId),
+        st.leaderId ? num(st.leaderId) : null,
+        num(st.term),
+        stateName(st.state),
+        num(st.voters.length + st.learners.length),
+        num(st.messagesProcessed),
+        num(st.electionsStarted),
+        num(st.commitIndex),
+        num(st.appliedIndex),
+        bool(st.quorumMet),
+        st.version,
+      ],
+    ];
+  },
+
+  async pgraft_log_get_replication_status(_f, _a, d) {
+    const r = await membersFromLeader(d);
+    return r.members.map((m) => [num(m.id), num(m.matchIndex), num(r.commitIndex), num(m.lagEntries), replicationState(m, d.electionMs)]);
+  },
+
+  async pgraft_log_get_stats(_f, _a, d) {
+    const st = await status(d);
+    const first = Number(st.firstIndex);
+    const last = Number(st.lastIndex);
+    const bytes = (await diskUsageBytes(join(d.dataDir, "wal"))) + (await diskUsageBytes(join(d.dataDir, "snap")));
+    return [[num(first), num(last), num(Math.max(0, last - first + 1)), (bytes / (1024 * 1024)).toFixed(3), num(st.commitIndex), num(st.appliedIndex)]];
+  },
+
+  async pgraft_set_config(f, a, d) {
+    await d.cluster.configSet({ clusterId: d.clusterId, name: arg(f, a, 0), value: arg(f, a, 1) });
+    return one("t");
+  },
+
+  async pgraft_save_config(_f, _a, d) {
+    await d.cluster.configSave({ clusterId: d.clusterId });
+    return one("t");
+  },
+
+  async pgraft_get_config(_f, _a, d) {
+    const r = await d.cluster.configGet({ clusterId: d.clusterId });
+    return r.entries.map((e) => [
+      e.name,
+      e.value,
+      e.defaultValue,
+      bool(e.source === pb.ConfigSource.RUNTIME || e.source === pb.ConfigSource.SAVED),
+      bool(e.source === pb.ConfigSource.SAVED),
+      e.description,
+    ]);
+  },
+
+  async pgraft_kv_put(f, a, d) {
+    const key = arg(f, a, 0);
+    const value = arg(f, a, 1);
+    const r = await d.cluster.kvPut({ clusterId: d.clusterId, key, value });
+    return one(num(r.kv?.modRevision ?? r.header?.revision ?? 0n));
+  },
+
+  async pgraft_kv_get(f, a, d) {
+    const r = await d.cluster.kvGet({ clusterId: d.clusterId, key: arg(f, a, 0) });
+    return one(r.kv ? r.kv.value : null);
+  },
+
+  async pgraft_kv_delete(f, a, d) {
+    const r = await d.cluster.kvDelete({ clusterId: d.clusterId, key: arg(f, a, 0) });
+    return one(bool(r.deleted > 0n));
+  },
+
+  async pgraft_log_sync_with_leader(_f, _a, d) {
+    // ReadIndex from the leader, then wait until this node has applied that far
+    // (the leader sends a snapshot when the entries are gone from its log).
+    await d.node.read({ timeoutMs: d.requestTimeoutMs });
+    return one("t");
+  },
+
+  pgraft_set_debug(f, a, d) {
+    return Promise.resolve(one(d.setDebug(boolArg(f, a, 0))));
+  },
+
+  async pgraft_health_check(_f, _a, d) {
+    const rows: Row[] = [];
+    const st = await status(d);
+    rows.push(["quorum", st.quorumMet ? "ok" : "critical", st.quorumMet ? "a quorum of voters is active" : "no active quorum: writes cannot commit"]);
+    rows.push(["leader", st.leaderId ? "ok" : "critical", st.leaderId ? `node ${st.leaderId} leads term ${st.term}` : `no leader known at term ${st.term}`]);
+    try {
+      const m = await membersFromLeader(d);
+      const others = m.members.filter((x) => !x.isLeader);
+      const stalled = others.filter((x) => replicationState(x, d.electionMs) === "stalled");
+      const maxLag = others.reduce((mx, x) => (x.lagEntries > mx ? x.lagEntries : mx), 0n);
+      const sev = stalled.length > 0 ? "critical" : maxLag > BigInt(LAG_WARNING_ENTRIES) ? "warning" : "ok";
+      rows.push([
+        "follower_lag",
+        sev,
+        stalled.length > 0 ? `not answering: node ${stalled.map((x) => x.id).join(", node ")}; max lag ${maxLag} entries` : `max lag ${maxLag} entries over ${others.length} follower(s)`,
+      ]);
+    } catch (e) {
+      rows.push(["follower_lag", "critical", `the leader could not be asked: ${e instanceof Error ? e.message : String(e)}`]);
+    }
+    const perTerm = Number(st.electionsStarted) / Math.max(1, Number(st.term));
+    rows.push(["elections_per_term", perTerm > 2 ? "warning" : "ok", `${st.electionsStarted} election(s) started here over ${st.term} term(s) (${perTerm.toFixed(2)} per term)`]);
+    const mb = ((await diskUsageBytes(join(d.dataDir, "wal"))) + (await diskUsageBytes(join(d.dataDir, "snap")))) / (1024 * 1024);
+    rows.push(["log_disk_usage", mb > DISK_WARNING_MB ? "warning" : "ok", `${mb.toFixed(1)} MB of WAL and snapshots in ${d.dataDir}`]);
+    const pg = await d.postgresCheck();
+    rows.push(["postgres_connection", pg.ok ? "ok" : "critical", pg.detail]);
+    return rows;
+  },
+};
+
+/** Runs `f` with its (already counted) arguments. */
+export function runFunction(f: SqlFunction, args: (string | null)[], d: SqlApiDeps): Promise<Row[]> {
+  const impl = IMPLS[f.name];
+  if (!impl) return Promise.reject(new PgWireError({ code: "0A000", message: `${f.name} is not implemented` }));
+  return impl(f, args, d);
+}
+
+/** For tests: every catalogued function has an implementation. */
+export const implementedFunctions = (): string[] => Object.keys(IMPLS);
