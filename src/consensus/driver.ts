@@ -13,7 +13,7 @@ import { seededRandom, type Random } from "./random.js";
 import { RawNode } from "./raw-node.js";
 import { contextKey } from "./read-only.js";
 import { MemoryStorage } from "./storage.js";
-import { EntryType, Role, type ConfState, type Entry, type HardState, type Message, type NodeId, type RaftStatus, type Ready, type Snapshot } from "./types.js";
+import { EntryType, MessageType, Role, type ConfState, type Entry, type HardState, type Message, type NodeId, type RaftStatus, type Ready, type Snapshot } from "./types.js";
 import type { FsLayer } from "./wal/fs-layer.js";
 import { SnapshotStore } from "./wal/snapshot-store.js";
 import { Wal } from "./wal/wal.js";
@@ -131,6 +131,11 @@ export class RaftNode {
   private fatal: Error | undefined;
   private snapshotIndex: number;
   private lastLeader: NodeId = 0;
+  /** Role as of the latest Ready (decides whether messages may go before the disk write). */
+  private role: Role = Role.Follower;
+  /** Index of the last entry known durable in the WAL, and the term of the durable hard state. */
+  private durableLast: number;
+  private durableTerm: number;
 
   private constructor(
     private readonly opts: RaftNodeOptions,
@@ -146,6 +151,8 @@ export class RaftNode {
     this.snapshotEntries = opts.snapshotEntries ?? 10_000;
     this.keepEntries = opts.keepEntriesAfterSnapshot ?? 5_000;
     this.snapshotIndex = storage.snapshot().meta.index;
+    this.durableLast = storage.lastIndex();
+    this.durableTerm = storage.initialState().hardState.term;
     this.tickMs = opts.tickMs ?? 100;
     this.rn = new RawNode({
       id: opts.id,
@@ -270,6 +277,20 @@ export class RaftNode {
   storageStats(): { fsyncs: number; bytesWritten: number; segments: number } {
     const { fsyncs, bytesWritten, segments } = this.wal.stats;
     return { fsyncs, bytesWritten, segments };
+  }
+
+  /**
+   * Bytes of entry data after `index` up to the last index (what a follower at
+   * match `index` has yet to receive). Entries already compacted away are not
+   * counted: the figure is then a lower bound.
+   */
+  logBytesAfter(index: number): number {
+    const last = this.storage.lastIndex();
+    const lo = Math.max(index + 1, this.storage.firstIndex());
+    if (lo > last) return 0;
+    let bytes = 0;
+    for (const e of this.storage.entries(lo, last + 1, Number.MAX_SAFE_INTEGER)) bytes += e.data.byteLength;
+    return bytes;
   }
 
   /** Feed a message from a peer. */
@@ -467,36 +488,77 @@ export class RaftNode {
   }
 
   private async handleReady(rd: Ready): Promise<void> {
-    // 1. Persist. The snapshot file first, so the WAL never points past it.
-    if (rd.snapshot) await this.snaps.save(rd.snapshot);
-    if (rd.mustSync || rd.entries.length || rd.snapshot) {
-      const t0 = process.hrtime.bigint();
-      const hs = rd.hardState ?? this.deferredHardState;
-      await this.wal.save(rd.entries, hs, rd.snapshot ? { index: rd.snapshot.meta.index, term: rd.snapshot.meta.term } : undefined);
-      this.deferredHardState = undefined;
-      this.opts.observer?.onPersist?.(Number(process.hrtime.bigint() - t0) / 1e9, rd.entries.length);
-    } else if (rd.hardState) {
-      // Only the commit index moved. Raft does not need it durable (a restart learns
-      // it again from the leader), so it rides along with the next synced write.
-      this.deferredHardState = rd.hardState;
+    if (rd.softState) this.role = rd.softState.role;
+    // 0. A leader may replicate in parallel with its own disk write (Raft thesis
+    //    §10.2.1): its entries count towards commit once followers persist them,
+    //    but nobody learns of that commit before the next Ready, which this loop
+    //    only takes after the write below has finished. Only Apps and heartbeats,
+    //    and only when this Ready changes no term or vote (those must be durable
+    //    before anyone hears of them).
+    let early: Message[] = [];
+    let rest = rd.messages;
+    if (this.role === Role.Leader && !rd.snapshot && (!rd.hardState || rd.hardState.term === this.durableTerm)) {
+      early = rd.messages.filter((m) => m.type === MessageType.App || m.type === MessageType.Heartbeat);
+      if (early.length) rest = rd.messages.filter((m) => m.type !== MessageType.App && m.type !== MessageType.Heartbeat);
     }
+    if (early.length) this.opts.transport.send(early);
+    // Committed entries that were already durable here before this Ready (and are
+    // not being rewritten by it) are applied while the disk works.
+    const durableLimit = rd.snapshot ? 0 : Math.min(this.durableLast, rd.entries.length ? rd.entries[0]!.index - 1 : Infinity);
+    let split = 0;
+    while (split < rd.committedEntries.length && rd.committedEntries[split]!.index <= durableLimit) split++;
+    const before = rd.committedEntries.slice(0, split);
+    const after = split === 0 ? rd.committedEntries : rd.committedEntries.slice(split);
+    // 1. Persist (the snapshot file first, so the WAL never points past it), and
+    //    apply the durable part meanwhile.
+    await Promise.all([this.persist(rd), this.applyEarly(before)]);
     if (rd.snapshot) this.storage.applySnapshot(rd.snapshot);
     this.storage.append(rd.entries);
     if (rd.hardState) this.storage.setHardState(rd.hardState);
     // 2. Send.
-    if (rd.messages.length) this.opts.transport.send(rd.messages);
+    if (rest.length) this.opts.transport.send(rest);
     // 3. Apply.
     if (rd.snapshot) await this.restoreSnapshot(rd.snapshot);
-    for (const e of rd.committedEntries) await this.applyEntry(e);
+    for (const e of after) await this.applyEntry(e);
     for (const rs of rd.readStates) {
       const r = this.reads.get(contextKey(rs.context));
       if (r) r.index = rs.index;
     }
     // 4. Advance (conf changes in this batch take effect now).
     this.rn.advance(rd);
-    for (const e of rd.committedEntries) this.settleProposal(e);
+    for (const e of after) this.settleProposal(e);
+    for (const e of before) if (e.type === EntryType.ConfChange) this.settleProposal(e);
     if (rd.softState) this.onSoftState();
     await this.maybeSnapshot();
+  }
+
+  private async persist(rd: Ready): Promise<void> {
+    if (rd.snapshot) await this.snaps.save(rd.snapshot);
+    if (rd.mustSync || rd.entries.length || rd.snapshot) {
+      const t0 = process.hrtime.bigint();
+      const hs = rd.hardState ?? this.deferredHardState;
+      await this.wal.save(rd.entries, hs, rd.snapshot ? { index: rd.snapshot.meta.index, term: rd.snapshot.meta.term } : undefined);
+      this.deferredHardState = undefined;
+      if (hs) this.durableTerm = hs.term;
+      if (rd.entries.length) this.durableLast = rd.entries[rd.entries.length - 1]!.index;
+      else if (rd.snapshot) this.durableLast = rd.snapshot.meta.index;
+      this.opts.observer?.onPersist?.(Number(process.hrtime.bigint() - t0) / 1e9, rd.entries.length);
+    } else if (rd.hardState) {
+      // Only the commit index moved. Raft does not need it durable (a restart learns
+      // it again from the leader), so it rides along with the next synced write.
+      this.deferredHardState = rd.hardState;
+    }
+  }
+
+  /**
+   * Apply entries that are committed and durable, and answer their proposals at
+   * once (conf changes are answered after advance, when they have taken effect).
+   */
+  private async applyEarly(entries: Entry[]): Promise<void> {
+    for (const e of entries) {
+      await this.applyEntry(e);
+      if (e.type !== EntryType.ConfChange) this.settleProposal(e);
+    }
   }
 
   private async restoreSnapshot(s: Snapshot): Promise<void> {
