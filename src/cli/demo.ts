@@ -1,114 +1,108 @@
-// `pgraft demo`: until the sidecar exists, a guided run of the consensus engine —
-// N in-process nodes with real write-ahead logs on disk: election, writes,
-// linearizable reads from a follower, the leader crashing, a restart from disk
-// and a leadership transfer.
-import { mkdtemp, mkdir } from "node:fs/promises";
+// `pgraft demo`: start (or restart) a local cluster of PostgreSQL + sidecars
+// and print how to reach each node. In the foreground it runs until Ctrl-C
+// (or SIGTERM), then stops everything and removes nothing; --detach runs the
+// same foreground process in the background and returns once it is ready;
+// --stop asks that background process to stop.
+import { spawn } from "node:child_process";
+import { chmod, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { openSync, closeSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { RaftLogger } from "../consensus/config.js";
-import { RaftNode } from "../consensus/driver.js";
-import { MemoryNetwork } from "../consensus/memory-transport.js";
-import { Role, type NodeId } from "../consensus/types.js";
-import { DemoKv, encodePut } from "./demo-state-machine.js";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { demoExists, recordOwner, startDemo, stopDetachedDemo, type DemoNodeInfo } from "../demo/local-cluster.js";
 
-export interface DemoOptions {
+export interface DemoCliOptions {
   nodes: number;
   baseDir?: string;
-  writes: number;
-  verbose: boolean;
-  out: (line: string) => void;
+  json: boolean;
+  detach: boolean;
+  stop: boolean;
+  /** Internal: the background half of --detach (writes ready.json instead of printing). */
+  background?: boolean;
 }
 
-interface Member {
-  id: NodeId;
-  node: RaftNode;
-  kv: DemoKv;
+const MAIN_JS = join(fileURLToPath(new URL(".", import.meta.url)), "main.js");
+const READY_FILE = "ready.json";
+const out = (s: string): void => void process.stdout.write(s + "\n");
+
+function describe(baseDir: string, nodes: DemoNodeInfo[]): string {
+  const lines = [`pgraft demo: ${nodes.length} nodes ready (PostgreSQL + sidecar each), data in ${baseDir}`, ""];
+  for (const n of nodes) {
+    lines.push(`node ${n.id}:`);
+    lines.push(`  psql:     ${n.psql}`);
+    lines.push(`  metrics:  ${n.metrics}   (health: ${n.http}/health, routing: ${n.http}/primary, ${n.http}/replica)`);
+    lines.push(`  gRPC:     ${n.grpc}   (pgraft status --endpoint ${n.grpc} --cluster-id pgraft-demo --plaintext)`);
+    lines.push(`  logs:     ${n.sidecarLog}, ${n.postgresLog}`);
+  }
+  lines.push("", "try:  SELECT * FROM pgraft_get_nodes();   SELECT pgraft_kv_put('k', '{\"a\": 1}');   SELECT pgraft_kv_get('k');");
+  return lines.join("\n");
 }
 
-export async function runDemo(o: DemoOptions): Promise<void> {
-  const base = o.baseDir ?? (await mkdtemp(join(tmpdir(), "pgraft-demo-")));
-  await mkdir(base, { recursive: true });
-  const ids = Array.from({ length: o.nodes }, (_, i) => i + 1);
-  const net = new MemoryNetwork();
-  const logger: RaftLogger = o.verbose
-    ? { info: (m) => o.out(`  [raft] ${m}`), warn: (m) => o.out(`  [raft] WARN ${m}`), debug: () => {} }
-    : { info: () => {}, warn: (m) => o.out(`  [raft] WARN ${m}`), debug: () => {} };
-  const members = new Map<NodeId, Member>();
+export async function runDemoCommand(o: DemoCliOptions): Promise<void> {
+  if (o.stop) {
+    if (!o.baseDir) throw new Error("--stop needs --base-dir DIR (the dir the demo was started with)");
+    const pid = await stopDetachedDemo(resolve(o.baseDir));
+    out(pid ? `stopped the demo in ${o.baseDir} (process ${pid}); its data is kept there` : `no demo is running in ${o.baseDir}`);
+    return;
+  }
+  let baseDir: string;
+  if (o.baseDir) baseDir = resolve(o.baseDir);
+  else {
+    baseDir = await mkdtemp(join(tmpdir(), "pgraft-demo-"));
+    // mkdtemp makes it 0700; the PostgreSQL servers (run as `postgres` when we are root) must reach inside.
+    await chmod(baseDir, 0o755);
+  }
+  if (o.detach) return detach(o, baseDir);
 
-  const startNode = async (id: NodeId): Promise<Member> => {
-    const kv = new DemoKv();
-    const node = await RaftNode.open({
-      id,
-      clusterId: "pgraft-demo",
-      dataDir: join(base, `node${id}`),
-      transport: net.transportFor(id),
-      stateMachine: kv,
-      bootstrap: { voters: ids, learners: [] },
-      tickMs: 20,
-      logger,
-      snapshotEntries: 500,
-      keepEntriesAfterSnapshot: 100,
-    });
-    net.attach(node);
-    node.start();
-    const m = { id, node, kv };
-    members.set(id, m);
-    return m;
-  };
+  const progress = o.json || o.background ? () => {} : (l: string) => process.stderr.write(`  ${l}\n`);
+  if (!o.json && !o.background) process.stderr.write(`pgraft demo: ${demoExists(baseDir) ? "restarting" : "starting"} ${o.nodes} nodes in ${baseDir}\n`);
+  const demo = await startDemo({ nodes: o.nodes, baseDir, mainJs: MAIN_JS, progress });
+  await recordOwner(baseDir, process.pid);
+  if (o.background) {
+    await writeFile(join(baseDir, READY_FILE), JSON.stringify({ baseDir, nodes: demo.nodes }, null, 2) + "\n");
+  } else if (o.json) out(JSON.stringify({ baseDir, nodes: demo.nodes }, null, 2));
+  else out(describe(baseDir, demo.nodes) + "\n\nCtrl-C stops the cluster (nothing is removed).");
 
-  const waitLeader = async (except?: NodeId): Promise<Member> => {
-    for (let i = 0; i < 500; i++) {
-      for (const m of members.values()) {
-        const st = m.node.status();
-        if (st.role === Role.Leader && m.id !== except) return m;
-      }
-      await new Promise((r) => setTimeout(r, 10));
+  const why = await new Promise<string>((resolveWhy) => {
+    const onSignal = (sig: string) => resolveWhy(`received ${sig}`);
+    process.once("SIGINT", () => onSignal("SIGINT"));
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+    demo.unexpectedExit.then(resolveWhy, () => {});
+  });
+  if (!o.json && !o.background) process.stderr.write(`pgraft demo: ${why}; stopping the sidecars and PostgreSQL servers\n`);
+  await demo.stop();
+  await recordOwner(baseDir, undefined);
+  if (!o.json && !o.background) process.stderr.write(`pgraft demo: stopped; data kept in ${baseDir} (run again with --base-dir ${baseDir}, or rm -rf it)\n`);
+  if (!why.startsWith("received")) process.exitCode = 1;
+  process.exit();
+}
+
+/** Start the foreground demo as a background process and wait until it is ready. */
+async function detach(o: DemoCliOptions, baseDir: string): Promise<void> {
+  await mkdir(baseDir, { recursive: true });
+  await rm(join(baseDir, READY_FILE), { force: true });
+  const logPath = join(baseDir, "demo.log");
+  const fd = openSync(logPath, "a");
+  const child = spawn(process.execPath, [MAIN_JS, "demo", "--nodes", String(o.nodes), "--base-dir", baseDir, "--background"], {
+    detached: true,
+    stdio: ["ignore", fd, fd],
+  });
+  closeSync(fd);
+  child.unref();
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    try {
+      const ready = JSON.parse(await readFile(join(baseDir, READY_FILE), "utf8")) as { baseDir: string; nodes: DemoNodeInfo[] };
+      if (o.json) out(JSON.stringify(ready, null, 2));
+      else out(describe(baseDir, ready.nodes) + `\n\nrunning in the background (process ${child.pid}); stop it with: pgraft demo --stop --base-dir ${baseDir}`);
+      return;
+    } catch {
+      // not ready yet
     }
-    throw new Error("no leader was elected within 5 s");
-  };
-
-  try {
-    o.out(`pgraft consensus demo: ${o.nodes} nodes, data in ${base}`);
-    for (const id of ids) await startNode(id);
-    let leader = await waitLeader();
-    o.out(`leader elected: node ${leader.id} (term ${leader.node.status().term})`);
-
-    const t0 = performance.now();
-    await Promise.all(Array.from({ length: o.writes }, (_, i) => leader.node.propose(encodePut(`key${i}`, `value${i}`))));
-    const ms = performance.now() - t0;
-    o.out(`${o.writes} writes committed through node ${leader.id} in ${ms.toFixed(0)} ms`);
-
-    const follower = [...members.values()].find((m) => m.id !== leader.id)!;
-    await follower.node.read();
-    o.out(`linearizable read on follower node ${follower.id}: key${o.writes - 1} = ${follower.kv.data.get(`key${o.writes - 1}`)}`);
-
-    const crashed = leader.id;
-    net.detach(crashed);
-    await leader.node.stop();
-    members.delete(crashed);
-    o.out(`node ${crashed} (the leader) stopped`);
-    const tFail = performance.now();
-    leader = await waitLeader(crashed);
-    o.out(`new leader: node ${leader.id} (term ${leader.node.status().term}) after ${(performance.now() - tFail).toFixed(0)} ms`);
-    await leader.node.propose(encodePut("after-failover", "yes"));
-    o.out(`write on the new leader committed with ${o.nodes - 1} of ${o.nodes} nodes up`);
-
-    const back = await startNode(crashed);
-    for (let i = 0; i < 500 && back.kv.data.get("after-failover") !== "yes"; i++) await new Promise((r) => setTimeout(r, 10));
-    o.out(`node ${crashed} restarted from its WAL and caught up: ${back.kv.data.size} keys, after-failover = ${back.kv.data.get("after-failover")}`);
-
-    await leader.node.transferLeadership(crashed);
-    o.out(`leadership transferred to node ${crashed} (term ${back.node.status().term})`);
-
-    o.out("");
-    o.out("node  role       term  commit  applied  keys");
-    for (const m of [...members.values()].sort((a, b) => a.id - b.id)) {
-      const st = m.node.status();
-      o.out(
-        `${String(m.id).padEnd(6)}${st.role.padEnd(11)}${String(st.term).padEnd(6)}${String(st.commit).padEnd(8)}${String(st.applied).padEnd(9)}${m.kv.data.size}`,
-      );
+    if (child.exitCode !== null || Date.now() > deadline) {
+      const log = await readFile(logPath, "utf8").catch(() => "");
+      throw new Error(`the background demo did not become ready${child.exitCode !== null ? ` (it exited with code ${child.exitCode})` : ""}; its log ${logPath} ends with:\n${log.split("\n").slice(-15).join("\n")}`);
     }
-  } finally {
-    for (const m of members.values()) await m.node.stop();
+    await new Promise((r) => setTimeout(r, 200));
   }
 }

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // The `pgraft` command: the sidecar daemon, the operator commands that talk to
-// any sidecar over gRPC, and the consensus demo.
-import { Command, InvalidArgumentError } from "commander";
-import { runDemo } from "./demo.js";
+// any sidecar over gRPC, and the local demo cluster.
+import { Command, InvalidArgumentError, Option } from "commander";
+import { runDemoCommand } from "./demo.js";
 import { registerOperatorCommands } from "./operator/index.js";
 import { registerSidecarCommand } from "./sidecar-command.js";
 
@@ -19,14 +19,15 @@ const program = new Command()
 
 program
   .command("demo")
-  .description("run an in-process cluster of the Raft engine with real write-ahead logs on disk: election, writes, failover, restart, transfer")
+  .description("start a local cluster: N PostgreSQL servers (initdb'd here) with a pgraft sidecar each, the shim installed; prints a psql command and metrics URL per node")
   .option("--nodes <n>", "number of nodes (1..7)", positiveInt("--nodes", 7), 3)
-  .option("--writes <n>", "writes to commit before the failover (1..100000)", positiveInt("--writes", 100_000), 1000)
-  .option("--base-dir <dir>", "where the nodes keep their data (default: a new dir under the system temp dir)")
-  .option("--verbose", "print every consensus decision (elections, step-downs, conf changes)", false)
-  .action(async (opts: { nodes: number; writes: number; baseDir?: string; verbose: boolean }) => {
-    if (opts.nodes < 3) throw new InvalidArgumentError("--nodes must be at least 3 to show a failover");
-    await runDemo({ ...opts, out: (l) => process.stdout.write(l + "\n") });
+  .option("--base-dir <dir>", "where the nodes keep PostgreSQL, Raft data and logs (default: a new dir under the system temp dir); an existing demo dir is restarted")
+  .option("--json", "print the nodes' DSNs and endpoints as JSON once the cluster is ready", false)
+  .option("--detach", "leave the cluster running in the background and return once it is ready", false)
+  .option("--stop", "stop the demo running in --base-dir (started with --detach)", false)
+  .addOption(new Option("--background").hideHelp().default(false))
+  .action(async (opts: { nodes: number; baseDir?: string; json: boolean; detach: boolean; stop: boolean; background: boolean }) => {
+    await runDemoCommand(opts);
   });
 
 registerSidecarCommand(program);

@@ -1,0 +1,13 @@
+// Local PostgreSQL servers for `pgraft demo` and the tests: see README.md.
+export { MIN_POSTGRES_MAJOR, defaultSearchDirs, findPostgresBinaries, parsePostgresVersion } from "./binaries.js";
+export type { BinariesSource, FindBinariesOptions, PostgresBinaries } from "./binaries.js";
+export { keyValueDsn, shellQuote, uriDsn } from "./dsn.js";
+export type { ConnectionParams } from "./dsn.js";
+export { PostgresError, isPostgresError } from "./errors.js";
+export type { PostgresErrorCode } from "./errors.js";
+export { LocalPostgres, initdb } from "./local-server.js";
+export type { InitdbOptions, LocalPostgresOptions, ServerExit, StopMode } from "./local-server.js";
+export { assertReachable, chownTree, createServerDir, lookupOsUser, serverOsUser } from "./os-user.js";
+export type { OsUser } from "./os-user.js";
+export { MAX_SOCKET_PATH, checkSocketPath, serverSettings, socketPath } from "./settings.js";
+export type { SettingValue } from "./settings.js";
