@@ -1,6 +1,16 @@
 # The README's two commands are `make run` and `make test`; each installs what it needs.
 SHELL := /bin/bash
-.PHONY: install gen build lint typecheck test sim-long run bench clean
+.PHONY: install gen build lint typecheck test sim-long run bench clean postgres install-extension
+
+# PostgreSQL 15 server binaries (tests and the demo run real servers): installed from
+# Debian's packages when missing and we may (root); PGRAFT_PG_BIN points elsewhere.
+PG_BIN ?= $(firstword $(PGRAFT_PG_BIN) $(wildcard /usr/lib/postgresql/15/bin) $(lastword $(sort $(wildcard /usr/lib/postgresql/*/bin))))
+postgres:
+	@if [ -z "$(PG_BIN)" ] || [ ! -x "$(PG_BIN)/initdb" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 postgresql-contrib >/dev/null; \
+	  else echo "PostgreSQL server binaries not found: install postgresql-15 (with contrib) or set PGRAFT_PG_BIN" >&2; exit 1; fi; \
+	fi
 
 node_modules/.install-stamp: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -22,17 +32,21 @@ lint: gen
 	npx eslint --max-warnings 0 .
 
 # Everything CI runs: install, build, typecheck, lint, every test.
-test: build typecheck lint
+test: build typecheck lint postgres
 	node --import tsx --test --test-concurrency=2 --test-reporter=spec $$(find test -name '*.test.ts' | sort)
 
 # Many more simulator seeds than CI runs (override with PGRAFT_SIM_SEEDS=N).
 sim-long: install
 	PGRAFT_SIM_SEEDS=$${PGRAFT_SIM_SEEDS:-50000} node --import tsx --test test/consensus/simulation.test.ts
 
-# The main job. Until the sidecar exists this runs the consensus demo: a 3-node
-# in-process cluster with real write-ahead logs on disk.
-run: build
-	node dist/src/cli/main.js demo
+# The main job: a local 3-node cluster of PostgreSQL + sidecars with the SQL shim;
+# prints a psql command per node; Ctrl-C stops it (DEMO_ARGS="--nodes 5 --base-dir DIR").
+run: build postgres
+	node dist/src/cli/main.js demo $(DEMO_ARGS)
+
+# The shim as a PostgreSQL extension in `pg_config --sharedir`/extension (CREATE EXTENSION pgraft CASCADE).
+install-extension: build postgres
+	node dist/src/cli/main.js extension --out "$$($(or $(PG_BIN),/usr/bin)/pg_config --sharedir)/extension"
 
 # Benchmarks, each beside the system a user would pick instead (etcd from Debian's packages).
 bench: build

@@ -3,6 +3,7 @@
 // any sidecar over gRPC, and the local demo cluster.
 import { Command, InvalidArgumentError, Option } from "commander";
 import { runDemoCommand } from "./demo.js";
+import { registerExtensionCommand } from "./extension-command.js";
 import { registerOperatorCommands } from "./operator/index.js";
 import { registerSidecarCommand } from "./sidecar-command.js";
 
@@ -31,6 +32,7 @@ program
   });
 
 registerSidecarCommand(program);
+registerExtensionCommand(program);
 registerOperatorCommands(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {
