@@ -1,0 +1,105 @@
+// The SQL API's pure parts: the call parser, the catalogue against its
+// implementations and the generated shim, DSN validation and SQLSTATE mapping.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { ClusterError } from "../../src/cluster/errors.js";
+import { dsnProblem } from "../../src/config/sidecar-config.js";
+import { NotLeaderError, RaftError } from "../../src/consensus/errors.js";
+import { PgWireError } from "../../src/pgwire/index.js";
+import { extensionScript, shimBodySql } from "../../src/shim/install-sql.js";
+import { CallSyntaxError, parseCall } from "../../src/sqlapi/call-parser.js";
+import { FUNCTIONS, resultColumns } from "../../src/sqlapi/catalog.js";
+import { toSqlError } from "../../src/sqlapi/errors.js";
+import { implementedFunctions } from "../../src/sqlapi/functions.js";
+import { statusError } from "../../src/transport/grpc-service.js";
+
+describe("call parser", () => {
+  test("the forms the shim sends and people type", () => {
+    assert.deepEqual(parseCall("SELECT * FROM pgraft_get_nodes()"), { name: "pgraft_get_nodes", args: [], star: true });
+    assert.deepEqual(parseCall("select pgraft_kv_get('k');"), { name: "pgraft_kv_get", args: ["k"], star: false });
+    assert.deepEqual(parseCall("pgraft_add_node(2, '10.0.0.12', 7002)"), { name: "pgraft_add_node", args: ["2", "10.0.0.12", "7002"], star: false });
+    assert.deepEqual(parseCall("SELECT public.PGRAFT_SET_DEBUG(true) AS x"), { name: "pgraft_set_debug", args: ["true"], star: false });
+    assert.deepEqual(parseCall("SELECT pgraft_kv_put('it''s', '{\"a\": 1}'::jsonb)").args, ["it's", '{"a": 1}']);
+    assert.deepEqual(parseCall("SELECT pgraft_kv_put(E'a\\\\b\\n\\'c', NULL)").args, ["a\\b\n'c", null]);
+    assert.deepEqual(parseCall("/* c */ SELECT pgraft_get_leader() -- trailing").args, []);
+    assert.deepEqual(parseCall("SELECT pgraft_kv_get('k'::text)").args, ["k"]);
+  });
+
+  test("anything else is a syntax error that says what is accepted", () => {
+    for (const bad of ["", "DROP TABLE x", "SELECT 1", "SELECT pgraft_kv_get(k)", "SELECT pgraft_kv_get('k'", "SELECT pgraft_kv_get('k') ; SELECT 1", "SELECT pgraft_kv_get('unterminated)", "SELECT * pgraft_get_nodes()"]) {
+      assert.throws(() => parseCall(bad), CallSyntaxError, bad);
+    }
+  });
+});
+
+describe("catalogue", () => {
+  test("every function has an implementation, columns, a comment and a privilege", () => {
+    const impl = new Set(implementedFunctions());
+    for (const f of FUNCTIONS) {
+      assert.ok(impl.has(f.name), `${f.name} is implemented`);
+      assert.ok(resultColumns(f).length > 0);
+      assert.ok(f.comment.length > 10);
+      assert.ok(f.privilege === "admin" || f.privilege === "monitor");
+    }
+    assert.equal(impl.size, FUNCTIONS.length, "no implementation without a catalogue entry");
+  });
+
+  test("the seed's functions and documented columns are all there", () => {
+    const cols = (n: string) => resultColumns(FUNCTIONS.find((f) => f.name === n)!).map((c) => c.name);
+    for (const c of ["node_id", "state", "match_index", "commit_index", "address", "port", "last_heartbeat_ms", "replication_lag_bytes"]) assert.ok(cols("pgraft_get_nodes").includes(c), c);
+    assert.deepEqual(cols("pgraft_get_cluster_status").slice(0, 7), ["node_id", "leader_id", "current_term", "state", "num_nodes", "messages_processed", "elections_triggered"]);
+    assert.deepEqual(cols("pgraft_log_get_replication_status"), ["node_id", "match_index", "commit_index", "lag_entries", "state"]);
+    assert.deepEqual(cols("pgraft_log_get_stats").slice(0, 4), ["first_index", "last_index", "total_entries", "disk_usage_mb"]);
+  });
+
+  test("the generated shim creates, comments and grants every function once", () => {
+    const sql = shimBodySql();
+    for (const f of FUNCTIONS) {
+      assert.equal(sql.split(`CREATE OR REPLACE FUNCTION public.${f.name}(`).length, 2, f.name);
+      assert.match(sql, new RegExp(`GRANT EXECUTE ON FUNCTION public\\.${f.name}\\([^)]*\\) TO pgraft_${f.privilege}`));
+      assert.match(sql, new RegExp(`REVOKE ALL ON FUNCTION public\\.${f.name}\\(`));
+    }
+    assert.match(sql, /SECURITY DEFINER SET search_path = pg_catalog, pgraft, public/);
+    assert.match(extensionScript(), /^-- pgraft /);
+    assert.match(extensionScript(), /\\echo Use "CREATE EXTENSION pgraft"/);
+  });
+});
+
+describe("DSN validation", () => {
+  test("URI and key=value forms with any libpq parameter are accepted", () => {
+    for (const ok of [
+      "postgresql://postgres:pw@127.0.0.1:5432/postgres",
+      "postgres://u@host/db?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+      "host=127.0.0.1 port=5432 user=postgres password='a b\\'c' dbname=postgres sslmode=require",
+      "dbname=postgres",
+    ]) assert.equal(dsnProblem(ok), undefined, ok);
+  });
+
+  test("malformed DSNs are named without echoing the password", () => {
+    assert.match(dsnProblem("")!, /empty/);
+    assert.match(dsnProblem("postgresql://u:pw@host:99999/db")!, /port/);
+    assert.match(dsnProblem("mysql://u@h/db")!, /postgresql:\/\//);
+    const p = dsnProblem("host=x password=secret oops")!;
+    assert.match(p, /key=value/);
+    assert.doesNotMatch(p, /secret/);
+  });
+});
+
+describe("SQLSTATE mapping", () => {
+  const code = (e: unknown) => toSqlError(e).code;
+  test("typed errors, gRPC statuses and their error-code trailer", () => {
+    assert.equal(code(new NotLeaderError(0)), "55000");
+    assert.equal(code(new RaftError("TIMEOUT", "t")), "40003");
+    assert.match(toSqlError(new RaftError("TIMEOUT", "t")).hint ?? "", /may or may not/);
+    assert.equal(code(new ClusterError("UNKNOWN_SETTING", "x")), "22023");
+    assert.equal(code(new ClusterError("TOO_LARGE", "x")), "54000");
+    assert.equal(code(statusError(grpc.status.INVALID_ARGUMENT, "bad")), "22023");
+    const md = new grpc.Metadata();
+    md.set("pgraft-error-code", "TOO_LARGE");
+    assert.equal(code(statusError(grpc.status.INVALID_ARGUMENT, "big", md)), "54000");
+    assert.equal(code(new Error("boom")), "XX000");
+    const pw = new PgWireError({ code: "42501", message: "no" });
+    assert.equal(toSqlError(pw), pw);
+  });
+});
