@@ -569,7 +569,7 @@ export class RaftNode {
       if (index > s.meta.index) continue;
       this.clock.clearTimeout(p.timer);
       this.proposals.delete(index);
-      p.reject(new RaftError("PROPOSAL_DROPPED", `proposal at index ${index} was superseded by a snapshot; its outcome is unknown`));
+      p.reject(new RaftError("OUTCOME_UNKNOWN", `proposal at index ${index} was superseded by a snapshot; its outcome is unknown`));
     }
   }
 

@@ -7,6 +7,8 @@ export type RaftErrorCode =
   | "TIMEOUT"
   | "REMOVED"
   | "PROPOSAL_DROPPED"
+  /** The proposal may or may not have been applied (e.g. superseded by a snapshot while waiting). */
+  | "OUTCOME_UNKNOWN"
   | "STOPPED"
   | "INVALID_ARGUMENT"
   | "COMPACTED"

@@ -11,6 +11,7 @@ const RAFT_STATUS: Record<RaftErrorCode, grpc.status> = {
   TIMEOUT: grpc.status.DEADLINE_EXCEEDED,
   REMOVED: grpc.status.FAILED_PRECONDITION,
   PROPOSAL_DROPPED: grpc.status.ABORTED,
+  OUTCOME_UNKNOWN: grpc.status.DEADLINE_EXCEEDED,
   STOPPED: grpc.status.UNAVAILABLE,
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
   COMPACTED: grpc.status.INTERNAL,

@@ -14,7 +14,9 @@ const RAFT_SQLSTATE: Record<RaftErrorCode, string> = {
   NOT_LEADER: "55000",
   NO_QUORUM: "55000",
   TIMEOUT: "40003",
-  PROPOSAL_DROPPED: "40003",
+  // Not applied (another leader's entry replaced it, or a transfer was under way): retry.
+  PROPOSAL_DROPPED: "40001",
+  OUTCOME_UNKNOWN: "40003",
   REMOVED: "55000",
   STOPPED: "57P01",
   INVALID_ARGUMENT: "22023",
