@@ -136,6 +136,8 @@ describe("operator output", { concurrency: true }, () => {
       lag_entries: "120",
       reachable: false,
       last_heartbeat_ms: "-1",
+      replication_lag_bytes: "0",
+      progress_state: "",
     });
   });
 
