@@ -167,6 +167,24 @@ export function extensionScript(): string {
 ${shimBodySql()}
 INSERT INTO pgraft.shim_version(version) VALUES (${lit(SHIM_VERSION)});
 
+-- dblink (installed by CASCADE) must not be callable by everyone: the session's
+-- connection to the sidecar is named, and a role that could call dblink directly
+-- could reuse it and bypass the pgraft_admin / pgraft_monitor split.
+DO $revoke$
+DECLARE
+  f regprocedure;
+BEGIN
+  FOR f IN
+    SELECT p.oid::regprocedure FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+      JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+     WHERE e.extname = 'dblink' AND d.deptype = 'e' AND d.classid = 'pg_catalog.pg_proc'::regclass
+  LOOP
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+  END LOOP;
+END
+$revoke$;
+
 -- As the seed says, CREATE EXTENSION runs pgraft_init(): at once when this
 -- node's sidecar has already configured the connection to itself, otherwise the
 -- sidecar does so when it connects.

@@ -22,6 +22,12 @@ export interface InstallResult {
   version: string;
   /** The shim's functions belong to a CREATE EXTENSION pgraft (only the server settings were written). */
   viaExtension: boolean;
+  /**
+   * dblink was already installed in this schema (not pgraft's): roles allowed to
+   * call dblink there can reuse a session's shim connection. Revoke EXECUTE on it
+   * from PUBLIC, or drop and let the sidecar reinstall it in schema pgraft.
+   */
+  dblinkElsewhere?: string;
 }
 
 export async function installShim(client: Client, target: EndpointTarget): Promise<InstallResult> {
@@ -38,10 +44,19 @@ export async function installShim(client: Client, target: EndpointTarget): Promi
     const ext = await client.query<{ extversion: string }>("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pgraft'");
     const viaExtension = ext.rows.length > 0;
     let previousVersion: string | undefined;
+    let dblinkElsewhere: string | undefined;
     if (viaExtension) {
       previousVersion = ext.rows[0]!.extversion;
     } else {
-      await client.query("CREATE EXTENSION IF NOT EXISTS dblink");
+      // dblink goes into schema pgraft with EXECUTE revoked from PUBLIC: the session's
+      // connection to the sidecar is named, so anyone who could call dblink directly
+      // could reuse it and bypass the pgraft_admin / pgraft_monitor split.
+      await client.query("CREATE SCHEMA IF NOT EXISTS pgraft");
+      const dblink = await client.query<{ schema: string }>(
+        "SELECT n.nspname AS schema FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'dblink'",
+      );
+      if (dblink.rows.length === 0) await client.query("CREATE EXTENSION dblink SCHEMA pgraft");
+      else if (dblink.rows[0]!.schema !== "pgraft") dblinkElsewhere = dblink.rows[0]!.schema;
       const hasTable = await client.query("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = 'pgraft' AND tablename = 'shim_version'");
       if (hasTable.rows.length) {
         const v = await client.query<{ version: string }>("SELECT version FROM pgraft.shim_version ORDER BY installed_at DESC LIMIT 1");
@@ -49,12 +64,13 @@ export async function installShim(client: Client, target: EndpointTarget): Promi
       }
       // CREATE OR REPLACE throughout: an older shim is upgraded in place.
       await client.query(shimBodySql());
+      await client.query("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgraft FROM PUBLIC");
       await client.query("DELETE FROM pgraft.shim_version");
       await client.query(`INSERT INTO pgraft.shim_version(version) VALUES (${lit(SHIM_VERSION)})`);
     }
     await configureServer(client, target);
     await client.query("COMMIT");
-    return { previousVersion, version: viaExtension ? previousVersion! : SHIM_VERSION, viaExtension };
+    return { previousVersion, version: viaExtension ? previousVersion! : SHIM_VERSION, viaExtension, ...(dblinkElsewhere ? { dblinkElsewhere } : {}) };
   } catch (e) {
     await client.query("ROLLBACK").catch(() => undefined);
     throw e;

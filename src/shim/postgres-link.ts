@@ -77,6 +77,11 @@ export class PostgresLink {
       this.savedSignature = "";
       const how = r.viaExtension ? `the pgraft extension ${r.version} is installed; its server settings were updated` : r.previousVersion === r.version ? `shim ${r.version} verified` : r.previousVersion ? `shim upgraded from ${r.previousVersion} to ${r.version}` : `shim ${r.version} installed`;
       this.log.info({ endpoint: `${this.target.host}:${this.target.port}` }, `local PostgreSQL: ${how}`);
+      if (r.dblinkElsewhere) {
+        this.log.warn(
+          `dblink is installed in schema ${r.dblinkElsewhere}: any role that may execute its functions can reuse a session's shim connection and bypass pgraft_admin; REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA ${r.dblinkElsewhere} FROM PUBLIC, or install dblink in schema pgraft`,
+        );
+      }
     } catch (e) {
       await c.end().catch(() => undefined);
       throw e;
