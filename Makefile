@@ -54,6 +54,7 @@ bench: build
 	node dist/bench/consensus.js
 	node dist/bench/kv.js
 	node dist/bench/failover.js
+	node dist/bench/sql.js
 
 clean:
 	rm -rf dist
