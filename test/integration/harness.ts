@@ -13,7 +13,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +20,9 @@ import * as grpc from "@grpc/grpc-js";
 import type * as PB from "../../src/gen/pgraft/v1/client_pb.js";
 import type * as TestingPB from "../../src/gen/pgraft/v1/testing_pb.js";
 import { createClient, isServiceError, type ClientOf, type TypedClient } from "../../src/transport/grpc-service.js";
+import { freePorts } from "../support/ports.js";
+
+export { freePorts };
 
 export type { PB };
 export type ClusterClient = ClientOf<typeof PB.Cluster>;
@@ -78,61 +80,6 @@ export function errorText(e: unknown): string {
 /** The grpc status code of a rejection, or undefined when it was not a status error. */
 export function statusOf(e: unknown): grpc.status | undefined {
   return isServiceError(e) ? e.code : undefined;
-}
-
-/** The lower bound of the kernel's ephemeral port range (ports picked for outgoing connections). */
-function ephemeralLow(): number {
-  try {
-    const [low] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
-    if (low && low > 12_000) return low;
-  } catch {
-    // not Linux: fall through
-  }
-  return 32_768;
-}
-
-function tryBind(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = createServer();
-    s.once("error", () => res(false));
-    s.listen({ port, host: "127.0.0.1", exclusive: true }, () => s.close(() => res(true)));
-  });
-}
-
-function bindZero(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once("error", rej);
-    s.listen({ port: 0, host: "127.0.0.1", exclusive: true }, () => {
-      const a = s.address();
-      s.close(() => (a && typeof a === "object" ? res(a.port) : rej(new Error("no port"))));
-    });
-  });
-}
-
-const claimedPorts = new Set<number>();
-
-/**
- * `n` distinct ports that are free now on 127.0.0.1, each checked by binding it.
- * They are taken below the ephemeral range: a port from there (port 0) could be
- * handed to some outgoing connection while its node is down for a restart, and
- * the node could not bind it again. Falls back to port 0 if that range is busy.
- */
-export async function freePorts(n: number): Promise<number[]> {
-  const low = 10_000;
-  const high = ephemeralLow();
-  const out: number[] = [];
-  for (let tries = 0; out.length < n && tries < 2_000; tries++) {
-    const p = low + Math.floor(Math.random() * (high - low));
-    if (claimedPorts.has(p) || out.includes(p)) continue;
-    if (await tryBind(p)) out.push(p);
-  }
-  while (out.length < n) {
-    const p = await bindZero();
-    if (!claimedPorts.has(p) && !out.includes(p)) out.push(p);
-  }
-  for (const p of out) claimedPorts.add(p);
-  return out;
 }
 
 function httpGet(port: number, path: string, timeoutMs = 2_000): Promise<{ code: number; body: string }> {
