@@ -88,6 +88,52 @@ export interface NoopCommand {
   op: "noop";
 }
 
+// ---- node groups (seed 004): see node-groups.ts for the rules applied
+
+export interface PgdNodeCreateCommand {
+  op: "pgd.node.create";
+  name: string;
+  dsn: string;
+  kind: string;
+  dbname: string;
+  /** The Raft member beside this database. */
+  raftMemberId?: number;
+}
+
+export interface PgdGroupCreateCommand {
+  op: "pgd.group.create";
+  name: string;
+  parent?: string;
+  type?: string;
+  /** The node creating the group becomes its first active member. */
+  creator?: string;
+}
+
+export interface PgdNodeStateCommand {
+  op: "pgd.node.state";
+  name: string;
+  state: string;
+  /** The group a node joins (with state JOIN_START). */
+  group?: string;
+}
+
+export interface PgdNodeInterfaceCommand {
+  op: "pgd.node.interface";
+  name: string;
+  dsn: string;
+}
+
+export interface PgdNodeDropCommand {
+  op: "pgd.node.drop";
+  name: string;
+  force?: boolean;
+}
+
+export interface PgdGroupDropCommand {
+  op: "pgd.group.drop";
+  name: string;
+}
+
 export type Command =
   | KvPutCommand
   | KvDeleteCommand
@@ -100,7 +146,13 @@ export type Command =
   | ConfigResetCommand
   | ConfigSaveCommand
   | MemberUpdateCommand
-  | NoopCommand;
+  | NoopCommand
+  | PgdNodeCreateCommand
+  | PgdGroupCreateCommand
+  | PgdNodeStateCommand
+  | PgdNodeInterfaceCommand
+  | PgdNodeDropCommand
+  | PgdGroupDropCommand;
 
 export type CommandOp = Command["op"];
 
@@ -111,7 +163,7 @@ export const MAX_TIME_MS = 8_640_000_000_000_000;
 /** Most leases one lease.expire may name. */
 export const MAX_EXPIRE_IDS = 10_000;
 
-type FieldKind = "string" | "revision" | "leaseId" | "nodeId" | "ttl" | "time" | "leaseIds";
+type FieldKind = "string" | "revision" | "leaseId" | "nodeId" | "ttl" | "time" | "leaseIds" | "bool";
 interface FieldSpec {
   kind: FieldKind;
   optional?: true;
@@ -137,6 +189,12 @@ const SCHEMA: { readonly [K in CommandOp]: Readonly<Record<Exclude<keyof Extract
     postgresDsn: { kind: "string", optional: true },
   },
   noop: {},
+  "pgd.node.create": { name: { kind: "string" }, dsn: { kind: "string" }, kind: { kind: "string" }, dbname: { kind: "string" }, raftMemberId: { kind: "nodeId", optional: true } },
+  "pgd.group.create": { name: { kind: "string" }, parent: { kind: "string", optional: true }, type: { kind: "string", optional: true }, creator: { kind: "string", optional: true } },
+  "pgd.node.state": { name: { kind: "string" }, state: { kind: "string" }, group: { kind: "string", optional: true } },
+  "pgd.node.interface": { name: { kind: "string" }, dsn: { kind: "string" } },
+  "pgd.node.drop": { name: { kind: "string" }, force: { kind: "bool", optional: true } },
+  "pgd.group.drop": { name: { kind: "string" } },
 };
 
 export const COMMAND_OPS: readonly CommandOp[] = Object.keys(SCHEMA) as CommandOp[];
@@ -157,6 +215,9 @@ function checkField(op: string, name: string, kind: FieldKind, v: unknown): void
       return;
     case "nodeId":
       if (!isInt(v, 1, 0xffffffff)) throw bad("an integer in 1..4294967295");
+      return;
+    case "bool":
+      if (typeof v !== "boolean") throw bad("a boolean");
       return;
     case "ttl":
       if (!isInt(v, 1, MAX_TTL_MS)) throw bad(`an integer in 1..${MAX_TTL_MS} (ms)`);

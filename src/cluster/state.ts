@@ -15,6 +15,7 @@ import { getSetting, normalize, resolveSettings, SETTINGS, validateCombination, 
 import { ClusterError } from "./errors.js";
 import { CasFailed, KvStore, type KvLimits } from "./kv.js";
 import { MemberTable, type MemberInit } from "./members.js";
+import { NodeGroupCatalog, type DataNode, type NodeGroup } from "./node-groups.js";
 import type { CommandFailure, CommandOk, CommandResult, ConfigRow, KeyValue, KvListResult, LeaseInfo, Member } from "./types.js";
 
 export interface ClusterStateOptions {
@@ -47,6 +48,7 @@ export class ClusterState implements StateMachine {
   /** The overrides as of the last config.save. */
   private savedOverrides = new Map<string, string>();
   private effective: RuntimeSettings;
+  private pgd = new NodeGroupCatalog();
 
   constructor(private readonly opts: ClusterStateOptions = {}) {
     this.memberTable = new MemberTable(opts.members);
@@ -140,6 +142,18 @@ export class ClusterState implements StateMachine {
         return this.ok({ member: this.memberTable.update(cmd) });
       case "noop":
         return this.ok();
+      case "pgd.node.create":
+        return this.ok({ dataNode: this.pgd.createNode({ name: cmd.name, dsn: cmd.dsn, kind: cmd.kind, dbname: cmd.dbname, raftMemberId: cmd.raftMemberId ?? 0 }) });
+      case "pgd.group.create":
+        return this.ok({ nodeGroup: this.pgd.createGroup({ name: cmd.name, parent: cmd.parent ?? "", type: cmd.type ?? "", creator: cmd.creator ?? "" }) });
+      case "pgd.node.state":
+        return this.ok({ dataNode: this.pgd.setState({ name: cmd.name, state: cmd.state, group: cmd.group ?? "" }) });
+      case "pgd.node.interface":
+        return this.ok({ dataNode: this.pgd.setInterface({ name: cmd.name, dsn: cmd.dsn }) });
+      case "pgd.node.drop":
+        return this.ok({ dataNode: this.pgd.dropNode({ name: cmd.name, force: cmd.force ?? false }) });
+      case "pgd.group.drop":
+        return this.ok({ nodeGroup: this.pgd.dropGroup({ name: cmd.name }) });
     }
   }
 
@@ -182,6 +196,15 @@ export class ClusterState implements StateMachine {
   /** Leases due at `nowMs`: what the leader should put in a lease.expire command. */
   expiredLeases(nowMs: number): number[] {
     return this.kv.expiredLeases(nowMs);
+  }
+
+  /** Data nodes (seed 004), by sequence number. */
+  dataNodes(): DataNode[] {
+    return this.pgd.allNodes();
+  }
+
+  nodeGroups(): NodeGroup[] {
+    return this.pgd.allGroups();
   }
 
   members(): Member[] {
@@ -234,6 +257,7 @@ export class ClusterState implements StateMachine {
         kv: this.kv.dump(),
         config: { overrides: sortedPairs(this.overrides), saved: sortedPairs(this.savedOverrides) },
         members: this.memberTable.dump(),
+        nodeGroups: this.pgd.dump(),
       }),
     );
   }
@@ -251,6 +275,7 @@ export class ClusterState implements StateMachine {
       this.overrides = new Map();
       this.savedOverrides = new Map();
       this.effective = resolveSettings(this.overrides);
+      this.pgd = new NodeGroupCatalog();
       return;
     }
     const bad = (why: string): ClusterError => new ClusterError("CORRUPT_SNAPSHOT", `snapshot: ${why}`);
@@ -269,6 +294,7 @@ export class ClusterState implements StateMachine {
     if (typeof applied !== "number" || !Number.isSafeInteger(applied) || applied < 0) throw bad("bad appliedIndex");
     const kv = KvStore.load(d["kv"]);
     const members = MemberTable.load(d["members"]);
+    const pgd = NodeGroupCatalog.load(d["nodeGroups"]);
     const cfg = d["config"];
     if (typeof cfg !== "object" || cfg === null) throw bad("missing config");
     const overrides = loadOverrides((cfg as Record<string, unknown>)["overrides"], bad);
@@ -283,6 +309,7 @@ export class ClusterState implements StateMachine {
     this.applied = applied;
     this.kv = kv;
     this.memberTable = members;
+    this.pgd = pgd;
     this.overrides = overrides;
     this.savedOverrides = saved;
     this.effective = effective;

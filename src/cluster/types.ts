@@ -2,6 +2,7 @@
 // configuration rows and the result of applying one command. Plain data.
 import type { ClusterErrorCode } from "./errors.js";
 import type { SettingType } from "./config-registry.js";
+import type { DataNode, NodeGroup } from "./node-groups.js";
 
 /** One KV entry, with etcd's revision bookkeeping. */
 export interface KeyValue {
@@ -79,6 +80,10 @@ export interface CommandOk {
   setting?: ConfigRow;
   /** The member after member.update or a membership change. */
   member?: Member;
+  /** The data node after a pgd.node.* command. */
+  dataNode?: DataNode;
+  /** The group after pgd.group.create / pgd.group.drop. */
+  nodeGroup?: NodeGroup;
 }
 
 export interface CommandFailure {

@@ -34,6 +34,16 @@ const samples: Command[] = [
   { op: "member.update", id: 3, name: "n3", raftAddress: "10.0.0.13:7400", httpAddress: "10.0.0.13:8008", postgresDsn: "host=10.0.0.13 dbname=app" },
   { op: "member.update", id: 4294967295 },
   { op: "noop" },
+  { op: "pgd.node.create", name: "node-a", dsn: "host=10.0.0.1 dbname=app", kind: "data", dbname: "app", raftMemberId: 1 },
+  { op: "pgd.node.create", name: "node-b", dsn: "postgresql://10.0.0.2/app", kind: "data", dbname: "app" },
+  { op: "pgd.group.create", name: "g", parent: "top", type: "data", creator: "node-a" },
+  { op: "pgd.group.create", name: "top" },
+  { op: "pgd.node.state", name: "node-b", state: "JOIN_START", group: "g" },
+  { op: "pgd.node.state", name: "node-b", state: "JOINING" },
+  { op: "pgd.node.interface", name: "node-b", dsn: "host=10.0.0.3 dbname=app" },
+  { op: "pgd.node.drop", name: "node-b", force: true },
+  { op: "pgd.node.drop", name: "node-b" },
+  { op: "pgd.group.drop", name: "g" },
 ];
 
 function rejects(data: Uint8Array | string, code: ClusterError["code"], pattern?: RegExp): void {
