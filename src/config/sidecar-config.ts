@@ -2,6 +2,7 @@
 // (Runtime settings replicated through Raft live in src/cluster/config-registry.)
 // Precedence: command-line flag > PGRAFT_* environment variable > YAML file > default.
 import { parseDurationMs } from "../cluster/config-registry.js";
+import { parseKeyValueDsn } from "../postgres/dsn.js";
 import { ConfigError } from "./errors.js";
 import { formatHostPort, parseHostPort, type HostPort } from "./address.js";
 
@@ -272,17 +273,6 @@ export function dsnProblem(dsn: string): string | undefined {
     }
   }
   if (/^[a-z]+:\/\//i.test(s)) return `the PostgreSQL DSN must start with postgresql:// or postgres://, or be key=value pairs`;
-  // key=value pairs; values may be single-quoted with \\ and \' escapes.
-  const pair = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.)*'|[^\s']+)/y;
-  let at = 0;
-  let n = 0;
-  while (at < s.length) {
-    pair.lastIndex = at;
-    const m = pair.exec(s);
-    if (!m) return `the PostgreSQL DSN is not key=value pairs (near "${s.slice(at, at + 20).replace(/password\s*=\s*\S*/i, "password=…")}")`;
-    at = pair.lastIndex;
-    n++;
-    while (at < s.length && /\s/.test(s[at]!)) at++;
-  }
-  return n === 0 ? "the PostgreSQL DSN is empty" : undefined;
+  if (!parseKeyValueDsn(s)) return "the PostgreSQL DSN is not key=value pairs (key=value separated by spaces, values with spaces in single quotes) or a postgresql:// URI";
+  return undefined;
 }

@@ -9,7 +9,7 @@ import type { RaftNode } from "../consensus/driver.js";
 import { NotLeaderError } from "../consensus/errors.js";
 import { majority } from "../consensus/quorum.js";
 import { Role, type NodeId } from "../consensus/types.js";
-import { encodeCommand, encodeMemberContext, type Command } from "../cluster/commands.js";
+import { encodeCommand, encodeMemberContext, validateCommand, type Command } from "../cluster/commands.js";
 import { getSetting, normalize } from "../cluster/config-registry.js";
 import { ClusterError } from "../cluster/errors.js";
 import type { ClusterState } from "../cluster/state.js";
@@ -295,6 +295,26 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
           return { header: header(), members: members() };
         },
         (c, md) => c.join(req, opts(md)),
+      ),
+    ),
+
+    nodeGroupCommand: unary(pb.NodeGroupCommandRequestSchema, pb.NodeGroupCommandResponseSchema, (req, call) =>
+      onLeader(
+        pb.NodeGroupCommandResponseSchema,
+        call,
+        async () => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(req.command);
+          } catch {
+            throw invalidArgument("command is not JSON");
+          }
+          const cmd = validateCommand(parsed);
+          if (!cmd.op.startsWith("pgd.")) throw invalidArgument(`only pgd.* commands may be sent here, got ${cmd.op}`);
+          const ok = okOrThrow(await propose(cmd));
+          return { header: header(), result: JSON.stringify(ok.dataNode ?? ok.nodeGroup ?? {}) };
+        },
+        (c, md) => c.nodeGroupCommand(req, opts(md)),
       ),
     ),
 

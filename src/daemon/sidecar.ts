@@ -150,6 +150,7 @@ export class Sidecar {
           deps: {
             clusterId: cfg.clusterId,
             selfId: cfg.nodeId,
+            state,
             cluster: localClient(pb.Cluster, clusterHandlers),
             node: n,
             dataDir: cfg.dataDir,

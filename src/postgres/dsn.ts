@@ -37,3 +37,46 @@ export function keyValueDsn(p: ConnectionParams): string {
 export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
+
+/**
+ * The pairs of a libpq key=value connection string (values may be single-quoted,
+ * with \' and \\ escapes), or undefined when it is not one.
+ */
+export function parseKeyValueDsn(dsn: string): Map<string, string> | undefined {
+  const out = new Map<string, string>();
+  const pair = /\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:'((?:[^'\\]|\\.)*)'|([^\s']*))/y;
+  let at = 0;
+  const s = dsn.trim();
+  while (at < s.length) {
+    pair.lastIndex = at;
+    const m = pair.exec(s);
+    if (!m) return undefined;
+    out.set(m[1]!, m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3]!);
+    at = pair.lastIndex;
+    while (at < s.length && /\s/.test(s[at]!)) at++;
+  }
+  return out.size ? out : undefined;
+}
+
+/**
+ * A DSN in either libpq form as a URI the `pg` client understands (its
+ * connectionString takes URIs only). Key=value pairs become the URI's parts and
+ * query parameters (sslmode, sslrootcert, … carry over); a socket directory host
+ * goes in the query, as libpq allows.
+ */
+export function toUriDsn(dsn: string): string {
+  if (/^postgres(ql)?:\/\//i.test(dsn.trim())) return dsn.trim();
+  const kv = parseKeyValueDsn(dsn);
+  if (!kv) throw new Error("not a PostgreSQL connection string (expected key=value pairs or a postgresql:// URI)");
+  const user = kv.get("user");
+  const password = kv.get("password");
+  const host = kv.get("host") ?? kv.get("hostaddr");
+  const port = kv.get("port");
+  const db = kv.get("dbname");
+  const auth = user !== undefined ? encodeURIComponent(user) + (password !== undefined ? `:${encodeURIComponent(password)}` : "") + "@" : "";
+  const netHost = host !== undefined && !host.startsWith("/") ? (host.includes(":") ? `[${host}]` : host) : "";
+  const query: string[] = [];
+  if (host?.startsWith("/")) query.push(`host=${encodeURIComponent(host)}`);
+  for (const [k, v] of kv) if (!["user", "password", "host", "hostaddr", "port", "dbname"].includes(k)) query.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
+  return `postgresql://${auth}${netHost}${port !== undefined && netHost ? `:${port}` : ""}/${db !== undefined ? encodeURIComponent(db) : ""}${query.length ? `?${query.join("&")}` : ""}`;
+}

@@ -10,7 +10,7 @@
 // pg_sleep steps so statement_timeout and cancellation interrupt a call that
 // the sidecar does not answer (a blocking dblink() call in PostgreSQL 15 cannot
 // be interrupted).
-import { FUNCTIONS, isSetReturning, resultColumns, type SqlFunction } from "../sqlapi/catalog.js";
+import { ALL_FUNCTIONS, FUNCTION_BY_NAME, isSetReturning, resultColumns, VIEWS, type SqlFunction } from "../sqlapi/catalog.js";
 
 /** Bumped whenever the generated SQL changes; the installer replaces an older shim in place. */
 export const SHIM_VERSION = "0.1.0";
@@ -20,12 +20,30 @@ const SEARCH_PATH = "pg_catalog, pgraft, public";
 
 const lit = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 
-function signature(f: SqlFunction): string {
-  return `public.${f.name}(${f.args.map((a) => `${a.name} ${a.type}`).join(", ")})`;
+/** The function's qualified SQL name: public.pgraft_x or pgraft.create_node. */
+export function qualifiedName(f: SqlFunction, schema: string = f.schema ?? "public"): string {
+  return `${schema}.${f.sqlName ?? f.name}`;
 }
 
-function argTypes(f: SqlFunction): string {
-  return `public.${f.name}(${f.args.map((a) => a.type).join(", ")})`;
+function signature(f: SqlFunction, schema?: string): string {
+  return `${qualifiedName(f, schema)}(${f.args.map((a) => `${a.name} ${a.type}${a.default !== undefined ? ` DEFAULT ${a.default}` : ""}`).join(", ")})`;
+}
+
+function argTypes(f: SqlFunction, schema?: string): string {
+  return `${qualifiedName(f, schema)}(${f.args.map((a) => a.type).join(", ")})`;
+}
+
+/** bdr.<name>(same args) → the pgraft function (SECURITY INVOKER: the privilege check is the target's). */
+function aliasSql(f: SqlFunction): string {
+  const cols = resultColumns(f);
+  const call = `${qualifiedName(f)}(${f.args.map((_, i) => `$${i + 1}`).join(", ")})`;
+  const returns = isSetReturning(f) ? `TABLE(${cols.map((c) => `${c.name} ${c.type}`).join(", ")})` : (f.returns as string);
+  const body = isSetReturning(f) ? `SELECT * FROM ${call}` : `SELECT ${call}`;
+  return `CREATE OR REPLACE FUNCTION ${signature(f, "bdr")}
+RETURNS ${returns}
+LANGUAGE sql VOLATILE SET search_path = ${SEARCH_PATH}
+AS $fn$ ${body} $fn$;
+GRANT EXECUTE ON FUNCTION ${argTypes(f, "bdr")} TO PUBLIC;`;
 }
 
 /** The call text sent to the endpoint, built with format() so every argument is a quoted literal or NULL. */
@@ -149,12 +167,22 @@ REVOKE ALL ON FUNCTION pgraft._finish() FROM PUBLIC;
 
 /** The whole shim except the dblink extension and the server settings (shared by the installer and the extension script). */
 export function shimBodySql(): string {
-  const parts = [baseSql()];
-  for (const f of FUNCTIONS) {
+  const parts = [baseSql(), "CREATE SCHEMA IF NOT EXISTS bdr;\nCOMMENT ON SCHEMA bdr IS 'pgraft: the seed''s bdr.* names, calling the pgraft functions';\nGRANT USAGE ON SCHEMA bdr TO PUBLIC;"];
+  for (const f of ALL_FUNCTIONS) {
     parts.push(functionSql(f));
     parts.push(`COMMENT ON FUNCTION ${argTypes(f)} IS ${lit(f.comment)};`);
     parts.push(`REVOKE ALL ON FUNCTION ${argTypes(f)} FROM PUBLIC;`);
     parts.push(`GRANT EXECUTE ON FUNCTION ${argTypes(f)} TO ${f.privilege === "admin" ? "pgraft_admin" : "pgraft_monitor"};`);
+    if (f.bdrAlias) parts.push(aliasSql(f));
+  }
+  for (const v of VIEWS) {
+    const f = FUNCTION_BY_NAME.get(v.fn);
+    if (!f) throw new Error(`view ${v.name}: no function ${v.fn} in the catalogue`);
+    for (const schema of ["pgraft", "bdr"]) {
+      parts.push(`CREATE OR REPLACE VIEW ${schema}.${v.name} AS SELECT * FROM ${qualifiedName(f)}();
+COMMENT ON VIEW ${schema}.${v.name} IS ${lit(v.comment)};
+GRANT SELECT ON ${schema}.${v.name} TO pgraft_monitor;`);
+    }
   }
   return parts.join("\n\n") + "\n";
 }

@@ -19,6 +19,8 @@ export type SqlType = keyof typeof SQL_TYPES;
 export interface SqlArg {
   name: string;
   type: SqlType;
+  /** SQL default (an expression), making the argument optional. */
+  default?: string;
 }
 
 export interface SqlColumn {
@@ -30,7 +32,14 @@ export interface SqlColumn {
 export type Privilege = "monitor" | "admin";
 
 export interface SqlFunction {
+  /** The endpoint's name for the call (unique). */
   name: string;
+  /** Where the SQL function lives: `public` (the seed 000 pgraft_* calls) or `pgraft` (seed 004). Default public. */
+  schema?: "public" | "pgraft";
+  /** The name in that schema when it differs from `name` (e.g. pgraft.create_node for pgraft_create_node). */
+  sqlName?: string;
+  /** Also create bdr.<sqlName> calling it (scripts written for the seed's bdr.* names). */
+  bdrAlias?: boolean;
   args: readonly SqlArg[];
   /** A scalar type, or the columns of a set-returning function. */
   returns: SqlType | readonly SqlColumn[];
@@ -156,7 +165,105 @@ export const FUNCTIONS: readonly SqlFunction[] = [
   },
 ];
 
-export const FUNCTION_BY_NAME: ReadonlyMap<string, SqlFunction> = new Map(FUNCTIONS.map((f) => [f.name, f]));
+/** A view over a set-returning function (seed 004's node_summary and friends), in schema pgraft and bdr. */
+export interface SqlView {
+  name: string;
+  /** The catalogue function that yields its rows. */
+  fn: string;
+  comment: string;
+}
+
+
+// ---------------------------------------------------------------- node groups (seed 004), schema pgraft + bdr
+
+const NODE_SUMMARY_COLUMNS: readonly SqlColumn[] = [
+  { name: "node_name", type: "text" },
+  { name: "node_group_name", type: "text" },
+  { name: "interface_connstr", type: "text" },
+  { name: "peer_state_name", type: "text" },
+  { name: "peer_target_state_name", type: "text" },
+  { name: "node_seq_id", type: "integer" },
+  { name: "node_local_dbname", type: "text" },
+  { name: "node_id", type: "bigint" },
+  { name: "node_group_id", type: "bigint" },
+  { name: "node_kind_name", type: "text" },
+];
+
+export const NODE_FUNCTIONS: readonly SqlFunction[] = [
+  {
+    name: "create_node",
+    schema: "pgraft",
+    bdrAlias: true,
+    args: [{ name: "node_name", type: "text" }, { name: "local_dsn", type: "text" }, { name: "node_kind", type: "text", default: "'data'" }],
+    returns: "bigint",
+    privilege: "admin",
+    comment: "Registers this database as a data node named node_name; local_dsn is how the other nodes reach it (key=value or URI). Returns the node id.",
+  },
+  {
+    name: "create_node_group",
+    schema: "pgraft",
+    bdrAlias: true,
+    args: [
+      { name: "node_group_name", type: "text" },
+      { name: "parent_group_name", type: "text", default: "NULL" },
+      { name: "join_node_group", type: "boolean", default: "true" },
+      { name: "node_group_type", type: "text", default: "NULL" },
+    ],
+    returns: "bigint",
+    privilege: "admin",
+    comment: "Creates a node group; with join_node_group the local node becomes its first active member. Returns the group id.",
+  },
+  {
+    name: "alter_node_interface",
+    schema: "pgraft",
+    bdrAlias: true,
+    args: [{ name: "node_name", type: "text" }, { name: "interface_dsn", type: "text" }],
+    returns: "boolean",
+    privilege: "admin",
+    comment: "Changes how the other nodes reach node_name.",
+  },
+  {
+    name: "drop_node",
+    schema: "pgraft",
+    bdrAlias: true,
+    args: [{ name: "node_name", type: "text" }, { name: "cascade", type: "boolean", default: "false" }, { name: "force", type: "boolean", default: "false" }],
+    returns: "boolean",
+    privilege: "admin",
+    comment: "Removes the metadata of a parted (or never joined) node; force drops it in any state (emergencies only).",
+  },
+  { name: "drop_node_group", schema: "pgraft", bdrAlias: true, args: [{ name: "node_group_name", type: "text" }], returns: "boolean", privilege: "admin", comment: "Removes an empty node group." },
+  { name: "node_summary_rows", schema: "pgraft", args: [], returns: NODE_SUMMARY_COLUMNS, privilege: "monitor", comment: "Every data node of the cluster (the rows of pgraft.node_summary)." },
+  { name: "local_node_summary_rows", schema: "pgraft", args: [], returns: NODE_SUMMARY_COLUMNS, privilege: "monitor", comment: "This database's node (the rows of pgraft.local_node_summary)." },
+  {
+    name: "group_raft_details_rows",
+    schema: "pgraft",
+    args: [],
+    returns: [
+      { name: "node_id", type: "integer" },
+      { name: "node_name", type: "text" },
+      { name: "node_group_name", type: "text" },
+      { name: "state", type: "text" },
+      { name: "leader_id", type: "integer" },
+      { name: "current_term", type: "bigint" },
+      { name: "commit_index", type: "bigint" },
+      { name: "nodes", type: "integer" },
+      { name: "voting_nodes", type: "integer" },
+    ],
+    privilege: "monitor",
+    comment: "The Raft member beside each data node: its role, the leader, term and commit index (the rows of pgraft.group_raft_details).",
+  },
+];
+
+export const VIEWS: readonly SqlView[] = [
+  { name: "node_summary", fn: "node_summary_rows", comment: "Every data node: group, interface, join/part state, ids and kind." },
+  { name: "local_node_summary", fn: "local_node_summary_rows", comment: "This database's node, as in node_summary." },
+  { name: "group_raft_details", fn: "group_raft_details_rows", comment: "The Raft side of each data node." },
+];
+
+/** Every function the endpoint answers (seed 000's pgraft_* and seed 004's node management). */
+export const ALL_FUNCTIONS: readonly SqlFunction[] = [...FUNCTIONS, ...NODE_FUNCTIONS];
+
+export const FUNCTION_BY_NAME: ReadonlyMap<string, SqlFunction> = new Map(ALL_FUNCTIONS.map((f) => [f.name, f]));
 
 export const isSetReturning = (f: SqlFunction): f is SqlFunction & { returns: readonly SqlColumn[] } => typeof f.returns !== "string";
 

@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import type { HostPort } from "../config/address.js";
 import { makeScramVerifier, PgWireError, startPgWireServer, type PgWireServer, type QueryResult } from "../pgwire/index.js";
-import { FUNCTION_BY_NAME, FUNCTIONS, resultColumns, SQL_TYPES } from "./catalog.js";
+import { ALL_FUNCTIONS, FUNCTION_BY_NAME, resultColumns, SQL_TYPES } from "./catalog.js";
 import { CallSyntaxError, parseCall } from "./call-parser.js";
 import { toSqlError } from "./errors.js";
 import { runFunction, type SqlApiDeps } from "./functions.js";
@@ -26,7 +26,7 @@ export async function runCall(sql: string, deps: SqlApiDeps): Promise<QueryResul
     throw new PgWireError({
       code: "42883",
       message: `function ${call.name}() does not exist on the pgraft endpoint`,
-      hint: `functions: ${FUNCTIONS.map((x) => x.name).join(", ")}`,
+      hint: `functions: ${ALL_FUNCTIONS.map((x) => x.name).join(", ")}`,
     });
   }
   if (call.args.length !== f.args.length) {

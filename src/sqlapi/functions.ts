@@ -10,7 +10,10 @@ import type { RaftNode } from "../consensus/driver.js";
 import * as pb from "../gen/pgraft/v1/client_pb.js";
 import { PgWireError } from "../pgwire/index.js";
 import type { ClientOf } from "../transport/grpc-service.js";
+import type { ClusterState } from "../cluster/state.js";
+import type { DataNode } from "../cluster/node-groups.js";
 import type { SqlFunction } from "./catalog.js";
+import { probeDsn } from "./dsn-probe.js";
 import { invalidParameter, nullArgument } from "./errors.js";
 
 /** One text-format value per column; null = SQL NULL. */
@@ -19,6 +22,8 @@ export type Row = (string | null)[];
 export interface SqlApiDeps {
   clusterId: string;
   selfId: number;
+  /** The replicated state (read-only here: changes go through `cluster`). */
+  state: ClusterState;
   /** The Cluster service, called in-process. */
   cluster: ClientOf<typeof pb.Cluster>;
   node: RaftNode;
@@ -122,6 +127,31 @@ async function requireMember(d: SqlApiDeps, fn: string, id: number): Promise<pb.
     throw new PgWireError({ code: "42704", message: `${fn}: node ${id} is not a member of the cluster`, hint: `members: ${[...st.voters, ...st.learners].sort((a, b) => a - b).join(", ")}` });
   }
   return st;
+}
+
+/** Run one pgd.* command on the leader; returns its result (the node or group after it). */
+async function pgd<T>(d: SqlApiDeps, cmd: Record<string, unknown>): Promise<T> {
+  const r = await d.cluster.nodeGroupCommand({ clusterId: d.clusterId, command: JSON.stringify(cmd) });
+  // Let this node's view catch up with the change before answering (a following read here sees it).
+  await d.node.waitApplied(Number(r.header?.appliedIndex ?? 0n), d.requestTimeoutMs).catch(() => undefined);
+  return JSON.parse(r.result) as T;
+}
+
+/** The data node beside this sidecar (created by create_node here), if any. */
+const localNode = (d: SqlApiDeps): DataNode | undefined => d.state.dataNodes().find((n) => n.raftMemberId === d.selfId);
+
+function optArg(args: (string | null)[], i: number): string | null {
+  return args[i] ?? null;
+}
+
+/** Hide a password in a DSN shown in a view. */
+export function redactDsn(dsn: string): string {
+  return dsn.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, "$1********").replace(/(postgres(?:ql)?:\/\/[^:/@]*:)[^@]*@/i, "$1********@");
+}
+
+function summaryRow(n: DataNode, d: SqlApiDeps): Row {
+  const g = n.group ? d.state.nodeGroups().find((x) => x.name === n.group) : undefined;
+  return [n.name, n.group || null, redactDsn(n.dsn), n.state, n.targetState, num(n.seqId), n.dbname, num(n.nodeId), g ? num(g.groupId) : null, n.kind];
 }
 
 const IMPLS: Record<string, Impl> = {
@@ -282,6 +312,81 @@ const IMPLS: Record<string, Impl> = {
 
   pgraft_set_debug(f, a, d) {
     return Promise.resolve(one(d.setDebug(boolArg(f, a, 0))));
+  },
+
+  // ---------------------------------------------------------------- node groups (seed 004)
+
+  async create_node(f, a, d) {
+    const name = arg(f, a, 0);
+    const dsn = arg(f, a, 1);
+    const kind = optArg(a, 2) ?? "data";
+    const existing = localNode(d);
+    if (existing) throw new PgWireError({ code: "42710", message: `${f.name}: this database is already node ${JSON.stringify(existing.name)}`, hint: "drop_node it first to create it again under another name" });
+    const { dbname } = await probeDsn(f.name, dsn);
+    const n = await pgd<DataNode>(d, { op: "pgd.node.create", name, dsn, kind, dbname, raftMemberId: d.selfId });
+    return one(num(n.nodeId));
+  },
+
+  async create_node_group(f, a, d) {
+    const name = arg(f, a, 0);
+    const parent = optArg(a, 1);
+    const join = optArg(a, 2) === null ? true : boolArg(f, a, 2);
+    const type = optArg(a, 3);
+    const local = localNode(d);
+    if (join && !local) throw new PgWireError({ code: "55000", message: `${f.name}: this database is not a node yet`, hint: "call create_node(node_name, local_dsn) first" });
+    const g = await pgd<{ groupId: number }>(d, {
+      op: "pgd.group.create",
+      name,
+      ...(parent !== null ? { parent } : {}),
+      ...(type !== null ? { type } : {}),
+      ...(join && local ? { creator: local.name } : {}),
+    });
+    return one(num(g.groupId));
+  },
+
+  async alter_node_interface(f, a, d) {
+    const name = arg(f, a, 0);
+    const dsn = arg(f, a, 1);
+    if (!d.state.dataNodes().some((n) => n.name === name)) throw new PgWireError({ code: "42704", message: `${f.name}: node ${JSON.stringify(name)} does not exist` });
+    await probeDsn(f.name, dsn);
+    await pgd(d, { op: "pgd.node.interface", name, dsn });
+    return one("t");
+  },
+
+  async drop_node(f, a, d) {
+    const name = arg(f, a, 0);
+    const force = optArg(a, 2) === null ? false : boolArg(f, a, 2);
+    await pgd(d, { op: "pgd.node.drop", name, force });
+    return one("t");
+  },
+
+  async drop_node_group(f, a, d) {
+    await pgd(d, { op: "pgd.group.drop", name: arg(f, a, 0) });
+    return one("t");
+  },
+
+  node_summary_rows(_f, _a, d) {
+    return Promise.resolve(d.state.dataNodes().map((n) => summaryRow(n, d)));
+  },
+
+  local_node_summary_rows(_f, _a, d) {
+    const n = localNode(d);
+    return Promise.resolve(n ? [summaryRow(n, d)] : []);
+  },
+
+  async group_raft_details_rows(_f, _a, d) {
+    const st = await status(d);
+    return d.state.dataNodes().map((n) => [
+      num(n.raftMemberId),
+      n.name,
+      n.group || null,
+      n.raftMemberId === st.leaderId ? "leader" : st.voters.includes(n.raftMemberId) ? "follower" : st.learners.includes(n.raftMemberId) ? "learner" : "not a member",
+      st.leaderId ? num(st.leaderId) : null,
+      num(st.term),
+      num(st.commitIndex),
+      num(st.voters.length + st.learners.length),
+      num(st.voters.length),
+    ]);
   },
 
   async pgraft_health_check(_f, _a, d) {

@@ -5,11 +5,12 @@ import { describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { ClusterError } from "../../src/cluster/errors.js";
 import { dsnProblem } from "../../src/config/sidecar-config.js";
+import { parseKeyValueDsn, toUriDsn } from "../../src/postgres/dsn.js";
 import { NotLeaderError, RaftError } from "../../src/consensus/errors.js";
 import { PgWireError } from "../../src/pgwire/index.js";
 import { extensionScript, shimBodySql } from "../../src/shim/install-sql.js";
 import { CallSyntaxError, parseCall } from "../../src/sqlapi/call-parser.js";
-import { FUNCTIONS, resultColumns } from "../../src/sqlapi/catalog.js";
+import { ALL_FUNCTIONS, FUNCTIONS, resultColumns, VIEWS } from "../../src/sqlapi/catalog.js";
 import { toSqlError } from "../../src/sqlapi/errors.js";
 import { implementedFunctions } from "../../src/sqlapi/functions.js";
 import { statusError } from "../../src/transport/grpc-service.js";
@@ -36,13 +37,13 @@ describe("call parser", () => {
 describe("catalogue", () => {
   test("every function has an implementation, columns, a comment and a privilege", () => {
     const impl = new Set(implementedFunctions());
-    for (const f of FUNCTIONS) {
+    for (const f of ALL_FUNCTIONS) {
       assert.ok(impl.has(f.name), `${f.name} is implemented`);
       assert.ok(resultColumns(f).length > 0);
       assert.ok(f.comment.length > 10);
       assert.ok(f.privilege === "admin" || f.privilege === "monitor");
     }
-    assert.equal(impl.size, FUNCTIONS.length, "no implementation without a catalogue entry");
+    assert.equal(impl.size, ALL_FUNCTIONS.length, "no implementation without a catalogue entry");
   });
 
   test("the seed's functions and documented columns are all there", () => {
@@ -61,6 +62,9 @@ describe("catalogue", () => {
       assert.match(sql, new RegExp(`REVOKE ALL ON FUNCTION public\\.${f.name}\\(`));
     }
     assert.match(sql, /SECURITY DEFINER SET search_path = pg_catalog, pgraft, public/);
+    assert.match(sql, /CREATE OR REPLACE FUNCTION pgraft\.create_node\(node_name text, local_dsn text, node_kind text DEFAULT 'data'\)/);
+    assert.match(sql, /CREATE OR REPLACE FUNCTION bdr\.create_node\(/);
+    for (const v of VIEWS) for (const schema of ["pgraft", "bdr"]) assert.match(sql, new RegExp(`CREATE OR REPLACE VIEW ${schema}\\.${v.name} AS`));
     assert.match(extensionScript(), /^-- pgraft /);
     assert.match(extensionScript(), /\\echo Use "CREATE EXTENSION pgraft"/);
   });
@@ -74,6 +78,14 @@ describe("DSN validation", () => {
       "host=127.0.0.1 port=5432 user=postgres password='a b\\'c' dbname=postgres sslmode=require",
       "dbname=postgres",
     ]) assert.equal(dsnProblem(ok), undefined, ok);
+  });
+
+  test("key=value DSNs become URIs the pg client reads, SSL parameters and socket dirs included", () => {
+    assert.deepEqual([...parseKeyValueDsn("host=h port=5 password='a b\\'c' dbname=d")!], [["host", "h"], ["port", "5"], ["password", "a b'c"], ["dbname", "d"]]);
+    assert.equal(toUriDsn("host=10.0.0.1 port=5433 user=u password='p w' dbname=app sslmode=verify-full sslrootcert=/etc/ca.pem"), "postgresql://u:p%20w@10.0.0.1:5433/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem");
+    assert.equal(toUriDsn("host=/var/run/postgresql dbname=app"), "postgresql:///app?host=%2Fvar%2Frun%2Fpostgresql");
+    assert.equal(toUriDsn("postgresql://u@h/db"), "postgresql://u@h/db");
+    assert.throws(() => toUriDsn("not a dsn"), /not a PostgreSQL connection string/);
   });
 
   test("malformed DSNs are named without echoing the password", () => {
