@@ -386,7 +386,8 @@ export class Raft {
       voteType = MessageType.Vote;
       term = this.term;
     }
-    this.electionsStarted++;
+    // Real elections only: a pre-vote round that fails changes no term and disturbs nobody.
+    if (t === "election") this.electionsStarted++;
     this.votes.set(this.id, true);
     if (tallyVotes(this.conf.voters, this.votes) === "won") {
       // A single-voter cluster wins at once.

@@ -37,6 +37,8 @@ export interface ClusterServiceDeps {
   /** Milliseconds since each peer last answered, as the leader sees it. */
   lastContactMs(): Map<NodeId, number>;
   requestTimeoutMs: number;
+  /** Raft messages this node has sent and received (for Status). */
+  messagesProcessed?: () => number;
   /** This node's heartbeat and election timeout from its flags (ConfigSet checks a timing change against them). */
   flagTiming?: { heartbeatMs: number; electionMs: number };
 }
@@ -120,6 +122,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
   const members = (): MessageInitShape<typeof pb.MemberSchema>[] => {
     const st = d.node.status();
     const contact = d.lastContactMs();
+    const electionMs = d.flagTiming ? effectiveTiming(d.state, d.flagTiming).electionMs : 1_000;
     return d.state.members().map((m) => {
       const p = st.progress.get(m.id);
       const last = m.id === d.selfId ? 0 : contact.get(m.id);
@@ -131,7 +134,8 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         isLeader: st.leader === m.id,
         matchIndex: BigInt(p?.match ?? 0),
         lagEntries: BigInt(p ? Math.max(0, st.lastIndex - p.match) : 0),
-        reachable: m.id === d.selfId || (p?.recentActive ?? false),
+        // Not recentActive: check-quorum resets it for every follower once per election timeout.
+        reachable: m.id === d.selfId || (last !== undefined && last <= electionMs),
         lastHeartbeatMs: BigInt(p ? (last ?? -1) : -1),
         replicationLagBytes: BigInt(p && m.id !== d.selfId ? d.node.logBytesAfter(p.match) : 0),
         progressState: p && m.id !== d.selfId ? p.state : "",
@@ -185,6 +189,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         voters,
         learners: st.conf.learners,
         electionsStarted: BigInt(st.electionsStarted),
+        messagesProcessed: BigInt(d.messagesProcessed?.() ?? 0),
         version: d.version,
         quorumMet: st.role === Role.Leader ? active >= majority(voters.length) : st.leader !== 0,
       });

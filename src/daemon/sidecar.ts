@@ -130,6 +130,13 @@ export class Sidecar {
         leaderClient: () => sidecarRef.s?.leaderClient(),
         lastContactMs: () => n.lastContactMs(),
         requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
+        messagesProcessed: () => {
+          const t = transport.stats;
+          let n = 0;
+          for (const v of Object.values(t.sent)) n += v;
+          for (const v of Object.values(t.received)) n += v;
+          return n;
+        },
         flagTiming: { heartbeatMs: cfg.heartbeatMs, electionMs: cfg.electionMs },
     });
     addService(server, pb.Cluster, clusterHandlers);
@@ -167,7 +174,7 @@ export class Sidecar {
         });
         if (cfg.postgresDsn) {
           const host = ["0.0.0.0", "::", "[::]"].includes(cfg.sqlListen.host) ? "127.0.0.1" : cfg.sqlListen.host.replace(/^\[|\]$/g, "");
-          sql.link = new PostgresLink(cfg.postgresDsn, { host, port: sql.endpoint.address.port, user: SHIM_USER, password }, state, pgLog);
+          sql.link = new PostgresLink(cfg.postgresDsn, { host, port: sql.endpoint.address.port, user: SHIM_USER, password }, state, pgLog, () => n.read({ timeoutMs: 2_000 }));
           sql.link.start();
         }
       }

@@ -104,7 +104,7 @@ export class PgraftMetrics {
         },
       });
     };
-    counterFrom("pgraft_raft_elections_total", "Elections (pre-vote campaigns included) this node started", [], () => ({ all: source.status().electionsStarted }));
+    counterFrom("pgraft_raft_elections_total", "Elections this node started (as a candidate; pre-vote rounds not counted)", [], () => ({ all: source.status().electionsStarted }));
     counterFrom("pgraft_raft_rejected_messages_total", "Raft messages dropped without effect, by reason", ["reason"], () => ({
       ...(source.status().rejected),
     }));

@@ -27,6 +27,12 @@ export class PostgresLink {
     private readonly target: EndpointTarget,
     private readonly state: ClusterState,
     private readonly log: Logger,
+    /**
+     * Resolves once this node's state is current (a ReadIndex round): after a
+     * restart the local state can lag behind what was committed, and mirroring
+     * it would briefly undo a saved configuration.
+     */
+    private readonly caughtUp: () => Promise<void> = () => Promise.resolve(),
   ) {}
 
   start(): void {
@@ -92,6 +98,11 @@ export class PostgresLink {
   private async syncSavedConfig(): Promise<void> {
     const c = this.client;
     if (!c) return;
+    try {
+      await this.caughtUp();
+    } catch {
+      return; // no leader or quorum now: keep what is there, try again next round
+    }
     const rows = this.state
       .config()
       .filter((r) => r.saved && r.overridden)

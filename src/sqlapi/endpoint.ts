@@ -60,6 +60,8 @@ export async function startSqlEndpoint(o: SqlEndpointOptions): Promise<PgWireSer
     host: o.listen.host,
     port: o.listen.port,
     users: (name) => (name === SHIM_USER ? verifier : undefined),
+    // Room for the largest KV value (kv_max_value_bytes up to 8 MiB), quoted as a SQL literal.
+    maxMessageBytes: 17 * 1024 * 1024,
     logger: log,
     handler: {
       query: async (sql) => {
