@@ -10,7 +10,7 @@ import { EntryType as WireEntryType, MessageType as WireMessageType, RaftMessage
 import { Faults } from "../../src/gen/pgraft/v1/testing_pb.js";
 import { MessageType, EntryType } from "../../src/consensus/types.js";
 import { WireFormatError, messageFromWire, messageToWire } from "../../src/transport/convert.js";
-import { createClient, isServiceError, serviceDefinition, statusError, type HandlersOf } from "../../src/transport/grpc-service.js";
+import { createClient, isServiceError, localClient, serviceDefinition, statusError, type ClientOf, type HandlersOf } from "../../src/transport/grpc-service.js";
 import { insecureClient, msg, startServer, stop, type Running } from "./helpers.js";
 
 const screaming = (name: string): string => name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
@@ -48,7 +48,8 @@ describe("grpc-service adapter", () => {
     const cluster = serviceDefinition(Cluster);
     assert.equal(cluster.kvPut.path, "/pgraft.v1.Cluster/KvPut");
     assert.equal(cluster.transferLeader.path, "/pgraft.v1.Cluster/TransferLeader");
-    assert.equal(Object.keys(cluster).length, 17);
+    assert.equal(Object.keys(cluster).length, Cluster.methods.length);
+    assert.equal(cluster.nodeGroupCommand.path, "/pgraft.v1.Cluster/NodeGroupCommand");
     const peer = serviceDefinition(RaftPeer);
     assert.equal(peer.stream.path, "/pgraft.v1.RaftPeer/Stream");
     assert.equal(peer.stream.requestStream, true);
@@ -59,6 +60,7 @@ describe("grpc-service adapter", () => {
 
   describe("a Cluster server with a small KV", () => {
     let srv: Running | undefined;
+    let local: ClientOf<typeof Cluster> | undefined;
     const kv = new Map<string, KeyValue>();
     let revision = 0n;
     const header = () => create(ResponseHeaderSchema, { clusterId: "c1", memberId: 1, revision });
@@ -88,10 +90,12 @@ describe("grpc-service adapter", () => {
         cb(statusError(grpc.status.UNAVAILABLE, "not the leader", md));
       };
       handlers.members = () => {}; // never answers: for the deadline
+      local = localClient(Cluster, handlers);
       srv = await startServer((s) => {
         s.addService(serviceDefinition(Cluster), handlers);
       });
     });
+
 
     after(() => stop(srv));
 
@@ -128,6 +132,16 @@ describe("grpc-service adapter", () => {
       assert.deepStrictEqual(err.metadata.get("pgraft-leader-id"), ["3"]);
       await assert.rejects(c.methods.members({ clusterId: "c1" }, { timeoutMs: 100 }), (e: unknown) => isServiceError(e) && e.code === grpc.status.DEADLINE_EXCEEDED);
       await assert.rejects(c.methods.kvDelete({ clusterId: "c1", key: "k" }), (e: unknown) => isServiceError(e) && e.code === grpc.status.UNIMPLEMENTED);
+    });
+
+    test("in-process calls (localClient) run the same handlers with the same answers and errors", async () => {
+      const put = await local!.kvPut({ key: "local", value: '"v"' });
+      assert.equal(put.succeeded, true);
+      assert.equal((await local!.kvGet({ key: "local" })).kv?.value, '"v"');
+      const e = await local!.status({}).then(() => undefined, (x: unknown) => x);
+      assert.ok(isServiceError(e));
+      assert.equal(e.code, grpc.status.UNAVAILABLE);
+      assert.equal(e.metadata?.get("pgraft-error-code")[0], "NOT_LEADER");
     });
   });
 });
