@@ -1,0 +1,191 @@
+// The data half of a join: copy the schema and every table from one source
+// node into the joining node under ONE consistent snapshot, and report where
+// streaming must resume so that nothing is lost or applied twice:
+//
+//  - the source's node slot for the joiner is created with EXPORT_SNAPSHOT, so
+//    its consistent point is exactly where the snapshot ends: changes that
+//    originated on the source stream from there;
+//  - `pgraft.apply_progress` (written by the applier inside every applied
+//    transaction, so it is MVCC-consistent with the data) read under the same
+//    snapshot says, for every other origin, up to which LSN the copied data
+//    already contains its changes: the joiner resumes each origin there.
+//
+// The schema comes from pg_dump --snapshot (synchronize_structure = 'all'); the
+// tables are copied in parallel, each worker importing the snapshot.
+import { spawn } from "node:child_process";
+import { pipeline } from "node:stream/promises";
+import pg from "pg";
+import { from as copyFrom, to as copyTo } from "pg-copy-streams";
+import { findPostgresBinaries } from "../postgres/binaries.js";
+import { toUriDsn } from "../postgres/dsn.js";
+
+/** Schemas that are pgraft's own (or the system's): never copied, never counted as user data. */
+export const INTERNAL_SCHEMAS = ["pg_catalog", "information_schema", "pgraft", "bdr", "pg_toast"];
+
+export class JoinCopyError extends Error {
+  constructor(
+    readonly sqlstate: string,
+    message: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface SnapshotCopyOptions {
+  sourceDsn: string;
+  targetDsn: string;
+  /** The source's node slot for the joiner (created here, with the snapshot). */
+  slotName: string;
+  synchronizeStructure: "all" | "none";
+  /** Tables copied at once (default 4). */
+  parallel?: number;
+  progress?: (message: string) => void;
+  /** Called once the snapshot exists (tests use it to commit a change that must not be copied). */
+  afterSnapshot?: () => Promise<void>;
+}
+
+export interface SnapshotCopyResult {
+  /** Where the source's slot for the joiner starts: stream the source's own changes from here. */
+  consistentPoint: string;
+  /** Per origin name (other nodes' changes the source had applied): the LSN the copy contains them up to. */
+  originProgress: Map<string, string>;
+  tables: number;
+  rows: number;
+}
+
+const qi = (s: string): string => `"${s.replace(/"/g, '""')}"`;
+
+async function connect(dsn: string, extra: pg.ClientConfig = {}): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: toUriDsn(dsn), application_name: "pgraft_join", ...extra });
+  c.on("error", () => {});
+  await c.connect();
+  return c;
+}
+
+/** User tables of a database (not pgraft's, not the system's), as schema.table pairs. */
+export async function userTables(c: pg.Client): Promise<{ schema: string; table: string }[]> {
+  const r = await c.query<{ schema: string; table: string }>(
+    `SELECT n.nspname AS schema, c.relname AS table FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND NOT (n.nspname = ANY ($1)) AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast%'
+        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1, 2`,
+    [INTERNAL_SCHEMAS],
+  );
+  return r.rows;
+}
+
+/** The joining database must hold no user data (and, with 'all', no user tables). */
+export async function checkTargetEmpty(targetDsn: string, sync: "all" | "none"): Promise<void> {
+  const c = await connect(targetDsn);
+  try {
+    const tables = await userTables(c);
+    if (sync === "all" && tables.length) {
+      throw new JoinCopyError(
+        "55000",
+        `the joining database is not empty: it has ${tables.length} table(s) (${tables.slice(0, 5).map((t) => `${t.schema}.${t.table}`).join(", ")}${tables.length > 5 ? ", …" : ""})`,
+        "join an empty database, or create the schema yourself and join with synchronize_structure := 'none'",
+      );
+    }
+    for (const t of tables) {
+      const r = await c.query(`SELECT 1 FROM ${qi(t.schema)}.${qi(t.table)} LIMIT 1`);
+      if (r.rows.length) throw new JoinCopyError("55000", `the joining database already has rows in ${t.schema}.${t.table}`, "a joining database must be empty: its data comes from the source node");
+    }
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+async function runPgDumpRestore(sourceDsn: string, targetDsn: string, snapshot: string): Promise<void> {
+  const bins = await findPostgresBinaries();
+  const dump = spawn(
+    bins.bin("pg_dump"),
+    ["--schema-only", "--no-owner", "--no-privileges", "--no-publications", "--no-subscriptions", `--snapshot=${snapshot}`, ...INTERNAL_SCHEMAS.slice(2).flatMap((s) => ["--exclude-schema", s]), "--dbname", toUriDsn(sourceDsn)],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  const restore = spawn(bins.bin("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", toUriDsn(targetDsn)], { stdio: ["pipe", "ignore", "pipe"] });
+  let dumpErr = "";
+  let restoreErr = "";
+  dump.stderr.setEncoding("utf8").on("data", (d: string) => (dumpErr += d));
+  restore.stderr.setEncoding("utf8").on("data", (d: string) => (restoreErr += d));
+  const exited = (p: ReturnType<typeof spawn>): Promise<number | null> => new Promise((res) => p.once("close", (code) => res(code)));
+  const [dc, rc] = await Promise.all([exited(dump), exited(restore), pipeline(dump.stdout, restore.stdin).catch(() => undefined)]);
+  if (dc !== 0) throw new JoinCopyError("58000", `pg_dump of the source's schema failed: ${dumpErr.trim().split("\n").slice(-3).join("; ")}`);
+  if (rc !== 0) throw new JoinCopyError("58000", `restoring the source's schema into the joining database failed: ${restoreErr.trim().split("\n").slice(-3).join("; ")}`);
+}
+
+export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<SnapshotCopyResult> {
+  const say = o.progress ?? (() => {});
+  // The replication connection that exports the snapshot must stay open, and idle, until every copy has started.
+  const repl = await connect(o.sourceDsn, { replication: "database" } as pg.ClientConfig);
+  try {
+    const slot = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(o.slotName)} LOGICAL pgoutput EXPORT_SNAPSHOT`);
+    const { consistent_point: consistentPoint, snapshot_name: snapshot } = slot.rows[0]!;
+    say(`snapshot ${snapshot} at ${consistentPoint} (slot ${o.slotName} on the source)`);
+    if (o.afterSnapshot) await o.afterSnapshot();
+
+    const open = async (): Promise<pg.Client> => {
+      const c = await connect(o.sourceDsn);
+      await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+      await c.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "''")}'`);
+      return c;
+    };
+    const meta = await open();
+    let tables: { schema: string; table: string }[];
+    const originProgress = new Map<string, string>();
+    try {
+      tables = await userTables(meta);
+      const hasProgress = await meta.query("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = 'pgraft' AND tablename = 'apply_progress'");
+      if (hasProgress.rows.length) {
+        const r = await meta.query<{ origin: string; lsn: string }>("SELECT origin, lsn::text AS lsn FROM pgraft.apply_progress");
+        for (const row of r.rows) originProgress.set(row.origin, row.lsn);
+      }
+    } finally {
+      await meta.query("COMMIT").catch(() => undefined);
+      await meta.end().catch(() => undefined);
+    }
+
+    if (o.synchronizeStructure === "all") {
+      say(`copying the schema (${tables.length} table(s)) with pg_dump`);
+      await runPgDumpRestore(o.sourceDsn, o.targetDsn, snapshot);
+    }
+
+    let rows = 0;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (;;) {
+        const t = tables[next++];
+        if (!t) return;
+        const src = await open();
+        const dst = await connect(o.targetDsn);
+        try {
+          const name = `${qi(t.schema)}.${qi(t.table)}`;
+          await dst.query("BEGIN");
+          const out = src.query(copyTo(`COPY ${name} TO STDOUT`));
+          const into = dst.query(copyFrom(`COPY ${name} FROM STDIN`));
+          await pipeline(out, into);
+          await dst.query("COMMIT");
+          rows += Number(into.rowCount ?? 0);
+          say(`copied ${t.schema}.${t.table} (${into.rowCount ?? 0} rows)`);
+        } finally {
+          await dst.end().catch(() => undefined);
+          await src.query("COMMIT").catch(() => undefined);
+          await src.end().catch(() => undefined);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(o.parallel ?? 4, tables.length)) }, () => worker()));
+    return { consistentPoint, originProgress, tables: tables.length, rows };
+  } catch (e) {
+    // A failed copy leaves no slot behind on the source (a retry creates it again).
+    await repl.end().catch(() => undefined);
+    const c = await connect(o.sourceDsn).catch(() => undefined);
+    if (c) {
+      await c.query("SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [o.slotName]).catch(() => undefined);
+      await c.end().catch(() => undefined);
+    }
+    throw e;
+  } finally {
+    await repl.end().catch(() => undefined);
+  }
+}
