@@ -18,6 +18,7 @@ import { FaultInjector, faultsEnabled, registerFaultsService } from "../transpor
 import { GrpcPeerTransport, PEER_SERVER_OPTIONS } from "../transport/peer-transport.js";
 import { clientCredentials, serverCredentials, type TlsConfig } from "../transport/tls.js";
 import type { PgWireServer } from "../pgwire/index.js";
+import { GroupController } from "../join/group-controller.js";
 import { PostgresLink } from "../shim/postgres-link.js";
 import { loadOrCreateShimPassword } from "../shim/secret.js";
 import { SHIM_USER, startSqlEndpoint } from "../sqlapi/endpoint.js";
@@ -51,7 +52,7 @@ export class Sidecar {
     private readonly creds: grpc.ChannelCredentials,
     readonly grpcPort: number,
     /** The SQL endpoint and the local PostgreSQL link (when configured). */
-    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink } = {},
+    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController } = {},
   ) {}
 
   /** The SQL endpoint's bound port (undefined when it is not served). */
@@ -141,12 +142,26 @@ export class Sidecar {
     });
     addService(server, pb.Cluster, clusterHandlers);
     let http: HttpServer | undefined;
-    const sql: { endpoint?: PgWireServer; link?: PostgresLink } = {};
+    const sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController } = {};
     try {
       const port = await new Promise<number>((resolve, reject) =>
         server.bindAsync(formatHostPort(cfg.listen), serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
       );
       http = await startHttpServer(cfg.httpListen, { status: () => n.status(), maxReplicaLagEntries: 10_000 }, metrics);
+      const local = localClient(pb.Cluster, clusterHandlers);
+      if (cfg.postgresDsn) {
+        sql.groups = new GroupController({
+          selfId: cfg.nodeId,
+          state,
+          pgd: async (cmd) => local.nodeGroupCommand({ clusterId: cfg.clusterId, command: JSON.stringify(cmd) }),
+          kvPut: async (key, value) => {
+            await local.kvPut({ clusterId: cfg.clusterId, key, value });
+          },
+          kvGet: async (key) => (await local.kvGet({ clusterId: cfg.clusterId, key })).kv?.value,
+          log: log.child({ component: "node-groups" }),
+        });
+        sql.groups.start();
+      }
       if (cfg.sqlListen) {
         const password = await loadOrCreateShimPassword(cfg.dataDir);
         const pgLog = log.child({ component: "postgres" });
@@ -158,7 +173,8 @@ export class Sidecar {
             clusterId: cfg.clusterId,
             selfId: cfg.nodeId,
             state,
-            cluster: localClient(pb.Cluster, clusterHandlers),
+            cluster: local,
+            ...(sql.groups ? { groups: sql.groups } : {}),
             node: n,
             dataDir: cfg.dataDir,
             electionMs: cfg.electionMs,
@@ -190,6 +206,7 @@ export class Sidecar {
       if (fresh && cfg.join) await sidecar.joinCluster(cfg.join);
       return sidecar;
     } catch (e) {
+      await sql.groups?.stop();
       await sql.link?.stop();
       await sql.endpoint?.close();
       await http?.close();
@@ -254,6 +271,7 @@ export class Sidecar {
         }
       }
       this.loop.stop();
+      await this.sql.groups?.stop();
       await this.sql.link?.stop();
       await this.sql.endpoint?.close();
       await this.http.close();

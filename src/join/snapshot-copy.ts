@@ -13,6 +13,9 @@
 // The schema comes from pg_dump --snapshot (synchronize_structure = 'all'); the
 // tables are copied in parallel, each worker importing the snapshot.
 import { spawn } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
@@ -75,10 +78,25 @@ export async function userTables(c: pg.Client): Promise<{ schema: string; table:
   return r.rows;
 }
 
-/** The joining database must hold no user data (and, with 'all', no user tables). */
+/** Schemas a user created (not public, not the system's or pgraft's). */
+export async function userSchemas(c: pg.Client): Promise<string[]> {
+  const r = await c.query<{ nspname: string }>(
+    `SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname <> 'public' AND NOT (nspname = ANY ($1)) AND nspname NOT LIKE 'pg\\_%'
+        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_namespace'::regclass AND d.objid = pg_namespace.oid AND d.deptype = 'e')
+      ORDER BY 1`,
+    [INTERNAL_SCHEMAS],
+  );
+  return r.rows.map((x) => x.nspname);
+}
+
+/** The joining database must hold no user data (and, with 'all', no user schema or table). */
 export async function checkTargetEmpty(targetDsn: string, sync: "all" | "none"): Promise<void> {
   const c = await connect(targetDsn);
   try {
+    const schemas = sync === "all" ? await userSchemas(c) : [];
+    if (schemas.length) {
+      throw new JoinCopyError("55000", `the joining database is not empty: it has schema(s) ${schemas.join(", ")}`, "join an empty database, or create the schema yourself and join with synchronize_structure := 'none'");
+    }
     const tables = await userTables(c);
     if (sync === "all" && tables.length) {
       throw new JoinCopyError(
@@ -96,22 +114,51 @@ export async function checkTargetEmpty(targetDsn: string, sync: "all" | "none"):
   }
 }
 
+/** A pg_restore list entry that belongs to pgraft's shim (never copied: the joiner has its own). */
+export function isShimEntry(line: string): boolean {
+  // e.g. "215; 1255 16401 FUNCTION public pgraft_add_node(integer, text, integer) postgres"
+  const m = /^\d+; \d+ \d+ (\S+(?: \S+)*?) (\S+|-) (.+)$/.exec(line.trim());
+  if (!m) return false;
+  const [, , schema, rest] = m;
+  if (schema === "pgraft" || schema === "bdr") return true;
+  // The shim's functions in public, dblink, and the foreign server + user mapping that point at this node's sidecar.
+  return /(^|\s)pgraft_[a-z_]+\(/.test(rest ?? "") || /EXTENSION - dblink|COMMENT - EXTENSION dblink|pgraft_sidecar/.test(line);
+}
+
+async function run(cmd: string, args: string[], what: string): Promise<string> {
+  const p = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  p.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+  p.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+  const code = await new Promise<number | null>((res) => p.once("close", (c) => res(c)));
+  if (code !== 0) throw new JoinCopyError("58000", `${what} failed: ${err.trim().split("\n").slice(-3).join("; ")}`);
+  return out;
+}
+
+/**
+ * The source's schema into the target, as of the snapshot: pg_dump (custom
+ * format) → the entry list without pgraft's own shim objects → pg_restore in
+ * one transaction (a failure leaves nothing behind).
+ */
 async function runPgDumpRestore(sourceDsn: string, targetDsn: string, snapshot: string): Promise<void> {
   const bins = await findPostgresBinaries();
-  const dump = spawn(
-    bins.bin("pg_dump"),
-    ["--schema-only", "--no-owner", "--no-privileges", "--no-publications", "--no-subscriptions", `--snapshot=${snapshot}`, ...INTERNAL_SCHEMAS.slice(2).flatMap((s) => ["--exclude-schema", s]), "--dbname", toUriDsn(sourceDsn)],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const restore = spawn(bins.bin("psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", toUriDsn(targetDsn)], { stdio: ["pipe", "ignore", "pipe"] });
-  let dumpErr = "";
-  let restoreErr = "";
-  dump.stderr.setEncoding("utf8").on("data", (d: string) => (dumpErr += d));
-  restore.stderr.setEncoding("utf8").on("data", (d: string) => (restoreErr += d));
-  const exited = (p: ReturnType<typeof spawn>): Promise<number | null> => new Promise((res) => p.once("close", (code) => res(code)));
-  const [dc, rc] = await Promise.all([exited(dump), exited(restore), pipeline(dump.stdout, restore.stdin).catch(() => undefined)]);
-  if (dc !== 0) throw new JoinCopyError("58000", `pg_dump of the source's schema failed: ${dumpErr.trim().split("\n").slice(-3).join("; ")}`);
-  if (rc !== 0) throw new JoinCopyError("58000", `restoring the source's schema into the joining database failed: ${restoreErr.trim().split("\n").slice(-3).join("; ")}`);
+  const dir = await mkdtemp(join(tmpdir(), "pgraft-join-"));
+  try {
+    const dump = join(dir, "schema.dump");
+    await run(
+      bins.bin("pg_dump"),
+      ["--schema-only", "--format=custom", "--no-owner", "--no-privileges", "--no-publications", "--no-subscriptions", `--snapshot=${snapshot}`, ...INTERNAL_SCHEMAS.slice(2).flatMap((x) => ["--exclude-schema", x]), "--file", dump, "--dbname", toUriDsn(sourceDsn)],
+      "pg_dump of the source's schema",
+    );
+    const list = await run(bins.bin("pg_restore"), ["--list", dump], "listing the source's schema");
+    const keep = list.split("\n").filter((l) => !l.startsWith(";") && l.trim() !== "" && !isShimEntry(l));
+    const listFile = join(dir, "schema.list");
+    await writeFile(listFile, keep.join("\n") + "\n");
+    await run(bins.bin("pg_restore"), ["--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--use-list", listFile, "--dbname", toUriDsn(targetDsn), dump], "restoring the source's schema into the joining database");
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<SnapshotCopyResult> {

@@ -12,8 +12,14 @@ import { PgWireError } from "../pgwire/index.js";
 import type { ClientOf } from "../transport/grpc-service.js";
 import type { ClusterState } from "../cluster/state.js";
 import type { DataNode } from "../cluster/node-groups.js";
+import type { GroupController } from "../join/group-controller.js";
 import type { SqlFunction } from "./catalog.js";
 import { probeDsn } from "./dsn-probe.js";
+import pg from "pg";
+import { JOIN_KEY } from "../join/group-controller.js";
+import { checkTargetEmpty, JoinCopyError } from "../join/snapshot-copy.js";
+import { toUriDsn } from "../postgres/dsn.js";
+import { groupSlotName } from "../slots/index.js";
 import { invalidParameter, nullArgument } from "./errors.js";
 
 /** One text-format value per column; null = SQL NULL. */
@@ -32,6 +38,8 @@ export interface SqlApiDeps {
   requestTimeoutMs: number;
   /** Turns debug logging on or off; returns what it did, for the caller. */
   setDebug(on: boolean): string;
+  /** The node-group controller (data plane, joins, parts), when this sidecar drives a PostgreSQL. */
+  groups?: GroupController;
   /** Whether the local PostgreSQL answers (for pgraft_health_check). */
   postgresCheck(): Promise<{ ok: boolean; detail: string }>;
 }
@@ -142,6 +150,36 @@ const localNode = (d: SqlApiDeps): DataNode | undefined => d.state.dataNodes().f
 
 function optArg(args: (string | null)[], i: number): string | null {
   return args[i] ?? null;
+}
+
+const PART_ORDER = ["PART_START", "PARTING", "PART_CATCHUP", "PARTED"];
+
+/** Poll the catalog until node `name` reaches `state` (interrupted by the caller's statement_timeout). */
+async function waitForState(d: SqlApiDeps, name: string, state: string): Promise<void> {
+  for (;;) {
+    const n = d.state.dataNodes().find((x) => x.name === name);
+    if (!n) throw new PgWireError({ code: "55000", message: `node ${JSON.stringify(name)} was dropped while waiting for ${state}` });
+    if (n.state === state) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The node name of the pgraft node at `dsn` (its local_node_summary). */
+async function probeNode(fn: string, dsn: string): Promise<string> {
+  await probeDsn(fn, dsn);
+  const c = new pg.Client({ connectionString: toUriDsn(dsn), connectionTimeoutMillis: 5_000 });
+  c.on("error", () => {});
+  try {
+    await c.connect();
+    const r = await c.query<{ node_name: string }>("SELECT node_name FROM pgraft.local_node_summary");
+    if (!r.rows[0]) throw new PgWireError({ code: "55000", message: `${fn}: the database at join_target_dsn is not a pgraft node (create_node was not called there)` });
+    return r.rows[0].node_name;
+  } catch (e) {
+    if (e instanceof PgWireError) throw e;
+    throw new PgWireError({ code: "55000", message: `${fn}: the database at join_target_dsn has no pgraft shim: ${e instanceof Error ? e.message : String(e)}` });
+  } finally {
+    await c.end().catch(() => undefined);
+  }
 }
 
 /** Hide a password in a DSN shown in a view. */
@@ -363,6 +401,84 @@ const IMPLS: Record<string, Impl> = {
   async drop_node_group(f, a, d) {
     await pgd(d, { op: "pgd.group.drop", name: arg(f, a, 0) });
     return one("t");
+  },
+
+  async join_node_group(f, a, d) {
+    const targetDsn = arg(f, a, 0);
+    const groupArg = optArg(a, 1);
+    if (optArg(a, 2) !== null && boolArg(f, a, 2)) throw new PgWireError({ code: "0A000", message: `${f.name}: pause_in_standby is not supported yet (standby nodes come in a later release)` });
+    const wait = optArg(a, 3) === null ? true : boolArg(f, a, 3);
+    const sync = (optArg(a, 4) ?? "all").toLowerCase();
+    if (sync !== "all" && sync !== "none") throw invalidParameter(`${f.name}: synchronize_structure must be 'all' or 'none', got ${JSON.stringify(sync)}`);
+    if (!d.groups) throw new PgWireError({ code: "55000", message: `${f.name}: this sidecar drives no PostgreSQL (start it with --postgres-dsn)` });
+    // Which node is at join_target_dsn, and which group is it in?
+    const target = await probeNode(f.name, targetDsn);
+    const me = localNode(d);
+    if (!me) throw new PgWireError({ code: "55000", message: `${f.name}: this database is not a node yet`, hint: "call create_node(node_name, local_dsn) first" });
+    if (me.group && me.state !== "CREATED") throw new PgWireError({ code: "55000", message: `${f.name}: node ${JSON.stringify(me.name)} is already in group ${JSON.stringify(me.group)} (${me.state})` });
+    const source = d.state.dataNodes().find((n) => n.name === target);
+    if (!source) throw new PgWireError({ code: "55000", message: `${f.name}: the node at join_target_dsn (${JSON.stringify(target)}) is not in this cluster`, hint: "start this node's sidecar with --join pointing at that cluster's sidecars" });
+    if (source.state !== "ACTIVE" || !source.group) throw new PgWireError({ code: "55000", message: `${f.name}: node ${JSON.stringify(source.name)} is ${source.state}${source.group ? "" : " and in no group"}; join through an active member` });
+    const group = groupArg ?? source.group;
+    if (group !== source.group) throw invalidParameter(`${f.name}: node ${JSON.stringify(source.name)} is in group ${JSON.stringify(source.group)}, not ${JSON.stringify(group)}`);
+    try {
+      await checkTargetEmpty(me.dsn, sync);
+    } catch (e) {
+      if (e instanceof JoinCopyError) throw new PgWireError({ code: e.sqlstate, message: `${f.name}: ${e.message}`, ...(e.hint ? { hint: e.hint } : {}) });
+      throw e;
+    }
+    await d.cluster.kvPut({ clusterId: d.clusterId, key: JOIN_KEY(me.name), value: JSON.stringify({ source: source.name, synchronizeStructure: sync }) });
+    await pgd(d, { op: "pgd.node.state", name: me.name, state: "JOIN_START", group });
+    if (!wait) return one(`node ${me.name} is joining group ${group} from ${source.name}; wait_for_join_completion() waits for it`);
+    await waitForState(d, me.name, "ACTIVE");
+    return one(`node ${me.name} joined group ${group} (data from ${source.name})`);
+  },
+
+  async wait_for_join_completion(f, _a, d) {
+    const me = localNode(d);
+    if (!me) throw new PgWireError({ code: "55000", message: `${f.name}: this database is not a node` });
+    if (me.state === "CREATED") throw new PgWireError({ code: "55000", message: `${f.name}: node ${JSON.stringify(me.name)} is not joining any group` });
+    await waitForState(d, me.name, "ACTIVE");
+    return one(`node ${me.name} is ACTIVE in group ${me.group}`);
+  },
+
+  async part_node(f, a, d) {
+    const name = arg(f, a, 0);
+    const wait = optArg(a, 1) === null ? true : boolArg(f, a, 1);
+    const force = optArg(a, 2) === null ? false : boolArg(f, a, 2);
+    const n = d.state.dataNodes().find((x) => x.name === name);
+    if (!n) throw new PgWireError({ code: "42704", message: `${f.name}: node ${JSON.stringify(name)} does not exist` });
+    if (!n.group) throw new PgWireError({ code: "55000", message: `${f.name}: node ${JSON.stringify(name)} is in no group` });
+    if (n.state === "PARTED") return one(`node ${name} is already parted`);
+    if (!(await status(d)).quorumMet) throw new PgWireError({ code: "55000", message: `${f.name}: parting needs a majority of the cluster, and this node sees none`, hint: "bring enough nodes back, or call it on a node in the majority" });
+    if (!n.state.startsWith("PART")) await pgd(d, { op: "pgd.node.state", name, state: "PART_START" });
+    if (force) {
+      for (const s of ["PARTING", "PART_CATCHUP", "PARTED"]) {
+        const cur = d.state.dataNodes().find((x) => x.name === name)!.state;
+        if (cur === "PARTED") break;
+        if (PART_ORDER.indexOf(s) > PART_ORDER.indexOf(cur)) await pgd(d, { op: "pgd.node.state", name, state: s });
+      }
+    }
+    if (!wait) return one(`node ${name} is parting`);
+    await waitForState(d, name, "PARTED");
+    return one(`node ${name} parted from group ${n.group}`);
+  },
+
+  local_group_slot_name(_f, _a, d) {
+    const me = localNode(d);
+    return Promise.resolve(one(me?.group ? groupSlotName(me.dbname, me.group) : null));
+  },
+
+  async node_slots_rows(_f, _a, d) {
+    const st = await d.groups?.status();
+    if (!st) return [];
+    return st.slots.map((s) => [st.node, s.kind === "group" ? null : (s.peer ?? null), s.name, bool(s.kind === "group"), bool(s.active), s.state, s.restartLsn, s.confirmedFlushLsn, s.lagBytes === null ? null : num(s.lagBytes)]);
+  },
+
+  async node_catchup_info_rows(_f, _a, d) {
+    const st = await d.groups?.status();
+    if (!st) return [];
+    return st.receivers.map((r) => [r.peer, r.origin, r.state, r.receivedLsn, r.durableLsn, r.upstreamLsn, r.lagBytes === null ? null : num(r.lagBytes)]);
   },
 
   node_summary_rows(_f, _a, d) {

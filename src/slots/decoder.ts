@@ -1,0 +1,143 @@
+// From pgoutput messages (decoded by pg-logical-replication's parser) to whole
+// remote transactions, values kept as the text the upstream sent.
+//
+// Two things the library does that we undo or add to:
+// - It runs every column value through pg's *global* type parsers (floats to
+//   JS numbers, timestamps to millisecond Dates, …), which would round. The
+//   plugin below swaps each Relation's column parsers for the identity, so a
+//   value is the type's text output, exactly as the upstream produced it.
+// - It hands out messages one by one; the assembler groups Begin … Commit and
+//   marks transactions that carry an Origin message (PG15 sends one after
+//   Begin for changes that were themselves replicated here from elsewhere):
+//   those are skipped, so each node sends on only what originated on it.
+import { PgoutputPlugin, type Pgoutput } from "pg-logical-replication";
+import { parseLsn } from "./lsn.js";
+import type { Change, RelationDesc, RemoteTransaction, Value } from "./types.js";
+
+const asText = (raw: unknown): unknown => raw;
+
+/** pgoutput with column values left as text (see above). */
+export class TextPgoutputPlugin extends PgoutputPlugin {
+  constructor(publication: string) {
+    // proto_version 1: PG15's pgoutput; streaming of in-progress transactions (v2) is not used, so a
+    // transaction arrives whole, after its commit, and is applied whole.
+    super({ protoVersion: 1, publicationNames: [publication] });
+  }
+
+  override parse(buffer: Buffer): Pgoutput.Message {
+    const msg = super.parse(buffer);
+    // The parser caches this very object and reads each tuple's column parser from it at decode time.
+    if (msg.tag === "relation") for (const c of msg.columns) c.parser = asText;
+    return msg;
+  }
+}
+
+/** Schemas whose tables are pgraft's own bookkeeping (conflict history, the shim): never applied from a peer. */
+export const LOCAL_SCHEMAS = new Set(["pgraft"]);
+
+/** What the assembler hands on at each Commit. */
+export type Assembled =
+  | { kind: "apply"; tx: RemoteTransaction }
+  /** Nothing to apply (replicated from elsewhere, or only pgraft's own tables), but its end is a position we may confirm. */
+  | { kind: "skip"; endLsn: bigint; reason: "origin" | "empty" };
+
+/** Groups the message stream of one replication connection into transactions. */
+export class TransactionAssembler {
+  private readonly relations = new WeakMap<Pgoutput.MessageRelation, RelationDesc>();
+  private current: { xid: number; commitLsn: bigint; commitTime: bigint; origin: string | undefined; changes: Change[] } | undefined;
+
+  /** True between a Begin and its Commit. */
+  get inTransaction(): boolean {
+    return this.current !== undefined;
+  }
+
+  /** Feed one message; returns a transaction at its Commit. */
+  push(msg: Pgoutput.Message): Assembled | undefined {
+    switch (msg.tag) {
+      case "begin":
+        this.current = {
+          xid: msg.xid,
+          commitLsn: msg.commitLsn ? parseLsn(msg.commitLsn) : 0n,
+          commitTime: msg.commitTime as bigint,
+          origin: undefined,
+          changes: [],
+        };
+        return undefined;
+      case "origin":
+        if (this.current) this.current.origin = msg.originName;
+        return undefined;
+      case "relation":
+        this.describe(msg);
+        return undefined;
+      case "insert":
+        this.add(msg.relation, (rel) => ({ kind: "insert", rel, new: row(rel, msg.new) }));
+        return undefined;
+      case "update":
+        this.add(msg.relation, (rel) => {
+          const oldTuple = msg.old ?? msg.key;
+          return { kind: "update", rel, old: oldTuple ? row(rel, oldTuple) : null, new: row(rel, msg.new) };
+        });
+        return undefined;
+      case "delete":
+        this.add(msg.relation, (rel) => {
+          const oldTuple = msg.old ?? msg.key;
+          if (!oldTuple) throw new Error(`delete on ${rel.schema}.${rel.name} without key or old row`);
+          return { kind: "delete", rel, old: row(rel, oldTuple) };
+        });
+        return undefined;
+      case "truncate": {
+        const cur = this.current;
+        if (!cur || cur.origin !== undefined) return undefined;
+        const rels = msg.relations.filter((r) => !LOCAL_SCHEMAS.has(r.schema)).map((r) => this.describe(r));
+        if (rels.length) cur.changes.push({ kind: "truncate", rels, cascade: msg.cascade, restartIdentity: msg.restartIdentity });
+        return undefined;
+      }
+      case "commit": {
+        const cur = this.current;
+        this.current = undefined;
+        if (!msg.commitEndLsn) throw new Error("commit message without an end LSN");
+        const endLsn = parseLsn(msg.commitEndLsn);
+        if (!cur) throw new Error(`commit at ${msg.commitEndLsn} without a begin`);
+        if (cur.origin !== undefined) return { kind: "skip", endLsn, reason: "origin" };
+        if (cur.changes.length === 0) return { kind: "skip", endLsn, reason: "empty" };
+        return { kind: "apply", tx: { xid: cur.xid, commitLsn: cur.commitLsn, endLsn, commitTime: cur.commitTime, changes: cur.changes } };
+      }
+      default:
+        // type (custom types' names), message (logical messages, not requested): nothing to apply
+        return undefined;
+    }
+  }
+
+  /** Forget a half-received transaction (the connection broke). */
+  reset(): void {
+    this.current = undefined;
+  }
+
+  private describe(r: Pgoutput.MessageRelation): RelationDesc {
+    let d = this.relations.get(r);
+    if (!d) {
+      d = { oid: r.relationOid, schema: r.schema, name: r.name, columns: r.columns.map((c) => ({ name: c.name, typeOid: c.typeOid })), replicaIdentity: r.replicaIdentity };
+      this.relations.set(r, d);
+    }
+    return d;
+  }
+
+  private add(r: Pgoutput.MessageRelation, make: (rel: RelationDesc) => Change): void {
+    const cur = this.current;
+    if (!cur) throw new Error(`row change on ${r.schema}.${r.name} outside a transaction`);
+    // A transaction that carries an origin is skipped whole: no need to even look at its rows.
+    if (cur.origin !== undefined || LOCAL_SCHEMAS.has(r.schema)) return;
+    cur.changes.push(make(this.describe(r)));
+  }
+}
+
+/** The library's name → value record as an array in column order (undefined: unchanged TOAST). */
+function row(rel: RelationDesc, tuple: Record<string, unknown>): Value[] {
+  return rel.columns.map((c) => {
+    const v = tuple[c.name];
+    if (v === undefined || v === null) return v;
+    if (typeof v === "string") return v;
+    // 'b' (binary) values only come with the binary option, which we never ask for.
+    throw new Error(`column ${rel.schema}.${rel.name}.${c.name}: expected a text value from pgoutput, got ${typeof v}`);
+  });
+}

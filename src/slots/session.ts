@@ -1,0 +1,247 @@
+// The local connection of one applier: it owns the replication origin for the
+// peer, knows how each table is keyed here, prepares each statement shape
+// once, and tells which member wrote a local row.
+//
+// The connection runs in pg's pipeline mode: queries are written as soon as
+// they are issued, each with its own Sync, and answered in order.
+import type pg from "pg";
+import { connectClient, destroyClient, sqlState } from "./connection.js";
+import { formatLsn, microsToTimestamptz, parseLsn } from "./lsn.js";
+import { quoteIdent, type Sql, type TableMeta } from "./statements.js";
+import { errorText, sleep, within, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
+
+export interface NodeRef {
+  name: string;
+  id: number;
+}
+
+export interface Query {
+  text: string;
+  name?: string;
+  values?: unknown[];
+}
+
+export const BEGIN: Query = { name: "pgraft_begin", text: "BEGIN" };
+export const COMMIT: Query = { name: "pgraft_commit", text: "COMMIT" };
+export const ROLLBACK: Query = { name: "pgraft_rollback", text: "ROLLBACK" };
+
+export function qualified(rel: RelationDesc): string {
+  return `${quoteIdent(rel.schema)}.${quoteIdent(rel.name)}`;
+}
+
+export interface SessionOptions {
+  localDsn: string;
+  localNode: NodeRef;
+  peer: NodeRef;
+  originName: string;
+  /** Every member's origin name here → the member. */
+  members: () => Map<string, NodeRef>;
+  log: SlotsLogger;
+  /** How long an earlier session may keep the origin busy (default 30 s). */
+  originWaitMs?: number;
+  /** The connection broke (or the server ended it). */
+  onError: (e: Error) => void;
+}
+
+export class ApplySession {
+  private client: pg.Client | undefined;
+  private closed = false;
+  private corked = false;
+  /** This peer's origin id here. */
+  roident = 0;
+  /** roident → origin name. */
+  private origins = new Map<number, string>();
+  private readonly metas = new WeakMap<RelationDesc, TableMeta>();
+  private readonly relIds = new WeakMap<RelationDesc, number>();
+  private nextRelId = 1;
+  private readonly statements = new Map<string, { name: string; text: string }>();
+  private nextStatement = 1;
+
+  constructor(private readonly opts: SessionOptions) {}
+
+  /**
+   * Connect and own the origin, then read where to resume: the end LSN of the
+   * last transaction from this peer committed here (0 when none). The origin
+   * is taken first, so a backend of an earlier session still finishing a
+   * COMMIT is waited for and its outcome counted.
+   */
+  async open(): Promise<bigint> {
+    const o = this.opts;
+    const client = await connectClient(o.localDsn, `pgraft_apply_${o.peer.name}`.slice(0, 63), o.onError, { pipeline: true });
+    this.client = client;
+    if (this.closed) {
+      // closed while we were connecting: there was nothing to close yet
+      destroyClient(client);
+      throw new Error("applier closed while connecting");
+    }
+    // Applying is what a replica does: user and FK triggers stay quiet (they ran on the origin node),
+    // and most commits need not wait for a flush (the applier makes every few synchronous).
+    await client.query("SET synchronous_commit = off; SET session_replication_role = replica");
+    try {
+      await client.query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", [o.originName]);
+    } catch (e) {
+      if (sqlState(e) !== "23505") throw e; // created meanwhile by another session
+    }
+    const deadline = Date.now() + (o.originWaitMs ?? 30_000);
+    for (;;) {
+      try {
+        await client.query("SELECT pg_replication_origin_session_setup($1)", [o.originName]);
+        break;
+      } catch (e) {
+        // 55006 object_in_use: an earlier session's backend still holds it (it ends once it notices its client is gone)
+        if (sqlState(e) !== "55006") throw e;
+        if (Date.now() > deadline) throw new Error(`${errorText(e)}: ${await holderOf(client, errorText(e))}`, { cause: e });
+        await sleep(100);
+      }
+    }
+    const r = await client.query<{ roident: string; progress: string | null }>(
+      "SELECT roident::text, pg_replication_origin_progress($1, true)::text AS progress FROM pg_replication_origin WHERE roname = $1",
+      [o.originName],
+    );
+    const row = r.rows[0];
+    if (!row) throw new Error(`replication origin ${o.originName} vanished`);
+    this.roident = Number(row.roident);
+    await this.refreshOrigins();
+    return row.progress ? parseLsn(row.progress) : 0n;
+  }
+
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(q: Query): Promise<pg.QueryResult<R>> {
+    const c = this.client;
+    if (!c) return Promise.reject(new Error("applier not connected"));
+    return c.query<R>(q.name ? { name: q.name, text: q.text, values: q.values } : { text: q.text, values: q.values });
+  }
+
+  /** Statement `shape` of `meta`'s table, prepared the first time (a named statement of this connection). */
+  prepared(meta: TableMeta, shape: string, build: () => Sql, values: unknown[]): Promise<pg.QueryResult> {
+    const key = `${this.relIds.get(meta.rel)}:${shape}`;
+    let st = this.statements.get(key);
+    if (!st) {
+      st = { name: `pgraft_${this.nextStatement++}`, text: build().text };
+      this.statements.set(key, st);
+    }
+    // pg sends Parse only while the name is new on this connection (again after a failed Parse), so the text always comes along.
+    return this.query({ name: st.name, text: st.text, values });
+  }
+
+  /**
+   * The origin's LSN and time for this transaction and the durability of its
+   * commit; when `prev` is given, also the chain check: the origin's progress
+   * must be where the transaction sent before this one ended (see applier.ts).
+   */
+  setup(tx: RemoteTransaction, sync: boolean, prev: bigint | undefined): Query {
+    const values = [formatLsn(tx.endLsn), microsToTimestamptz(tx.commitTime), sync ? "on" : "off"];
+    const base = "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), set_config('synchronous_commit', $3, true)";
+    if (prev === undefined) return { name: "pgraft_setup", text: base, values };
+    return {
+      name: "pgraft_setup_chained",
+      text: `${base}, pgraft.apply_guard(COALESCE(pg_replication_origin_session_progress(false), '0/0') = $4::pg_lsn)`,
+      values: [...values, formatLsn(prev)],
+    };
+  }
+
+  /**
+   * Hold the socket's writes until the next turn of the event loop: pg writes
+   * each query on its own, and a write per statement costs more CPU than the
+   * statement itself costs the server.
+   */
+  cork(): void {
+    const stream = this.client?.connection.stream;
+    if (this.corked || !stream) return;
+    this.corked = true;
+    stream.cork();
+    setImmediate(() => {
+      this.corked = false;
+      stream.uncork();
+    });
+  }
+
+  // ------------------------------------------------------------------ tables
+
+  meta(rel: RelationDesc): TableMeta {
+    const m = this.metas.get(rel);
+    if (!m) throw new Error(`no table metadata for ${rel.schema}.${rel.name}`); // ensureMetas() runs first
+    return m;
+  }
+
+  /** Learn (once per Relation message) how each table of `tx` is keyed here and its columns' local types. */
+  async ensureMetas(tx: RemoteTransaction): Promise<void> {
+    for (const ch of tx.changes) {
+      if (ch.kind === "truncate" || this.metas.has(ch.rel)) continue;
+      const rel = ch.rel;
+      const name = qualified(rel);
+      const r = await this.query<{ oid: string | null; pk: string; types: string | null }>({
+        text: `SELECT to_regclass($1)::oid::text AS oid,
+                      COALESCE((SELECT json_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
+                                  FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                                 WHERE i.indrelid = to_regclass($1) AND i.indisprimary), '[]')::text AS pk,
+                      (SELECT json_object_agg(attname, format_type(atttypid, atttypmod)) FROM pg_attribute
+                        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped)::text AS types`,
+        values: [name],
+      });
+      const row = r.rows[0];
+      const from = this.opts.peer.name;
+      if (!row?.oid) throw new Error(`table ${name} (changed on ${from}) does not exist here: schema changes are not replicated, create it on every node`);
+      const local = JSON.parse(row.types ?? "{}") as Record<string, string>;
+      const types = rel.columns.map((c) => {
+        const t = local[c.name];
+        if (t === undefined) throw new Error(`${name}: column ${c.name} (sent by ${from}) does not exist here: schema changes are not replicated`);
+        return t;
+      });
+      const key = (JSON.parse(row.pk) as string[]).map((col) => {
+        const i = rel.columns.findIndex((c) => c.name === col);
+        if (i < 0) throw new Error(`${name}: primary key column ${col} is not among the columns ${from} sends`);
+        return i;
+      });
+      this.metas.set(rel, { rel, qualified: name, key: key.length ? key : null, types });
+      this.relIds.set(rel, this.nextRelId++);
+    }
+  }
+
+  // ------------------------------------------------------------------ who wrote a row
+
+  /** The member whose origin is `roident` here (0: this node), or undefined when it is no member we know. */
+  async writer(roident: number): Promise<NodeRef | undefined> {
+    if (roident === 0) return this.opts.localNode;
+    if (!this.origins.has(roident)) await this.refreshOrigins(); // an origin created after we connected
+    const name = this.origins.get(roident);
+    return name === undefined ? undefined : this.opts.members().get(name);
+  }
+
+  private async refreshOrigins(): Promise<void> {
+    const r = await this.query<{ roident: string; roname: string }>({ text: "SELECT roident::text, roname FROM pg_replication_origin" });
+    this.origins = new Map(r.rows.map((x) => [Number(x.roident), x.roname]));
+  }
+
+  // ------------------------------------------------------------------ closing
+
+  /** A goodbye (waits for the pipeline to drain, bounded); `broken`: the connection failed, just drop it. */
+  async close(broken: boolean): Promise<void> {
+    this.closed = true;
+    const c = this.client;
+    if (!c) return;
+    if (!broken) await within(c.end(), 5_000);
+    destroyClient(c);
+  }
+
+  /** Drop the connection at once. */
+  abort(): void {
+    this.closed = true;
+    destroyClient(this.client);
+  }
+}
+
+/** Who holds a replication origin (the PID from PostgreSQL's message), for the error when it stays busy. */
+async function holderOf(client: pg.Client, message: string): Promise<string> {
+  const pid = /PID (\d+)/.exec(message)?.[1];
+  if (!pid) return "no holder named";
+  try {
+    const r = await client.query<{ app: string; state: string; query: string; backend_start: string }>(
+      "SELECT application_name AS app, state, left(query, 200) AS query, backend_start::text FROM pg_stat_activity WHERE pid = $1",
+      [Number(pid)],
+    );
+    const h = r.rows[0];
+    return h ? `pid ${pid} is ${h.app} (${h.state} since ${h.backend_start}; last statement: ${h.query})` : `pid ${pid} is not in pg_stat_activity`;
+  } catch (e) {
+    return `(could not look up pid ${pid}: ${errorText(e)})`;
+  }
+}

@@ -1,0 +1,195 @@
+// The SQL the applier runs, one builder per statement shape. Each shape is
+// prepared once per applier connection (a named prepared statement) and then
+// only bound and executed, so the stream never waits on parsing and planning.
+//
+// Values travel as text parameters whose types PostgreSQL infers from the
+// target columns (the text input function reads exactly what the upstream's
+// output function wrote: nothing is rounded).
+//
+// Two families:
+// - fast path (no conflict expected): a plain INSERT (a duplicate key raises
+//   unique_violation), and UPDATE/DELETE that touch the row only when it was
+//   last written by the same peer (or by this very transaction, or before
+//   commit timestamps were tracked) and call pgraft.apply_guard(count = 1),
+//   which raises when they did not. Any error aborts the local transaction,
+//   and the applier redoes it on the slow path. This is what makes it safe to
+//   pipeline whole transactions, COMMIT included.
+// - slow path: a locking lookup of the local row with its commit timestamp and
+//   origin, then the action conflicts.ts decided, by ctid.
+import type { RelationDesc, Value } from "./types.js";
+
+export function quoteIdent(s: string): string {
+  return `"${s.replace(/"/g, '""')}"`;
+}
+
+/** What the applier knows about a table: the upstream's description plus how to find a row here. */
+export interface TableMeta {
+  rel: RelationDesc;
+  /** `"schema"."table"` */
+  qualified: string;
+  /**
+   * Positions (in rel.columns) of the local primary key's columns, or null
+   * when the table has none: rows are then found by all their old values
+   * (the upstream sends them with REPLICA IDENTITY FULL).
+   */
+  key: number[] | null;
+  /** The local type of each column (format_type), for the casts of multi-row statements. */
+  types: string[];
+}
+
+export interface Sql {
+  text: string;
+}
+
+/** SQLSTATE raised by pgraft.apply_guard: "this change needs conflict resolution". */
+export const GUARD_SQLSTATE = "PR001";
+
+/** The origin check of the fast path: true when `alias`'s row needs no conflict resolution against `peerRoident`. */
+function sameOrigin(alias: string, peerRoident: number): string {
+  // NULL origin: written by this transaction (not yet committed) or before track_commit_timestamp covered it.
+  return `COALESCE((pg_xact_commit_timestamp_origin(${alias}.xmin)).roident, ${peerRoident}) = ${peerRoident}`;
+}
+
+/** Column i of `alias` equals text parameter $p (full-row matching; the text form compares any type, NULL included). */
+function matchColumn(alias: string, col: string, p: number): string {
+  const c = `${alias}.${quoteIdent(col)}`;
+  return `(${c} IS NULL AND $${p}::text IS NULL OR ${c} IS NOT NULL AND format('%s', ${c}) = $${p}::text)`;
+}
+
+/** The WHERE condition that finds the row (key columns, or every column), parameters from $first on; and the next free parameter. */
+function locate(meta: TableMeta, alias: string, first: number): { cond: string; next: number } {
+  const parts: string[] = [];
+  let p = first;
+  if (meta.key) {
+    for (const i of meta.key) parts.push(`${alias}.${quoteIdent(meta.rel.columns[i]!.name)} = $${p++}`);
+  } else {
+    for (const c of meta.rel.columns) parts.push(matchColumn(alias, c.name, p++));
+  }
+  return { cond: parts.length ? parts.join(" AND ") : "true", next: p };
+}
+
+/** The parameter values `locate()` expects, from the old row (or the new one when the key did not change). */
+export function locateParams(meta: TableMeta, row: Value[]): (string | null)[] {
+  const idx = meta.key ?? meta.rel.columns.map((_, i) => i);
+  return idx.map((i) => {
+    const v = row[i];
+    if (v === undefined) throw new Error(`${meta.qualified}: the upstream did not send column ${meta.rel.columns[i]!.name}, needed to find the row`);
+    return v;
+  });
+}
+
+/** Which columns a row carries (undefined = unchanged TOAST, not sent): the shape part of a statement's cache key. */
+export function presentMask(row: Value[]): string {
+  return row.map((v) => (v === undefined ? "0" : "1")).join("");
+}
+
+export function presentValues(row: Value[]): (string | null)[] {
+  return row.filter((v): v is string | null => v !== undefined);
+}
+
+function setList(meta: TableMeta, mask: string, first: number): { set: string; next: number } {
+  const parts: string[] = [];
+  let p = first;
+  meta.rel.columns.forEach((c, i) => {
+    if (mask[i] === "1") parts.push(`${quoteIdent(c.name)} = $${p++}`);
+  });
+  return { set: parts.join(", "), next: p };
+}
+
+/**
+ * The select-list items that make a fast-path statement a whole transaction
+ * on its own (it runs in the implicit transaction of its Sync): the origin's
+ * LSN and time, the commit's durability and the chain check, as the applier's
+ * BEGIN-time setup would (params: end LSN, commit time, synchronous_commit,
+ * previous end LSN, from $p).
+ */
+export function soloSetup(p: number): string {
+  return (
+    `pg_replication_origin_xact_setup($${p}::pg_lsn, $${p + 1}::timestamptz), set_config('synchronous_commit', $${p + 2}, true), ` +
+    `pgraft.apply_guard(COALESCE(pg_replication_origin_session_progress(false), '0/0') = $${p + 3}::pg_lsn)`
+  );
+}
+
+/** `WITH w AS (<dml> RETURNING 1) SELECT <check>[, <solo setup>] FROM w`, the setup's params after the statement's own. */
+function withCheck(dml: string, check: string, nextParam: number, solo: boolean): Sql {
+  return { text: `WITH w AS (${dml} RETURNING 1) SELECT ${check}${solo ? `, ${soloSetup(nextParam)}` : ""} FROM w` };
+}
+
+/** INSERT of the columns in `mask` (params: their values in column order). `solo`: also the transaction's setup (soloSetup). */
+export function insertSql(meta: TableMeta, mask: string, solo = false): Sql {
+  const cols = meta.rel.columns.filter((_, i) => mask[i] === "1");
+  const dml = cols.length
+    ? `INSERT INTO ${meta.qualified} (${cols.map((c) => quoteIdent(c.name)).join(", ")}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(", ")})`
+    : `INSERT INTO ${meta.qualified} DEFAULT VALUES`;
+  return solo ? withCheck(dml, "count(*)", cols.length + 1, true) : { text: dml };
+}
+
+/**
+ * Many rows at once (params: one text[] per column of `mask`, element i
+ * being row i's value): unnest zips the arrays into rows and each value goes
+ * through its column type's text input, as a single-row INSERT's would.
+ */
+export function insertManySql(meta: TableMeta, mask: string, solo = false): Sql {
+  const cols = meta.rel.columns.flatMap((c, i) => (mask[i] === "1" ? [{ name: quoteIdent(c.name), type: meta.types[i]! }] : []));
+  const aliases = cols.map((_, i) => `c${i + 1}`);
+  const dml =
+    `INSERT INTO ${meta.qualified} (${cols.map((c) => c.name).join(", ")}) ` +
+    `SELECT ${cols.map((c, i) => `u.${aliases[i]}::${c.type}`).join(", ")} FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}) AS u(${aliases.join(", ")})`;
+  return solo ? withCheck(dml, "count(*)", cols.length + 1, true) : { text: dml };
+}
+
+const ONE_ROW = "pgraft.apply_guard(count(*) = 1)";
+
+/** Fast-path UPDATE (params: new values of `mask`'s columns, then locateParams). Raises GUARD_SQLSTATE unless exactly one row was updated. */
+export function fastUpdateSql(meta: TableMeta, mask: string, peerRoident: number, solo = false): Sql {
+  const { set, next } = setList(meta, mask, 1);
+  if (!set) return fastTouchSql(meta, peerRoident, solo);
+  const at = meta.key ? locate(meta, "l", next) : locate(meta, "s", next);
+  const where = meta.key
+    ? `${at.cond} AND ${sameOrigin("l", peerRoident)}`
+    : `l.ctid = (SELECT s.ctid FROM ${meta.qualified} s WHERE ${at.cond} AND ${sameOrigin("s", peerRoident)} LIMIT 1)`;
+  return withCheck(`UPDATE ${meta.qualified} l SET ${set} WHERE ${where}`, ONE_ROW, at.next, solo);
+}
+
+/** An update that changes no column we were sent (all unchanged TOAST): still checks the row is there and ours to change. */
+function fastTouchSql(meta: TableMeta, peerRoident: number, solo: boolean): Sql {
+  const { cond, next } = locate(meta, "l", 1);
+  return {
+    text: `SELECT ${ONE_ROW}${solo ? `, ${soloSetup(next)}` : ""} FROM (SELECT 1 FROM ${meta.qualified} l WHERE ${cond} AND ${sameOrigin("l", peerRoident)} LIMIT 1 FOR UPDATE) s`,
+  };
+}
+
+/** Fast-path DELETE (params: locateParams). Raises GUARD_SQLSTATE unless exactly one row was deleted. */
+export function fastDeleteSql(meta: TableMeta, peerRoident: number, solo = false): Sql {
+  const at = meta.key ? locate(meta, "l", 1) : locate(meta, "s", 1);
+  const where = meta.key
+    ? `${at.cond} AND ${sameOrigin("l", peerRoident)}`
+    : `l.ctid = (SELECT s.ctid FROM ${meta.qualified} s WHERE ${at.cond} AND ${sameOrigin("s", peerRoident)} LIMIT 1)`;
+  return withCheck(`DELETE FROM ${meta.qualified} l WHERE ${where}`, ONE_ROW, at.next, solo);
+}
+
+/** The local row's version, locked (params: locateParams): ctid, commit time (µs and text), origin, and the row as JSON. */
+export function lookupSql(meta: TableMeta): Sql {
+  const { cond } = locate(meta, "l", 1);
+  return {
+    text:
+      `SELECT s.ctid::text AS ctid, (extract(epoch FROM (s.o).timestamp) * 1000000)::bigint::text AS ts_us, (s.o).timestamp::text AS ts, ` +
+      `(s.o).roident::text AS roident, s.tuple::text AS tuple ` +
+      `FROM (SELECT l.ctid, pg_xact_commit_timestamp_origin(l.xmin) AS o, to_jsonb(l) AS tuple FROM ${meta.qualified} l WHERE ${cond} LIMIT 1 FOR UPDATE) s`,
+  };
+}
+
+/** UPDATE of one locked row by ctid (params: values of `mask`'s columns, then the ctid). */
+export function updateByCtidSql(meta: TableMeta, mask: string): Sql {
+  const { set, next } = setList(meta, mask, 1);
+  if (!set) return { text: `SELECT $1::tid` };
+  return { text: `UPDATE ${meta.qualified} SET ${set} WHERE ctid = $${next}::tid` };
+}
+
+export function deleteByCtidSql(meta: TableMeta): Sql {
+  return { text: `DELETE FROM ${meta.qualified} WHERE ctid = $1::tid` };
+}
+
+export function truncateSql(tables: string[], restartIdentity: boolean, cascade: boolean): Sql {
+  return { text: `TRUNCATE ${tables.join(", ")}${restartIdentity ? " RESTART IDENTITY" : ""}${cascade ? " CASCADE" : ""}` };
+}

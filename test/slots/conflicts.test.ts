@@ -1,0 +1,177 @@
+// Conflicts between two nodes, made deterministic by stopping replication
+// (the data planes; their slots keep everything) while both nodes write the
+// same rows, then starting it again: last update wins on the commit
+// timestamp, update_missing inserts, delete_missing skips, and every
+// conflict is a row in pgraft.conflict_history on the node that met it.
+// A tie of timestamps (which two real servers practically never produce) is
+// set up directly against the applier: the higher node id wins.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { Applier } from "../../src/slots/applier.js";
+import { readConflicts, type ConflictRow } from "../../src/slots/index.js";
+import { microsToTimestamptz } from "../../src/slots/lsn.js";
+import { originName } from "../../src/slots/naming.js";
+import type { RelationDesc } from "../../src/slots/types.js";
+import { DB, onAll, startNodes, startPlane, startPlanes, teardown, testLogger, waitCaughtUp, waitConverged, type TestNode } from "./support.js";
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("conflicts", () => {
+  let nodes: TestNode[] = [];
+  let a: TestNode;
+  let b: TestNode;
+
+  before(async () => {
+    nodes = await startNodes(2);
+    [a, b] = nodes as [TestNode, TestNode];
+    await onAll(nodes, "CREATE TABLE c (id int PRIMARY KEY, v text); CREATE TABLE tie (id int PRIMARY KEY, v text)");
+    await startPlanes(nodes);
+  });
+
+  after(async () => {
+    await teardown(nodes);
+  });
+
+  /** Stop replication both ways, run `writes` (on both nodes), start it again and wait until both agree. */
+  async function disconnected(writes: () => Promise<void>): Promise<void> {
+    await waitCaughtUp(nodes);
+    await Promise.all(nodes.map((n) => n.plane!.stop()));
+    await writes();
+    await Promise.all(nodes.map((n) => startPlane(nodes, n)));
+    await waitConverged(nodes, ["c"]);
+    await waitCaughtUp(nodes);
+  }
+
+  const rows = async (n: TestNode, sql = "SELECT id::text, v FROM c ORDER BY id") => (await n.client.query<{ id: string; v: string }>(sql)).rows;
+  const conflicts = async (n: TestNode, id: number): Promise<ConflictRow[]> => (await readConflicts(n.client)).filter((r) => r.key === `{"id": "${id}"}`);
+
+  test("concurrent updates of one row: the later commit wins on both nodes, both conflicts recorded", async () => {
+    await a.client.query("INSERT INTO c VALUES (1, 'initial')");
+    await waitConverged(nodes, ["c"]);
+    await disconnected(async () => {
+      await a.client.query("UPDATE c SET v = 'from a (earlier)' WHERE id = 1");
+      await pause(5);
+      await b.client.query("UPDATE c SET v = 'from b (later)' WHERE id = 1");
+    });
+    for (const n of nodes) assert.deepEqual(await rows(n), [{ id: "1", v: "from b (later)" }], n.name);
+    const [ca] = await conflicts(a, 1);
+    assert.ok(ca, "a recorded the conflict");
+    assert.equal(ca.conflict_type, "update_differing");
+    assert.equal(ca.resolution, "apply_remote");
+    assert.equal(ca.local_node, "a");
+    assert.equal(ca.origin_node, "b");
+    assert.equal(ca.local_origin, "a");
+    assert.match(ca.local_tuple ?? "", /from a \(earlier\)/);
+    assert.match(ca.remote_tuple ?? "", /from b \(later\)/);
+    assert.ok(ca.local_commit_ts! < ca.remote_commit_ts, `${ca.local_commit_ts} < ${ca.remote_commit_ts}`);
+    const [cb] = await conflicts(b, 1);
+    assert.ok(cb, "b recorded the conflict");
+    assert.equal(cb.conflict_type, "update_differing");
+    assert.equal(cb.resolution, "keep_local");
+    assert.equal(cb.origin_node, "a");
+    // Both sides saw the same two versions.
+    assert.equal(cb.local_commit_ts, ca.remote_commit_ts);
+    assert.equal(cb.remote_commit_ts, ca.local_commit_ts);
+  });
+
+  test("the same key inserted on both: insert_exists, the later insert wins", async () => {
+    await disconnected(async () => {
+      await a.client.query("INSERT INTO c VALUES (2, 'a inserted first')");
+      await pause(5);
+      await b.client.query("INSERT INTO c VALUES (2, 'b inserted later')");
+    });
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM c WHERE id = 2"), [{ id: "2", v: "b inserted later" }], n.name);
+    assert.deepEqual(
+      (await conflicts(a, 2)).map((r) => [r.conflict_type, r.resolution]),
+      [["insert_exists", "apply_remote"]],
+    );
+    assert.deepEqual(
+      (await conflicts(b, 2)).map((r) => [r.conflict_type, r.resolution]),
+      [["insert_exists", "keep_local"]],
+    );
+  });
+
+  test("update of a row deleted elsewhere: update_missing inserts it; the older delete loses", async () => {
+    await a.client.query("INSERT INTO c VALUES (3, 'to be deleted on b, updated on a')");
+    await waitConverged(nodes, ["c"]);
+    await disconnected(async () => {
+      await b.client.query("DELETE FROM c WHERE id = 3");
+      await pause(5);
+      await a.client.query("UPDATE c SET v = 'updated on a after the delete' WHERE id = 3");
+    });
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM c WHERE id = 3"), [{ id: "3", v: "updated on a after the delete" }], n.name);
+    assert.deepEqual(
+      (await conflicts(b, 3)).map((r) => [r.conflict_type, r.resolution, r.local_tuple]),
+      [["update_missing", "insert_remote", null]],
+    );
+    assert.deepEqual(
+      (await conflicts(a, 3)).map((r) => [r.conflict_type, r.resolution]),
+      [["delete_differing", "keep_local"]],
+    );
+  });
+
+  test("a row deleted on both: delete_missing, skipped", async () => {
+    await a.client.query("INSERT INTO c VALUES (4, 'deleted twice')");
+    await waitConverged(nodes, ["c"]);
+    await disconnected(async () => {
+      await a.client.query("DELETE FROM c WHERE id = 4");
+      await b.client.query("DELETE FROM c WHERE id = 4");
+    });
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM c WHERE id = 4"), [], n.name);
+    for (const n of nodes) {
+      assert.deepEqual(
+        (await conflicts(n, 4)).map((r) => [r.conflict_type, r.resolution]),
+        [["delete_missing", "skip"]],
+        n.name,
+      );
+    }
+  });
+
+  test("rows written by the peer itself are no conflict (the fast path applies them)", async () => {
+    const before = (await readConflicts(b.client)).length;
+    await a.client.query("INSERT INTO c VALUES (5, 'a owns this')");
+    await a.client.query("UPDATE c SET v = 'a updates it' WHERE id = 5");
+    await a.client.query("DELETE FROM c WHERE id = 5");
+    await waitConverged(nodes, ["c"]);
+    await waitCaughtUp(nodes);
+    assert.equal((await readConflicts(b.client)).length, before);
+  });
+
+  test("a tie of commit timestamps goes to the higher node id", async () => {
+    // On a, a row version written "by node 3" at time T (through node 3's origin, as a's applier would have);
+    // then the same update at the same T from node 2 (loses) and from node 4 (wins).
+    const T = 1_900_000_000_000_000n;
+    const members = new Map([
+      [originName(DB, "g1", "n3"), { name: "n3", id: 3 }],
+      [originName(DB, "g1", "n2"), { name: "n2", id: 2 }],
+      [originName(DB, "g1", "n4"), { name: "n4", id: 4 }],
+    ]);
+    await a.client.query("SELECT pg_replication_origin_create($1)", [originName(DB, "g1", "n3")]);
+    await a.client.query("SELECT pg_replication_origin_session_setup($1)", [originName(DB, "g1", "n3")]);
+    await a.client.query("BEGIN");
+    await a.client.query("SELECT pg_replication_origin_xact_setup('0/10', $1::timestamptz)", [microsToTimestamptz(T)]);
+    await a.client.query("INSERT INTO tie VALUES (1, 'by n3 at T')");
+    await a.client.query("COMMIT");
+    await a.client.query("SELECT pg_replication_origin_session_reset()");
+
+    const rel: RelationDesc = { oid: 1, schema: "public", name: "tie", replicaIdentity: "default", columns: [{ name: "id", typeOid: 23 }, { name: "v", typeOid: 25 }] };
+    const apply = async (peer: { name: string; id: number }, v: string) => {
+      const ap = new Applier({ localDsn: a.dsn, localNode: { name: "a", id: 1 }, peer, originName: originName(DB, "g1", peer.name), members: () => members, log: testLogger("a") });
+      const resume = await ap.connect();
+      await ap.submit({ kind: "apply", tx: { xid: 1, commitLsn: resume + 100n, endLsn: resume + 200n, commitTime: T, changes: [{ kind: "update", rel, old: null, new: ["1", v] }] } });
+      await ap.close();
+    };
+    await apply({ name: "n2", id: 2 }, "by n2 at T");
+    assert.deepEqual(await rows(a, "SELECT id::text, v FROM tie"), [{ id: "1", v: "by n3 at T" }], "node 2 < node 3: local row kept");
+    await apply({ name: "n4", id: 4 }, "by n4 at T");
+    assert.deepEqual(await rows(a, "SELECT id::text, v FROM tie"), [{ id: "1", v: "by n4 at T" }], "node 4 > node 3: remote applied");
+    const tie = (await readConflicts(a.client)).filter((r) => r.table_name === '"public"."tie"');
+    assert.deepEqual(
+      tie.map((r) => [r.origin_node, r.local_origin, r.conflict_type, r.resolution, r.local_commit_ts === r.remote_commit_ts]),
+      [
+        ["n2", "n3", "update_differing", "keep_local", true],
+        ["n4", "n3", "update_differing", "apply_remote", true],
+      ],
+    );
+  });
+});

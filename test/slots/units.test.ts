@@ -1,0 +1,215 @@
+// Pure pieces of the data plane: names, LSNs and times, the conflict rule,
+// the transaction assembler and the statement shapes.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { Pgoutput } from "pg-logical-replication";
+import { remoteWins } from "../../src/slots/conflicts.js";
+import { TransactionAssembler } from "../../src/slots/decoder.js";
+import { formatLsn, microsToTimestamptz, parseLsn } from "../../src/slots/lsn.js";
+import {
+  assertPgraftSlot,
+  composeName,
+  groupSlotName,
+  isPgraftSlot,
+  MAX_NAME_BYTES,
+  nodeSlotName,
+  originName,
+  publicationName,
+  shortHash,
+} from "../../src/slots/naming.js";
+import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, type TableMeta } from "../../src/slots/statements.js";
+import type { RelationDesc } from "../../src/slots/types.js";
+
+describe("naming", () => {
+  test("the seed's example names come out verbatim", () => {
+    assert.equal(groupSlotName("mydb", "mygroup"), "bdr_mydb_mygroup");
+    assert.equal(nodeSlotName("mydb", "mygroup", "beta"), "bdr_mydb_mygroup_beta");
+    assert.equal(nodeSlotName("mydb", "mygroup", "gamma"), "bdr_mydb_mygroup_gamma");
+    assert.equal(publicationName("mydb", "mygroup"), "bdr_mydb_mygroup");
+    assert.equal(originName("mydb", "mygroup", "beta"), "pgraft_mydb_mygroup_beta");
+  });
+
+  test("the seed's long example: shortened with hashes, within 63 bytes, stable", () => {
+    const db = "db20xxxxxxxxxxxxxxxx";
+    const group = "group20xxxxxxxxxxxxx";
+    const node = "a30xxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    const name = nodeSlotName(db, group, node);
+    assert.ok(Buffer.byteLength(name) <= MAX_NAME_BYTES, name);
+    assert.match(name, /^bdr_[a-z0-9_]+$/);
+    assert.equal(name, nodeSlotName(db, group, node), "a pure function of its inputs");
+    // Each cut part ends in the hash of its original text.
+    assert.ok(name.includes(shortHash(node)), name);
+    assert.ok(name.includes(shortHash(db)), name);
+    // The group slot of the same pair fits as is.
+    assert.equal(groupSlotName(db, group), `bdr_${db}_${group}`);
+  });
+
+  test("≤ 63 bytes and distinct for long distinct inputs, unicode and punctuation included", () => {
+    const seen = new Map<string, string>();
+    const long = "x".repeat(200);
+    const inputs: [string, string, string][] = [];
+    for (let i = 0; i < 200; i++) inputs.push([`${long}db`, `${long}group`, `${long}${i}`]);
+    for (let i = 0; i < 50; i++) inputs.push([`database_${i}_${long}`, "g", "n"]);
+    inputs.push(["Mydb", "g", "n"], ["mydb", "g", "n"], ["my-db", "g", "n"], ["my_db", "g", "n"], ["mÿdb", "g", "n"], ["数据库", "g", "n"], ["", "g", "n"]);
+    inputs.push(["d", "g", "Ünïcödé node with spaces and a very long tail to be cut off somewhere"], ["d", "g", "ünïcödé node with spaces and a very long tail to be cut off somewhere"]);
+    for (const [db, g, n] of inputs) {
+      for (const name of [nodeSlotName(db, g, n), originName(db, g, n)]) {
+        assert.ok(Buffer.byteLength(name) <= MAX_NAME_BYTES, `${name} is ${Buffer.byteLength(name)} bytes`);
+        assert.match(name, /^(bdr|pgraft)_[a-z0-9_]+$/);
+      }
+      const key = JSON.stringify([db, g, n]);
+      const name = nodeSlotName(db, g, n);
+      assert.equal(seen.get(name) ?? key, key, `${name} for both ${seen.get(name)} and ${key}`);
+      seen.set(name, key);
+    }
+  });
+
+  test("names that only differ in case or punctuation differ (cleaning adds a hash)", () => {
+    const names = new Set(["Beta", "beta", "be-ta", "be_ta", "be ta"].map((n) => nodeSlotName("d", "g", n)));
+    assert.equal(names.size, 5);
+    assert.equal(nodeSlotName("d", "g", "beta"), "bdr_d_g_beta");
+  });
+
+  test("composeName water-fills: short parts stay whole", () => {
+    const name = composeName("bdr", ["db", "g", "n".repeat(100)]);
+    assert.ok(name.startsWith("bdr_db_g_n"), name);
+    assert.equal(name.length, MAX_NAME_BYTES);
+  });
+
+  test("only bdr_ slots are pgraft's; anything else is refused", () => {
+    assert.equal(isPgraftSlot("bdr_mydb_mygroup"), true);
+    assert.equal(isPgraftSlot("barman"), false);
+    assert.equal(isPgraftSlot("my_bdr_slot"), false);
+    assert.equal(isPgraftSlot("sub_mydb"), false);
+    assert.throws(() => assertPgraftSlot("barman"), /not pgraft's/);
+    assert.doesNotThrow(() => assertPgraftSlot(nodeSlotName("a", "b", "c")));
+  });
+});
+
+describe("LSNs and commit times", () => {
+  test("parse and format round-trip, 64 bits exact", () => {
+    for (const s of ["0/0", "0/16B3748", "1/0", "FFFFFFFF/FFFFFFFF", "ABC/DEF01234"]) assert.equal(formatLsn(parseLsn(s)), s);
+    assert.equal(parseLsn("0/10") < parseLsn("1/0"), true);
+    assert.equal(parseLsn("16/B374D848"), (0x16n << 32n) | 0xb374d848n);
+    assert.throws(() => parseLsn("nope"));
+  });
+
+  test("microseconds become an exact timestamptz literal", () => {
+    assert.equal(microsToTimestamptz(0n), "1970-01-01 00:00:00.000000+00");
+    assert.equal(microsToTimestamptz(1_700_000_000_123_456n), "2023-11-14 22:13:20.123456+00");
+    assert.equal(microsToTimestamptz(-1n), "1969-12-31 23:59:59.999999+00");
+  });
+});
+
+describe("last update wins", () => {
+  const t = 1_700_000_000_000_000n;
+  test("the later commit wins", () => {
+    assert.equal(remoteWins({ commitTimeUs: t, nodeId: 1 }, { commitTimeUs: t + 1n, nodeId: 1 }), true);
+    assert.equal(remoteWins({ commitTimeUs: t + 1n, nodeId: 1 }, { commitTimeUs: t, nodeId: 9 }), false);
+  });
+  test("a tie goes to the higher node id", () => {
+    assert.equal(remoteWins({ commitTimeUs: t, nodeId: 2 }, { commitTimeUs: t, nodeId: 3 }), true);
+    assert.equal(remoteWins({ commitTimeUs: t, nodeId: 3 }, { commitTimeUs: t, nodeId: 2 }), false);
+  });
+  test("an unknown local version loses", () => {
+    assert.equal(remoteWins({ commitTimeUs: null, nodeId: null }, { commitTimeUs: t, nodeId: 1 }), true);
+    assert.equal(remoteWins({ commitTimeUs: t, nodeId: null }, { commitTimeUs: t, nodeId: 1 }), true);
+  });
+});
+
+describe("transaction assembler", () => {
+  const rel = (name: string, schema = "public"): Pgoutput.MessageRelation => ({
+    tag: "relation",
+    relationOid: 1,
+    schema,
+    name,
+    replicaIdentity: "default",
+    keyColumns: ["id"],
+    columns: [
+      { name: "id", flags: 1, typeOid: 23, typeMod: -1, typeSchema: null, typeName: null, parser: (x: unknown) => x },
+      { name: "v", flags: 0, typeOid: 25, typeMod: -1, typeSchema: null, typeName: null, parser: (x: unknown) => x },
+    ],
+  });
+  const begin = (xid: number): Pgoutput.MessageBegin => ({ tag: "begin", commitLsn: "0/100", commitTime: 1234n, xid });
+  const commit = (end: string): Pgoutput.MessageCommit => ({ tag: "commit", flags: 0, commitLsn: "0/100", commitEndLsn: end, commitTime: 1234n });
+
+  test("groups Begin … Commit; values stay text; unchanged TOAST stays undefined", () => {
+    const a = new TransactionAssembler();
+    const r = rel("t");
+    assert.equal(a.push(begin(7)), undefined);
+    assert.equal(a.inTransaction, true);
+    a.push(r);
+    a.push({ tag: "insert", relation: r, new: { id: "1", v: "0.1" } });
+    a.push({ tag: "update", relation: r, key: null, old: null, new: { id: "1", v: undefined } });
+    a.push({ tag: "delete", relation: r, key: { id: "1" }, old: null });
+    const out = a.push(commit("0/1A0"));
+    assert.equal(a.inTransaction, false);
+    assert.ok(out && out.kind === "apply");
+    assert.equal(out.tx.endLsn, 0x1a0n);
+    assert.equal(out.tx.commitTime, 1234n);
+    assert.deepEqual(
+      out.tx.changes.map((c) => [c.kind, c.kind === "truncate" ? null : c.kind === "delete" ? c.old : c.new]),
+      [
+        ["insert", ["1", "0.1"]],
+        ["update", ["1", undefined]],
+        ["delete", ["1", undefined]],
+      ],
+    );
+  });
+
+  test("a transaction with an Origin message is skipped whole; pgraft's own tables are never applied", () => {
+    const a = new TransactionAssembler();
+    const r = rel("t");
+    a.push(begin(8));
+    a.push({ tag: "origin", originLsn: "0/50", originName: "pgraft_x" });
+    a.push({ tag: "insert", relation: r, new: { id: "1", v: "x" } });
+    assert.deepEqual(a.push(commit("0/200")), { kind: "skip", endLsn: 0x200n, reason: "origin" });
+    const own = rel("conflict_history", "pgraft");
+    a.push(begin(9));
+    a.push({ tag: "insert", relation: own, new: { id: "1", v: "x" } });
+    assert.deepEqual(a.push(commit("0/300")), { kind: "skip", endLsn: 0x300n, reason: "empty" });
+  });
+});
+
+describe("statements", () => {
+  const rel: RelationDesc = {
+    oid: 1,
+    schema: "public",
+    name: "T x",
+    replicaIdentity: "default",
+    columns: [
+      { name: "id", typeOid: 23 },
+      { name: "v", typeOid: 25 },
+      { name: "big", typeOid: 25 },
+    ],
+  };
+  const types = ["integer", "text", "text"];
+  const pk: TableMeta = { rel, qualified: '"public"."T x"', key: [0], types };
+  const full: TableMeta = { rel, qualified: '"public"."T x"', key: null, types };
+
+  test("insert and update bind only the columns that were sent", () => {
+    const row = ["1", null, undefined];
+    assert.equal(presentMask(row), "110");
+    assert.deepEqual(presentValues(row), ["1", null]);
+    assert.equal(insertSql(pk, "110").text, 'INSERT INTO "public"."T x" ("id", "v") VALUES ($1, $2)');
+    const u = fastUpdateSql(pk, "110", 3).text;
+    assert.match(u, /SET "id" = \$1, "v" = \$2 WHERE l\."id" = \$3 AND COALESCE\(\(pg_xact_commit_timestamp_origin\(l\.xmin\)\)\.roident, 3\) = 3/);
+    assert.match(u, /pgraft\.apply_guard\(count\(\*\) = 1\)/);
+  });
+
+  test("runs of inserts become one multi-row INSERT with casts to the local types", () => {
+    assert.equal(
+      insertManySql(pk, "101").text,
+      'INSERT INTO "public"."T x" ("id", "big") SELECT u.c1::integer, u.c2::text FROM unnest($1::text[], $2::text[]) AS u(c1, c2)',
+    );
+  });
+
+  test("tables without a primary key are matched on every old value, as text", () => {
+    const d = fastDeleteSql(full, 2).text;
+    assert.match(d, /format\('%s', s\."big"\) = \$3::text/);
+    assert.match(d, /LIMIT 1/);
+    assert.deepEqual(locateParams(full, ["1", null, "x"]), ["1", null, "x"]);
+    assert.deepEqual(locateParams(pk, ["1", undefined, undefined]), ["1"]);
+    assert.throws(() => locateParams(full, ["1", undefined, "x"]), /did not send column v/);
+  });
+});
