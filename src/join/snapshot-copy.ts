@@ -5,10 +5,11 @@
 //  - the source's node slot for the joiner is created with EXPORT_SNAPSHOT, so
 //    its consistent point is exactly where the snapshot ends: changes that
 //    originated on the source stream from there;
-//  - `pgraft.apply_progress` (written by the applier inside every applied
-//    transaction, so it is MVCC-consistent with the data) read under the same
-//    snapshot says, for every other origin, up to which LSN the copied data
-//    already contains its changes: the joiner resumes each origin there.
+//  - for every other origin, the source's replication-origin progress read
+//    while no apply transaction can commit on the source (the applier holds
+//    APPLY_LOCK shared in each transaction; the snapshot is exported under it
+//    held exclusively) says up to which LSN the copied data contains that
+//    origin's changes: the joiner resumes each origin there.
 //
 // The schema comes from pg_dump --snapshot (synchronize_structure = 'all'); the
 // tables are copied in parallel, each worker importing the snapshot.
@@ -21,6 +22,7 @@ import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { findPostgresBinaries } from "../postgres/binaries.js";
 import { toUriDsn } from "../postgres/dsn.js";
+import { APPLY_LOCK_KEY } from "../slots/statements.js";
 
 /** Schemas that are pgraft's own (or the system's): never copied, never counted as user data. */
 export const INTERNAL_SCHEMAS = ["pg_catalog", "information_schema", "pgraft", "bdr", "pg_toast"];
@@ -165,9 +167,22 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
   const say = o.progress ?? (() => {});
   // The replication connection that exports the snapshot must stay open, and idle, until every copy has started.
   const repl = await connect(o.sourceDsn, { replication: "database" } as pg.ClientConfig);
+  const lock = await connect(o.sourceDsn);
   try {
-    const slot = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(o.slotName)} LOGICAL pgoutput EXPORT_SNAPSHOT`);
-    const { consistent_point: consistentPoint, snapshot_name: snapshot } = slot.rows[0]!;
+    // No apply transaction commits on the source between the snapshot and the read of the origins' progress.
+    await lock.query("SELECT pg_advisory_lock($1)", [APPLY_LOCK_KEY]);
+    const originProgress = new Map<string, string>();
+    let consistentPoint: string;
+    let snapshot: string;
+    try {
+      const slot = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(o.slotName)} LOGICAL pgoutput EXPORT_SNAPSHOT`);
+      ({ consistent_point: consistentPoint, snapshot_name: snapshot } = slot.rows[0]!);
+      const r = await lock.query<{ roname: string; lsn: string | null }>("SELECT roname, pg_replication_origin_progress(roname, false)::text AS lsn FROM pg_replication_origin");
+      for (const row of r.rows) if (row.lsn && row.lsn !== "0/0") originProgress.set(row.roname, row.lsn);
+    } finally {
+      await lock.query("SELECT pg_advisory_unlock($1)", [APPLY_LOCK_KEY]).catch(() => undefined);
+      await lock.end().catch(() => undefined);
+    }
     say(`snapshot ${snapshot} at ${consistentPoint} (slot ${o.slotName} on the source)`);
     if (o.afterSnapshot) await o.afterSnapshot();
 
@@ -179,14 +194,8 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
     };
     const meta = await open();
     let tables: { schema: string; table: string }[];
-    const originProgress = new Map<string, string>();
     try {
       tables = await userTables(meta);
-      const hasProgress = await meta.query("SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = 'pgraft' AND tablename = 'apply_progress'");
-      if (hasProgress.rows.length) {
-        const r = await meta.query<{ origin: string; lsn: string }>("SELECT origin, lsn::text AS lsn FROM pgraft.apply_progress");
-        for (const row of r.rows) originProgress.set(row.origin, row.lsn);
-      }
     } finally {
       await meta.query("COMMIT").catch(() => undefined);
       await meta.end().catch(() => undefined);
@@ -225,6 +234,7 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
     return { consistentPoint, originProgress, tables: tables.length, rows };
   } catch (e) {
     // A failed copy leaves no slot behind on the source (a retry creates it again).
+    await lock.end().catch(() => undefined);
     await repl.end().catch(() => undefined);
     const c = await connect(o.sourceDsn).catch(() => undefined);
     if (c) {

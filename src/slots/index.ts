@@ -210,6 +210,11 @@ export class DataPlane {
   }
 }
 
+/** DataPlane.start, as a function. */
+export function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane> {
+  return DataPlane.start(opts);
+}
+
 function validate(opts: DataPlaneOptions, peers: PeerSpec[]): void {
   const names = new Set<string>([opts.nodeName]);
   const ids = new Set<number>([opts.nodeId]);

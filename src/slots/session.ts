@@ -7,7 +7,7 @@
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, microsToTimestamptz, parseLsn } from "./lsn.js";
-import { quoteIdent, type Sql, type TableMeta } from "./statements.js";
+import { quoteIdent, type Sql, type TableMeta, APPLY_LOCK_KEY } from "./statements.js";
 import { errorText, sleep, within, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
 
 export interface NodeRef {
@@ -130,7 +130,7 @@ export class ApplySession {
    */
   setup(tx: RemoteTransaction, sync: boolean, prev: bigint | undefined): Query {
     const values = [formatLsn(tx.endLsn), microsToTimestamptz(tx.commitTime), sync ? "on" : "off"];
-    const base = "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), set_config('synchronous_commit', $3, true)";
+    const base = `SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), set_config('synchronous_commit', $3, true), pg_advisory_xact_lock_shared(${APPLY_LOCK_KEY})`;
     if (prev === undefined) return { name: "pgraft_setup", text: base, values };
     return {
       name: "pgraft_setup_chained",

@@ -97,6 +97,15 @@ function setList(meta: TableMeta, mask: string, first: number): { set: string; n
 }
 
 /**
+ * Every apply transaction holds this advisory lock shared until it commits. A
+ * join takes it exclusively while it exports its snapshot and reads the
+ * origins' progress on this node (src/join/snapshot-copy.ts), so no applied
+ * transaction commits in between: the progress read matches the snapshot.
+ */
+export const APPLY_LOCK_KEY = 0x70677266; // "pgrf"
+const APPLY_LOCK_SQL = `pg_advisory_xact_lock_shared(${APPLY_LOCK_KEY})`;
+
+/**
  * The select-list items that make a fast-path statement a whole transaction
  * on its own (it runs in the implicit transaction of its Sync): the origin's
  * LSN and time, the commit's durability and the chain check, as the applier's
@@ -105,7 +114,7 @@ function setList(meta: TableMeta, mask: string, first: number): { set: string; n
  */
 export function soloSetup(p: number): string {
   return (
-    `pg_replication_origin_xact_setup($${p}::pg_lsn, $${p + 1}::timestamptz), set_config('synchronous_commit', $${p + 2}, true), ` +
+    `pg_replication_origin_xact_setup($${p}::pg_lsn, $${p + 1}::timestamptz), set_config('synchronous_commit', $${p + 2}, true), ${APPLY_LOCK_SQL}, ` +
     `pgraft.apply_guard(COALESCE(pg_replication_origin_session_progress(false), '0/0') = $${p + 3}::pg_lsn)`
   );
 }

@@ -1,7 +1,7 @@
 // The data half of a join against two real PostgreSQL servers: schema and rows
 // copied under one exported snapshot (a change committed after it is not
-// copied), the slot's consistent point returned, origin progress read under the
-// same snapshot, and a non-empty joining database refused.
+// copied), the slot's consistent point returned, origin progress as of the
+// snapshot, and a non-empty joining database refused.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { checkTargetEmpty, copyFromSnapshot, JoinCopyError } from "../../src/join/snapshot-copy.js";
@@ -17,9 +17,8 @@ describe("join: copy under one snapshot", () => {
       CREATE SCHEMA app;
       CREATE TABLE app.accounts (id bigint PRIMARY KEY, balance numeric(30,10) NOT NULL, note text);
       CREATE TABLE public.events (at timestamptz NOT NULL, payload jsonb);
-      CREATE SCHEMA pgraft;
-      CREATE TABLE pgraft.apply_progress (origin text PRIMARY KEY, lsn pg_lsn NOT NULL);
-      INSERT INTO pgraft.apply_progress VALUES ('pgraft_node_c', '0/1234ABC');
+      SELECT pg_replication_origin_create('pgraft_node_c');
+      SELECT pg_replication_origin_advance('pgraft_node_c', '0/1234ABC');
       INSERT INTO app.accounts SELECT g, g * 0.1 + 1e-10, repeat('é', g % 7) FROM generate_series(1, 500) g;
       INSERT INTO public.events SELECT now(), jsonb_build_object('n', g) FROM generate_series(1, 50) g;`);
   });
@@ -36,7 +35,7 @@ describe("join: copy under one snapshot", () => {
       synchronizeStructure: "all",
       parallel: 2,
       afterSnapshot: async () => {
-        await src!.server.query("INSERT INTO app.accounts VALUES (100000, 1, 'after the snapshot'); UPDATE pgraft.apply_progress SET lsn = '0/FFFFFFF'");
+        await src!.server.query("INSERT INTO app.accounts VALUES (100000, 1, 'after the snapshot'); SELECT pg_replication_origin_advance('pgraft_node_c', '0/FFFFFFF')");
       },
     });
     assert.match(r.consistentPoint, /^[0-9A-F]+\/[0-9A-F]+$/);
@@ -53,10 +52,14 @@ describe("join: copy under one snapshot", () => {
     assert.equal(cols[0]!.data_type, "numeric");
   });
 
-  test("a joining database with tables or rows is refused, naming them", async () => {
-    await assert.rejects(checkTargetEmpty(dst!.server.dsn(), "all"), (e: unknown) => e instanceof JoinCopyError && e.sqlstate === "55000" && /2 table\(s\) \(app\.accounts, public\.events\)/.test(e.message));
+  test("a joining database with schemas, tables or rows is refused, naming them", async () => {
+    await assert.rejects(checkTargetEmpty(dst!.server.dsn(), "all"), (e: unknown) => e instanceof JoinCopyError && e.sqlstate === "55000" && /schema\(s\) app/.test(e.message));
     await assert.rejects(checkTargetEmpty(dst!.server.dsn(), "none"), /already has rows in app\.accounts/);
     await dst!.server.query("TRUNCATE app.accounts, public.events");
     await checkTargetEmpty(dst!.server.dsn(), "none");
+    await dst!.server.query("DROP SCHEMA app CASCADE");
+    await assert.rejects(checkTargetEmpty(dst!.server.dsn(), "all"), /1 table\(s\) \(public\.events\)/);
+    await dst!.server.query("DROP TABLE public.events");
+    await checkTargetEmpty(dst!.server.dsn(), "all");
   });
 });

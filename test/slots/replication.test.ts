@@ -88,7 +88,8 @@ describe("two nodes, both directions", () => {
     [a, b] = nodes as [TestNode, TestNode];
     await onAll(nodes, SCHEMA);
     // A small backlog limit: the throughput test's burst makes the receiver pause and resume its stream.
-    await startPlanes(nodes, { maxBacklog: 200 });
+    // The maintenance tick every 300 ms (group slot, replica identity of new tables).
+    await startPlanes(nodes, { maxBacklog: 200, maintenanceIntervalMs: 300 });
   });
 
   after(async () => {
@@ -224,5 +225,31 @@ describe("two nodes, both directions", () => {
     const r = (await b.plane!.status()).receivers[0]!;
     assert.equal(r.lastError, null);
     assert.ok(r.sessions > 1, "it reconnected");
+  });
+
+  test("the maintenance tick: a new table without a primary key gets REPLICA IDENTITY FULL, the group slot follows the peer", async () => {
+    const group0 = (await a.plane!.status()).slots.find((x) => x.kind === "group")!.confirmedFlushLsn!;
+    await onAll(nodes, "CREATE TABLE nopk_later (a int, b text)");
+    await waitFor(
+      async () => {
+        for (const n of nodes) {
+          const r = await n.client.query<{ r: string }>("SELECT relreplident::text AS r FROM pg_class WHERE relname = 'nopk_later'");
+          if (r.rows[0]!.r !== "f") return false;
+        }
+        return true;
+      },
+      10_000,
+      "REPLICA IDENTITY FULL on both nodes",
+    );
+    await a.client.query("INSERT INTO nopk_later VALUES (1, 'x'), (2, 'y')");
+    await a.client.query("UPDATE nopk_later SET b = b || '!' WHERE a = 1");
+    await a.client.query("DELETE FROM nopk_later WHERE a = 2");
+    await waitConverged(nodes, ["nopk_later"]);
+    assert.equal((await tableHash(b.client, "nopk_later")).rows, 1);
+    await waitFor(
+      async () => lsn((await a.plane!.status()).slots.find((x) => x.kind === "group")!.confirmedFlushLsn!) > lsn(group0),
+      10_000,
+      "the group slot to advance on its own",
+    );
   });
 });
