@@ -187,7 +187,12 @@ GRANT SELECT ON ${schema}.${v.name} TO pgraft_monitor;`);
   return parts.join("\n\n") + "\n";
 }
 
-/** The `pgraft--<version>.sql` extension script. */
+/** bdr.conflict_history over the data plane's table (created with it, after the shim). */
+export const CONFLICT_VIEWS_SQL = `CREATE OR REPLACE VIEW bdr.conflict_history AS SELECT * FROM pgraft.conflict_history;
+COMMENT ON VIEW bdr.conflict_history IS 'One row per replication conflict this node resolved (pgraft.conflict_history)';
+GRANT SELECT ON pgraft.conflict_history, bdr.conflict_history TO pgraft_monitor;`;
+
+/** The \`pgraft--<version>.sql\` extension script. */
 export function extensionScript(): string {
   return `-- pgraft ${SHIM_VERSION}: the SQL shim of the pgraft sidecar (generated; see src/shim/install-sql.ts)
 \\echo Use "CREATE EXTENSION pgraft" to load this file. \\quit

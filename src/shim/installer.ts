@@ -4,7 +4,8 @@
 // transaction under an advisory lock, so concurrent sidecars or restarts never
 // see half a shim; every statement is idempotent.
 import type { Client } from "pg";
-import { SERVER_NAME, SHIM_VERSION, shimBodySql } from "./install-sql.js";
+import { ensureLocalObjects } from "../slots/local-objects.js";
+import { CONFLICT_VIEWS_SQL, SERVER_NAME, SHIM_VERSION, shimBodySql } from "./install-sql.js";
 
 export interface EndpointTarget {
   host: string;
@@ -70,6 +71,9 @@ export async function installShim(client: Client, target: EndpointTarget): Promi
     }
     await configureServer(client, target);
     await client.query("COMMIT");
+    // The data plane's tables (conflict history) exist from the start, so the views over them do too.
+    await ensureLocalObjects(client);
+    await client.query(CONFLICT_VIEWS_SQL);
     return { previousVersion, version: viaExtension ? previousVersion! : SHIM_VERSION, viaExtension, ...(dblinkElsewhere ? { dblinkElsewhere } : {}) };
   } catch (e) {
     await client.query("ROLLBACK").catch(() => undefined);

@@ -132,6 +132,36 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     }, 15_000);
   });
 
+  test("kill -9 a node's PostgreSQL and sidecar while the others write: its slots show disconnected, then catchup/streaming, converged", async (t) => {
+    const [n1, n2, n3] = c!.nodes as [PgNode, PgNode, PgNode];
+    const slotState = async (): Promise<string | undefined> =>
+      (await n1.query<{ state: string }>("SELECT state FROM pgraft.node_slots WHERE target_name = 'beta'")).rows[0]?.state;
+    await c!.killSidecar(2);
+    await n2.pg.server.kill();
+    const w = writer(n1, "k");
+    await until("node 1's slot for beta to show disconnected", async () => (await slotState()) === "disconnected", 20_000);
+    await sleep(1_000);
+    await n2.pg.server.start();
+    await c!.restartSidecar(2);
+    const seen = new Set<string>();
+    await until("node 1's slot for beta to stream again", async () => {
+      const s = await slotState();
+      if (s) seen.add(s);
+      return s === "streaming";
+    }, 60_000);
+    t.diagnostic(`slot states seen after the restart: ${[...seen].join(", ")}`);
+    const ids = await w.stop();
+    assert.ok(ids.length > 0);
+    await until("all three nodes to hold the same rows again", async () => {
+      const h = await Promise.all([n1, n2, n3].map(contentHash));
+      return h.every((x) => x === h[0]);
+    });
+    for (const n of [n2, n3]) {
+      const got = await n.query("SELECT 1 FROM app.events WHERE id = ANY ($1)", [ids]);
+      assert.equal(got.rows.length, ids.length, `node ${n.id} has every row written while beta was down`);
+    }
+  });
+
   test("part a node while the others write: converged without it, its slots gone everywhere", async () => {
     const [n1, n2, n3] = c!.nodes as [PgNode, PgNode, PgNode];
     const w = writer(n1, "p");
@@ -161,5 +191,12 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     await fails(n1, "SELECT bdr.part_node('nobody')", [], "42704", /does not exist/);
     await fails(n1, "SELECT bdr.join_node_group($1, synchronize_structure := 'some')", [dsn(n1)], "22023", /synchronize_structure/);
     await fails(n1, "SELECT bdr.drop_node_group('g1')", [], "22023", /still has nodes/);
+    await fails(n3, "SELECT bdr.create_node(repeat('x', 64), $1)", [dsn(n3)], "22023", /longer than 63 bytes/);
+    await fails(n3, "SELECT bdr.create_node('x', $1, 'quantum')", [dsn(n3)], "22023", /kind "quantum"/);
+    await fails(n1, "SELECT bdr.create_node_group(NULL)", [], "22004", /must not be NULL/);
+    await fails(n1, "SELECT bdr.alter_node_interface('alpha', 'mysql://x')", [], "22023", /postgresql:\/\//);
+    await fails(n1, "SELECT bdr.alter_node_interface('nobody', $1)", [dsn(n1)], "42704", /does not exist/);
+    const summary = await n1.query("SELECT node_name, peer_state_name FROM bdr.node_summary ORDER BY 1");
+    assert.deepEqual(summary.rows, [{ node_name: "alpha", peer_state_name: "ACTIVE" }, { node_name: "beta", peer_state_name: "ACTIVE" }], "nothing changed");
   });
 });
