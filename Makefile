@@ -55,6 +55,7 @@ bench: build
 	node dist/bench/kv.js
 	node dist/bench/failover.js
 	node dist/bench/sql.js
+	node dist/bench/replication.js
 
 clean:
 	rm -rf dist

@@ -33,6 +33,17 @@ async function contentHash(n: PgNode): Promise<string> {
   return r.rows[0]!.h;
 }
 
+/** A join call bounded by statement_timeout, so a join that cannot finish fails (with the logs) instead of hanging the run. */
+async function joinWithin(n: PgNode, sql: string, params: unknown[]): Promise<void> {
+  const s = await n.connect();
+  try {
+    await s.query("SET statement_timeout = '90s'");
+    await s.query(sql, params);
+  } finally {
+    await s.end();
+  }
+}
+
 /** Insert unique rows on `n` until stopped; returns the ids that committed. */
 function writer(n: PgNode, prefix: string): { stop(): Promise<string[]> } {
   let running = true;
@@ -79,6 +90,15 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
   });
 
   test("create a group, join two nodes while the members write, converge with nothing lost or doubled", async (t) => {
+    try {
+      await joinTwo(t);
+    } catch (e) {
+      t.diagnostic(c!.tails(80));
+      throw e;
+    }
+  });
+
+  async function joinTwo(t: { diagnostic(m: string): void }): Promise<void> {
     const [n1, n2, n3] = c!.nodes as [PgNode, PgNode, PgNode];
     await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
     await n1.query("SELECT bdr.create_node_group('g1')");
@@ -86,10 +106,10 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
 
     const w1 = writer(n1, "a");
     await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
-    await n2.query("SELECT bdr.join_node_group($1)", [dsn(n1)]);
+    await joinWithin(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)]);
     const w2 = writer(n2, "b");
     await n3.query("SELECT pgraft.create_node('gamma', $1)", [dsn(n3)]);
-    await n3.query("SELECT pgraft.join_node_group($1, 'g1')", [dsn(n2)]);
+    await joinWithin(n3, "SELECT pgraft.join_node_group($1, 'g1')", [dsn(n2)]);
     await sleep(1_000);
     const ids = [...(await w1.stop()), ...(await w2.stop())];
     t.diagnostic(`${ids.length} rows written during the joins`);
@@ -116,7 +136,7 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
       ["bdr_postgres_g1", "bdr_postgres_g1_beta", "bdr_postgres_g1_gamma"],
     );
     await until("node 1's node slots to stream", async () => (await n1.query<{ state: string }>("SELECT state FROM pgraft.node_slots WHERE NOT is_group_slot")).rows.every((r) => r.state === "streaming"));
-  });
+  }
 
   test("concurrent updates of one row resolve the same way on every node and are logged as conflicts", async () => {
     const [n1, n2, n3] = c!.nodes as [PgNode, PgNode, PgNode];
