@@ -39,14 +39,14 @@
 //   BENCH_TX_ROWS=1: row changes per transaction;
 //   BENCH_KEEP=1 keeps the temp dir with the server and sidecar logs)
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { availableParallelism, loadavg, tmpdir } from "node:os";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { startDemo, type DemoNodeInfo, type RunningDemo } from "../src/demo/local-cluster.js";
-import { findPostgresBinaries, keyValueDsn, uriDsn, type ConnectionParams, type PostgresBinaries } from "../src/postgres/index.js";
+import { keyValueDsn, uriDsn, type ConnectionParams, type PostgresBinaries } from "../src/postgres/index.js";
 import { MAIN } from "./pgraft-cluster.js";
+import { reachableTempDir, requirePgbench } from "./pgbench.js";
 import { pidsByCommandLine, postmasterPid, treeCpuSeconds } from "./proc-cpu.js";
 import { percentile } from "./stats.js";
 
@@ -365,10 +365,7 @@ async function tail(file: string, lines: number): Promise<string> {
 }
 
 async function main(): Promise<void> {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`make build\` first`);
-  const bins = await findPostgresBinaries();
-  const pgbench = bins.bin("pgbench");
-  if (!existsSync(pgbench)) throw new Error(`${pgbench} is missing: pgbench ships with the PostgreSQL ${bins.major} server packages`);
+  const { bins, pgbench } = await requirePgbench();
   const onSignal = (): void => {
     interrupted = true;
     currentChild?.kill("SIGINT");
@@ -376,8 +373,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  const baseDir = await mkdtemp(join(tmpdir(), "pgraft-bench-repl-"));
-  await chmod(baseDir, 0o755); // the servers (run as `postgres` when we are root) must reach inside
+  const baseDir = await reachableTempDir("pgraft-bench-repl-");
   const workDir = join(baseDir, "work");
   await mkdir(workDir);
   let demo: RunningDemo | undefined;

@@ -24,16 +24,15 @@
 //
 //   make build && node dist/bench/sql.js     (BENCH_SECONDS=5 BENCH_CLIENTS=1,16 BENCH_KEYS=1000)
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { loadavg, tmpdir } from "node:os";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { startDemo, type DemoNodeInfo, type RunningDemo } from "../src/demo/local-cluster.js";
 import * as pb from "../src/gen/pgraft/v1/client_pb.js";
-import { findPostgresBinaries } from "../src/postgres/index.js";
 import { createClient, type TypedClient } from "../src/transport/grpc-service.js";
 import { MAIN } from "./pgraft-cluster.js";
+import { reachableTempDir, requirePgbench } from "./pgbench.js";
 import { closedLoop, percentile } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -186,10 +185,7 @@ async function leaderOf(clients: Map<number, Client>): Promise<number> {
 }
 
 async function main(): Promise<void> {
-  if (!existsSync(MAIN)) throw new Error(`${MAIN} is missing: run \`make build\` first`);
-  const bins = await findPostgresBinaries();
-  const pgbench = bins.bin("pgbench");
-  if (!existsSync(pgbench)) throw new Error(`${pgbench} is missing: pgbench ships with the PostgreSQL ${bins.major} server packages`);
+  const { bins, pgbench } = await requirePgbench();
 
   const onSignal = (): void => {
     interrupted = true;
@@ -198,9 +194,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  const baseDir = await mkdtemp(join(tmpdir(), "pgraft-bench-sql-"));
-  // mkdtemp makes it 0700; the PostgreSQL servers (run as `postgres` when we are root) must reach inside.
-  await chmod(baseDir, 0o755);
+  const baseDir = await reachableTempDir("pgraft-bench-sql-");
   const workDir = join(baseDir, "pgbench");
   const clients = new Map<number, Client>();
   let demo: RunningDemo | undefined;

@@ -4,11 +4,11 @@
 // same foreground process in the background and returns once it is ready;
 // --stop asks that background process to stop.
 import { spawn } from "node:child_process";
-import { chmod, mkdtemp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { openSync, closeSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { reachableTempDir } from "../postgres/index.js";
 import { demoExists, recordOwner, startDemo, stopDetachedDemo, type DemoNodeInfo } from "../demo/local-cluster.js";
 
 export interface DemoCliOptions {
@@ -47,11 +47,7 @@ export async function runDemoCommand(o: DemoCliOptions): Promise<void> {
   }
   let baseDir: string;
   if (o.baseDir) baseDir = resolve(o.baseDir);
-  else {
-    baseDir = await mkdtemp(join(tmpdir(), "pgraft-demo-"));
-    // mkdtemp makes it 0700; the PostgreSQL servers (run as `postgres` when we are root) must reach inside.
-    await chmod(baseDir, 0o755);
-  }
+  else baseDir = await reachableTempDir("pgraft-demo-");
   if (o.detach) return detach(o, baseDir);
 
   const progress = o.json || o.background ? () => {} : (l: string) => process.stderr.write(`  ${l}\n`);

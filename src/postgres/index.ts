@@ -7,7 +7,7 @@ export { PostgresError, isPostgresError } from "./errors.js";
 export type { PostgresErrorCode } from "./errors.js";
 export { LocalPostgres, initdb } from "./local-server.js";
 export type { InitdbOptions, LocalPostgresOptions, ServerExit, StopMode } from "./local-server.js";
-export { assertReachable, chownTree, createServerDir, lookupOsUser, serverOsUser } from "./os-user.js";
+export { assertReachable, chownTree, createServerDir, lookupOsUser, reachableTempDir, serverOsUser } from "./os-user.js";
 export type { OsUser } from "./os-user.js";
 export { MAX_SOCKET_PATH, checkSocketPath, serverSettings, socketPath } from "./settings.js";
 export type { SettingValue } from "./settings.js";

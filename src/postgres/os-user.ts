@@ -3,7 +3,8 @@
 // user instead, on directories that user owns and can reach.
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { chown, lstat, mkdir, readdir, stat } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { PostgresError } from "./errors.js";
 
@@ -103,4 +104,14 @@ export async function createServerDir(dir: string, user: OsUser | undefined, mod
     await chown(d, user.uid, user.gid);
     if (d === resolve(first) || dirname(d) === d) break;
   }
+}
+
+/**
+ * A new directory under the system temp dir that a PostgreSQL server run as
+ * `postgres` (when we are root) can reach: mkdtemp makes 0700 dirs.
+ */
+export async function reachableTempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  await chmod(dir, 0o755);
+  return dir;
 }

@@ -5,24 +5,8 @@
 // way everywhere with the conflict logged, and a parted node's slots are gone.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { sleep, until } from "../sql/helpers.js";
 import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = "";
-  for (;;) {
-    try {
-      const v = await f();
-      if (v) return v;
-    } catch (e) {
-      last = e instanceof Error ? e.message : String(e);
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${last})` : ""}`);
-    await sleep(200);
-  }
-}
 
 /** An ordered hash of every user table's rows. */
 async function contentHash(n: PgNode): Promise<string> {
@@ -123,7 +107,7 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     const hashes = await until("all three nodes to hold the same rows", async () => {
       const h = await Promise.all([n1, n2, n3].map(contentHash));
       return h.every((x) => x === h[0]) ? h : undefined;
-    });
+    }, 60_000);
     t.diagnostic(`converged: ${hashes[0]}`);
     for (const n of [n1, n2, n3]) {
       const rows = await n.query<{ id: string }>("SELECT id FROM app.events ORDER BY id");
@@ -135,7 +119,7 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
       slots.rows.map((r) => r.slot_name),
       ["bdr_postgres_g1", "bdr_postgres_g1_beta", "bdr_postgres_g1_gamma"],
     );
-    await until("node 1's node slots to stream", async () => (await n1.query<{ state: string }>("SELECT state FROM pgraft.node_slots WHERE NOT is_group_slot")).rows.every((r) => r.state === "streaming"));
+    await until("node 1's node slots to stream", async () => (await n1.query<{ state: string }>("SELECT state FROM pgraft.node_slots WHERE NOT is_group_slot")).rows.every((r) => r.state === "streaming"), 60_000);
   }
 
   test("concurrent updates of one row resolve the same way on every node and are logged as conflicts", async () => {
@@ -144,7 +128,7 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     const notes = await until("node 7's note to agree everywhere", async () => {
       const v = await Promise.all([n1, n2, n3].map(async (n) => (await n.query<{ note: string }>("SELECT note FROM app.accounts WHERE id = 7")).rows[0]!.note));
       return v.every((x) => x === v[0]) ? v : undefined;
-    });
+    }, 60_000);
     assert.ok(["from alpha", "from beta"].includes(notes[0]!));
     await until("a conflict row", async () => {
       const r = await Promise.all([n1, n2].map((n) => n.query("SELECT 1 FROM pgraft.conflict_history")));
@@ -175,7 +159,7 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     await until("all three nodes to hold the same rows again", async () => {
       const h = await Promise.all([n1, n2, n3].map(contentHash));
       return h.every((x) => x === h[0]);
-    });
+    }, 60_000);
     for (const n of [n2, n3]) {
       const got = await n.query("SELECT 1 FROM app.events WHERE id = ANY ($1)", [ids]);
       assert.equal(got.rows.length, ids.length, `node ${n.id} has every row written while beta was down`);
@@ -189,9 +173,9 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     assert.match(r.rows[0]!.part_node, /parted/);
     const ids = await w.stop();
     assert.ok(ids.length > 0);
-    await until("nodes 1 and 2 to agree", async () => (await contentHash(n1)) === (await contentHash(n2)));
+    await until("nodes 1 and 2 to agree", async () => (await contentHash(n1)) === (await contentHash(n2)), 60_000);
     for (const n of [n1, n2]) {
-      await until(`node ${n.id} to drop gamma's slot`, async () => (await n.query("SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE '%gamma%'")).rows.length === 0);
+      await until(`node ${n.id} to drop gamma's slot`, async () => (await n.query("SELECT 1 FROM pg_replication_slots WHERE slot_name LIKE '%gamma%'")).rows.length === 0, 60_000);
     }
     const st = await n1.query<{ peer_state_name: string }>("SELECT peer_state_name FROM pgraft.node_summary WHERE node_name = 'gamma'");
     assert.equal(st.rows[0]!.peer_state_name, "PARTED");

@@ -2,11 +2,13 @@
 // test wrapper that prints every sidecar's and server's log tail on failure.
 import assert from "node:assert/strict";
 import type pg from "pg";
+import { sleep, waitFor } from "../integration/harness.js";
 import type { PgCluster, PgNode } from "../support/pg-cluster.js";
+
+export { sleep };
 
 export { pgError, sqlFails } from "../support/pg-cluster.js";
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The result's column names, in order (pg's `fields`). */
 export const columns = (r: pg.QueryResult): string[] => r.fields.map((f) => f.name);
@@ -23,21 +25,9 @@ export async function multi(node: PgNode, sql: string): Promise<pg.QueryResult[]
   return results(r);
 }
 
-/** Poll `f` until it returns a truthy value (errors count as not yet); bounded. */
-export async function until<T>(what: string, f: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 100): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = "";
-  for (;;) {
-    try {
-      const v = await f();
-      if (v) return v;
-      last = "";
-    } catch (e) {
-      last = e instanceof Error ? e.message : String(e);
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ""}`);
-    await sleep(intervalMs);
-  }
+/** Poll `f` until it returns a truthy value (errors count as not yet); bounded (the harness's waitFor). */
+export function until<T>(what: string, f: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 100): Promise<T> {
+  return waitFor(what, f, { timeoutMs, intervalMs });
 }
 
 /** A test body that gets the file's cluster, and on failure reports every node's log tail. */
