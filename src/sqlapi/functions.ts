@@ -154,12 +154,29 @@ function optArg(args: (string | null)[], i: number): string | null {
 
 const PART_ORDER = ["PART_START", "PARTING", "PART_CATCHUP", "PARTED"];
 
-/** Poll the catalog until node `name` reaches `state` (interrupted by the caller's statement_timeout). */
+/** A join failing this long (it retries in the background) makes the waiting call return the error. */
+const JOIN_FAILING_MS = 60_000;
+
+/**
+ * Poll the catalog until node `name` reaches `state` (interrupted by the
+ * caller's statement_timeout). A join of this node that keeps failing ends the
+ * wait with its last error after JOIN_FAILING_MS, rather than hanging.
+ */
 async function waitForState(d: SqlApiDeps, name: string, state: string): Promise<void> {
+  let failingSince: number | undefined;
   for (;;) {
     const n = d.state.dataNodes().find((x) => x.name === name);
     if (!n) throw new PgWireError({ code: "55000", message: `node ${JSON.stringify(name)} was dropped while waiting for ${state}` });
     if (n.state === state) return;
+    const err = n.raftMemberId === d.selfId ? (d.groups?.lastJoinError ?? "") : "";
+    failingSince = err ? (failingSince ?? Date.now()) : undefined;
+    if (failingSince !== undefined && Date.now() - failingSince > JOIN_FAILING_MS) {
+      throw new PgWireError({
+        code: "55000",
+        message: `the join of node ${JSON.stringify(name)} keeps failing: ${err}`,
+        hint: "it is retried in the background: fix the cause and call wait_for_join_completion(), or give up with part_node/drop_node",
+      });
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
 }
