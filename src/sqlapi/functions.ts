@@ -469,7 +469,9 @@ const IMPLS: Record<string, Impl> = {
     if (n.state === "PARTED") return one(`node ${name} is already parted`);
     if (!(await status(d)).quorumMet) throw new PgWireError({ code: "55000", message: `${f.name}: parting needs a majority of the cluster, and this node sees none`, hint: "bring enough nodes back, or call it on a node in the majority" });
     if (!n.state.startsWith("PART")) await pgd(d, { op: "pgd.node.state", name, state: "PART_START" });
-    if (force) {
+    // The last member of its group has nobody to catch up or coordinate: it parts at once.
+    const others = d.state.dataNodes().filter((x) => x.group === n.group && x.name !== name && ["CATCHUP", "PROMOTE", "PROMOTING", "ACTIVE"].includes(x.state));
+    if (force || others.length === 0) {
       for (const s of ["PARTING", "PART_CATCHUP", "PARTED"]) {
         const cur = d.state.dataNodes().find((x) => x.name === name)!.state;
         if (cur === "PARTED") break;

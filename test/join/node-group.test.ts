@@ -203,4 +203,13 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     const summary = await n1.query("SELECT node_name, peer_state_name FROM bdr.node_summary ORDER BY 1");
     assert.deepEqual(summary.rows, [{ node_name: "alpha", peer_state_name: "ACTIVE" }, { node_name: "beta", peer_state_name: "ACTIVE" }], "nothing changed");
   });
+
+  test("the remaining nodes part (the last one at once); then the nodes and the empty group are dropped", async () => {
+    const [n1] = c!.nodes as [PgNode];
+    assert.match((await n1.query<{ part_node: string }>("SELECT bdr.part_node('beta')")).rows[0]!.part_node, /parted/);
+    assert.match((await n1.query<{ part_node: string }>("SELECT bdr.part_node('alpha')")).rows[0]!.part_node, /parted/);
+    await n1.query("SELECT bdr.drop_node('alpha'), bdr.drop_node('beta')");
+    await n1.query("SELECT bdr.drop_node_group('g1')");
+    assert.equal((await n1.query("SELECT * FROM bdr.node_summary")).rows.length, 0);
+  });
 });
