@@ -13,8 +13,8 @@
 // exactly where the copy ends. Every other member's slot for the joiner is a
 // copy of that member's group slot (which never moves past what every member has
 // applied), and the joiner resumes that member's origin at the LSN the source
-// had applied when the snapshot was taken (pgraft.apply_progress, read under the
-// snapshot). A join interrupted before CATCHUP starts over from JOIN_START: the
+// had applied when the snapshot was taken (its origin progress, read while no
+// apply transaction could commit: see snapshot-copy.ts). A join interrupted before CATCHUP starts over from JOIN_START: the
 // copied tables are dropped first (the database was empty when the join began).
 import pg from "pg";
 import type { DataNode } from "../cluster/node-groups.js";

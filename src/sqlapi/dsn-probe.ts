@@ -8,19 +8,29 @@ import { toUriDsn } from "../postgres/dsn.js";
 
 const PROBE_TIMEOUT_MS = 5_000;
 
-export async function probeDsn(fn: string, dsn: string): Promise<{ dbname: string }> {
+/**
+ * Connect with `dsn` (as the other nodes will) and run `f` on that connection;
+ * a malformed DSN is 22023, a failed connection 08001, neither echoing a password.
+ */
+export async function withDsn<T>(fn: string, dsn: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
   const why = dsnProblem(dsn);
   if (why) throw new PgWireError({ code: "22023", message: `${fn}: ${why}` });
   const c = new pg.Client({ connectionString: toUriDsn(dsn), connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS, application_name: "pgraft_probe" });
   c.on("error", () => {});
   try {
-    await c.connect();
-    const r = await c.query<{ db: string }>("SELECT current_database() AS db");
-    return { dbname: r.rows[0]!.db };
-  } catch (e) {
-    const msg = (e instanceof Error ? e.message : String(e)).replace(/password=\S+/gi, "password=…");
-    throw new PgWireError({ code: "08001", message: `${fn}: cannot connect with the DSN given: ${msg}`, hint: "the DSN must reach that database from every node (host, port, dbname, user, and a password or .pgpass)" });
+    try {
+      await c.connect();
+    } catch (e) {
+      const msg = (e instanceof Error ? e.message : String(e)).replace(/password=\S+/gi, "password=…");
+      throw new PgWireError({ code: "08001", message: `${fn}: cannot connect with the DSN given: ${msg}`, hint: "the DSN must reach that database from every node (host, port, dbname, user, and a password or .pgpass)" });
+    }
+    return await f(c);
   } finally {
     await c.end().catch(() => undefined);
   }
+}
+
+/** The database a reachable DSN names. */
+export function probeDsn(fn: string, dsn: string): Promise<{ dbname: string }> {
+  return withDsn(fn, dsn, async (c) => ({ dbname: (await c.query<{ db: string }>("SELECT current_database() AS db")).rows[0]!.db }));
 }

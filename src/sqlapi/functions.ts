@@ -14,11 +14,9 @@ import type { ClusterState } from "../cluster/state.js";
 import type { DataNode } from "../cluster/node-groups.js";
 import type { GroupController } from "../join/group-controller.js";
 import type { SqlFunction } from "./catalog.js";
-import { probeDsn } from "./dsn-probe.js";
-import pg from "pg";
+import { probeDsn, withDsn } from "./dsn-probe.js";
 import { JOIN_KEY } from "../join/group-controller.js";
 import { checkTargetEmpty, JoinCopyError } from "../join/snapshot-copy.js";
-import { toUriDsn } from "../postgres/dsn.js";
 import { groupSlotName } from "../slots/index.js";
 import { invalidParameter, nullArgument } from "./errors.js";
 
@@ -181,22 +179,18 @@ async function waitForState(d: SqlApiDeps, name: string, state: string): Promise
   }
 }
 
-/** The node name of the pgraft node at `dsn` (its local_node_summary). */
-async function probeNode(fn: string, dsn: string): Promise<string> {
-  await probeDsn(fn, dsn);
-  const c = new pg.Client({ connectionString: toUriDsn(dsn), connectionTimeoutMillis: 5_000 });
-  c.on("error", () => {});
-  try {
-    await c.connect();
-    const r = await c.query<{ node_name: string }>("SELECT node_name FROM pgraft.local_node_summary");
-    if (!r.rows[0]) throw new PgWireError({ code: "55000", message: `${fn}: the database at join_target_dsn is not a pgraft node (create_node was not called there)` });
-    return r.rows[0].node_name;
-  } catch (e) {
-    if (e instanceof PgWireError) throw e;
-    throw new PgWireError({ code: "55000", message: `${fn}: the database at join_target_dsn has no pgraft shim: ${e instanceof Error ? e.message : String(e)}` });
-  } finally {
-    await c.end().catch(() => undefined);
-  }
+/** The node name of the pgraft node at `dsn` (its local_node_summary), on one connection. */
+function probeNode(fn: string, dsn: string): Promise<string> {
+  return withDsn(fn, dsn, async (c) => {
+    let rows: { node_name: string }[];
+    try {
+      rows = (await c.query<{ node_name: string }>("SELECT node_name FROM pgraft.local_node_summary")).rows;
+    } catch (e) {
+      throw new PgWireError({ code: "55000", message: `${fn}: the database at join_target_dsn has no pgraft shim: ${e instanceof Error ? e.message : String(e)}` });
+    }
+    if (!rows[0]) throw new PgWireError({ code: "55000", message: `${fn}: the database at join_target_dsn is not a pgraft node (create_node was not called there)` });
+    return rows[0].node_name;
+  });
 }
 
 /** Hide a password in a DSN shown in a view. */

@@ -2,7 +2,6 @@
 // that records every request and answers with scripted responses or errors
 // (with the pgraft-error-code / pgraft-leader-id trailers), and a runner of
 // the operator commands as a real child process.
-import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -10,6 +9,7 @@ import { create, type DescMethod, type Message } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { Cluster } from "../../src/gen/pgraft/v1/client_pb.js";
 import { addService, statusError, type HandlersOf } from "../../src/transport/grpc-service.js";
+import { runProcess } from "../support/run.js";
 
 /** An error the fake answers with: a gRPC status plus the sidecar's trailers. */
 export interface FakeError {
@@ -138,29 +138,12 @@ export function runCli(args: readonly string[], env: Record<string, string> = {}
   return withChildSlot(() => runChild(args, env, killAfterMs));
 }
 
-function runChild(args: readonly string[], env: Record<string, string>, killAfterMs: number): Promise<CliResult> {
+async function runChild(args: readonly string[], env: Record<string, string>, killAfterMs: number): Promise<CliResult> {
   const childEnv: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("PGRAFT_") && k !== "NODE_TEST_CONTEXT") childEnv[k] = v;
   Object.assign(childEnv, env);
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", ENTRY, ...args], { cwd: ROOT, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`pgraft ${args.join(" ")} did not exit within ${killAfterMs} ms; stderr: ${stderr}`));
-    }, killAfterMs);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  const { code, stdout, stderr } = await runProcess(process.execPath, ["--import", "tsx", ENTRY, ...args], { cwd: ROOT, env: childEnv, timeoutMs: killAfterMs });
+  return { code, stdout, stderr };
 }
 
 /** The arguments every call against the fake needs. */

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { TestCluster, errorText, freePorts, type PB, pb, runCli, statusOf, waitFor, withLogs } from "./harness.js";
+import { TestCluster, errorText, freePorts, type PB, pb, runCli, statusOf, waitFor, withLogs, type ClusterTestBody } from "./harness.js";
 
 /** Assert that `p` rejects with grpc status `code` and a message matching `details`. */
 async function rejectsWith(p: Promise<unknown>, code: grpc.status, details: RegExp, what: string): Promise<void> {
@@ -39,7 +39,7 @@ function httpGet(port: number, path: string): Promise<{ code: number; body: stri
 
 describe("bad input over gRPC, and HTTP endpoints, on a 3-node cluster", () => {
   let cluster: TestCluster | undefined;
-  const it = (name: string, fn: Parameters<typeof withLogs>[1]): void => {
+  const it = (name: string, fn: ClusterTestBody): void => {
     test(name, withLogs(() => cluster, fn));
   };
 

@@ -2,11 +2,11 @@
 // them) leaves a majority that keeps committing; the two come back and catch up.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { TestCluster, waitFor, withLogs } from "./harness.js";
+import { TestCluster, waitFor, withLogs, type ClusterTestBody } from "./harness.js";
 
 describe("5-node cluster of sidecar processes", () => {
   let cluster: TestCluster | undefined;
-  const it = (name: string, fn: Parameters<typeof withLogs>[1]): void => {
+  const it = (name: string, fn: ClusterTestBody): void => {
     test(name, withLogs(() => cluster, fn));
   };
 

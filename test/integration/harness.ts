@@ -21,6 +21,8 @@ import type * as PB from "../../src/gen/pgraft/v1/client_pb.js";
 import type * as TestingPB from "../../src/gen/pgraft/v1/testing_pb.js";
 import { createClient, isServiceError, type ClientOf, type TypedClient } from "../../src/transport/grpc-service.js";
 import { freePorts } from "../support/ports.js";
+import { runProcess, type RunOutput } from "../support/run.js";
+import { errorText, sleep, waitFor } from "../support/wait.js";
 
 export { freePorts };
 
@@ -46,36 +48,7 @@ const { Faults } = await import("../../src/gen/pgraft/v1/testing_pb.js");
 
 // ------------------------------------------------------------------ small utilities
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Poll `f` until it returns a truthy value (errors count as "not yet"); on timeout throw with `what` and `context()`. */
-export async function waitFor<T>(
-  what: string,
-  f: () => Promise<T | undefined | false | null> | T | undefined | false | null,
-  opts: { timeoutMs?: number; intervalMs?: number; context?: () => string } = {},
-): Promise<T> {
-  const timeoutMs = opts.timeoutMs ?? 20_000;
-  const end = Date.now() + timeoutMs;
-  let last = "";
-  for (;;) {
-    try {
-      const v = await f();
-      if (v) return v;
-      last = "";
-    } catch (e) {
-      last = errorText(e);
-    }
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ""}${opts.context ? "\n" + opts.context() : ""}`);
-    }
-    await sleep(opts.intervalMs ?? 50);
-  }
-}
-
-export function errorText(e: unknown): string {
-  if (isServiceError(e)) return `${grpc.status[e.code] ?? e.code}: ${e.details}`;
-  return e instanceof Error ? e.message : String(e);
-}
+export { errorText, sleep, waitFor };
 
 /** The grpc status code of a rejection, or undefined when it was not a status error. */
 export function statusOf(e: unknown): grpc.status | undefined {
@@ -226,40 +199,12 @@ export function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-export interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+export type RunResult = RunOutput;
 
 /** Run `pgraft <args>` to completion (bounded), for the CLI-level tests. */
 export function runCli(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunResult> {
   requireBuild();
-  return new Promise((res, rej) => {
-    const child = spawn(process.execPath, ["--import", PARENT_WATCH, MAIN_JS, ...args], {
-      env: childEnv(opts.env ?? {}),
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    track(child);
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    const timeoutMs = opts.timeoutMs ?? 20_000;
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      rej(new Error(`pgraft ${args.join(" ")} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      rej(e);
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      res({ code, signal, stdout, stderr });
-    });
-  });
+  return runProcess(process.execPath, ["--import", PARENT_WATCH, MAIN_JS, ...args], { env: childEnv(opts.env ?? {}), timeoutMs: opts.timeoutMs ?? 20_000, onSpawn: track });
 }
 
 // ------------------------------------------------------------------ one sidecar process
@@ -886,9 +831,12 @@ export class TestCluster {
  * t.diagnostic and appended to the error, so a failure explains itself after
  * the temp dir is gone.
  */
-export function withLogs<T extends { diagnostic(message: string): void }>(
-  cluster: () => TestCluster | undefined,
-  fn: (t: T, c: TestCluster) => Promise<void>,
+/** A test body for withLogs on a TestCluster. */
+export type ClusterTestBody = (t: { diagnostic(message: string): void }, c: TestCluster) => Promise<void>;
+
+export function withLogs<T extends { diagnostic(message: string): void }, C extends { tails(): string } = TestCluster>(
+  cluster: () => C | undefined,
+  fn: (t: T, c: C) => Promise<void>,
 ): (t: T) => Promise<void> {
   return async (t) => {
     const c = cluster();

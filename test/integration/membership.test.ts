@@ -4,11 +4,11 @@
 // start) while writes keep committing.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { TestCluster, type PB, pb, waitFor, withLogs } from "./harness.js";
+import { TestCluster, type PB, pb, waitFor, withLogs, type ClusterTestBody } from "./harness.js";
 
 describe("membership and leadership with sidecar processes", () => {
   let cluster: TestCluster | undefined;
-  const it = (name: string, fn: Parameters<typeof withLogs>[1]): void => {
+  const it = (name: string, fn: ClusterTestBody): void => {
     test(name, withLogs(() => cluster, fn));
   };
 

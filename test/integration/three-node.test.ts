@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { TestCluster, errorText, type PB, pb, statusOf, waitFor, withLogs } from "./harness.js";
+import { TestCluster, errorText, type PB, pb, statusOf, waitFor, withLogs, type ClusterTestBody } from "./harness.js";
 
 describe("3-node cluster of sidecar processes", () => {
   let cluster: TestCluster | undefined;
-  const it = (name: string, fn: Parameters<typeof withLogs>[1]): void => {
+  const it = (name: string, fn: ClusterTestBody): void => {
     test(name, withLogs(() => cluster, fn));
   };
 

@@ -1,6 +1,6 @@
 // Shared by the pgwire tests: a handler that answers a tiny query language, and
 // server/client starters that register their own teardown on the test.
-import { execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +8,7 @@ import { promisify } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { TestContext } from "node:test";
 import pg from "pg";
+import { runProcess } from "../support/run.js";
 import {
   PgType,
   PgWireError,
@@ -145,35 +146,20 @@ export async function pgError(p: Promise<unknown>): Promise<{ code?: string; mes
 export const PSQL = process.env.PSQL ?? "psql";
 
 /** Runs psql against the server; resolves with its exit code and output. */
-export function psql(
+export async function psql(
   server: PgWireServer,
   args: string[],
   opts: { password?: string; user?: string; conn?: string; timeoutMs?: number; onSpawn?: (pid: number) => void } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const conn = `host=127.0.0.1 port=${server.address.port} user=${opts.user ?? USER} dbname=db ${opts.conn ?? ""}`;
-  const child = spawn(PSQL, ["-X", "-w", "-v", "ON_ERROR_STOP=1", "-d", conn, ...args], {
+  const { code, stdout, stderr } = await runProcess(PSQL, ["-X", "-w", "-v", "ON_ERROR_STOP=1", "-d", conn, ...args], {
     env: { ...process.env, PGPASSWORD: opts.password ?? PASSWORD, PGCONNECT_TIMEOUT: "5", LC_ALL: "C.UTF-8" },
-    stdio: ["ignore", "pipe", "pipe"],
+    timeoutMs: opts.timeoutMs ?? 10_000,
+    onSpawn: (child) => {
+      if (child.pid !== undefined) opts.onSpawn?.(child.pid);
+    },
   });
-  if (child.pid !== undefined) opts.onSpawn?.(child.pid);
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`psql timed out; stderr: ${stderr}`));
-    }, opts.timeoutMs ?? 10_000);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return { code, stdout, stderr };
 }
 
 /** Polls until cond() holds (or fails after timeoutMs). */

@@ -5,6 +5,8 @@
 import pg from "pg";
 import { DataPlane, type DataPlaneOptions, type PeerSpec, type SlotsLogger } from "../../src/slots/index.js";
 import { startTestPostgres, type TestPostgres } from "../support/postgres.js";
+import { TEXT_TYPES } from "../../src/slots/connection.js";
+import { waitFor as boundedWait } from "../support/wait.js";
 
 export const DB = "postgres";
 
@@ -27,7 +29,8 @@ export function testLogger(node: string): SlotsLogger {
   return { debug: out("debug"), info: out("info"), warn: out("warn"), error: out("error") };
 }
 
-export const textTypes: pg.CustomTypesConfig = { getTypeParser: () => (v: string) => v };
+/** Every value as text, as the data plane reads them. */
+export const textTypes: pg.CustomTypesConfig = TEXT_TYPES;
 
 /** `n` servers named a, b, c… with ids 1, 2, 3… */
 export async function startNodes(n: number): Promise<TestNode[]> {
@@ -98,13 +101,9 @@ export async function waitStreaming(nodes: TestNode[], timeoutMs = 20_000): Prom
   );
 }
 
+/** Poll `cond` until it holds (errors count as not yet); test/support/wait.ts's waitFor with this file's argument order. */
 export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs: number, what: string, everyMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+  await boundedWait(what, cond, { timeoutMs, intervalMs: everyMs });
 }
 
 /** Run the same SQL on every node (the schema: DDL is not replicated). */

@@ -2,7 +2,7 @@
 // test wrapper that prints every sidecar's and server's log tail on failure.
 import assert from "node:assert/strict";
 import type pg from "pg";
-import { sleep, waitFor } from "../integration/harness.js";
+import { sleep, waitFor, withLogs } from "../integration/harness.js";
 import type { PgCluster, PgNode } from "../support/pg-cluster.js";
 
 export { sleep };
@@ -30,21 +30,9 @@ export function until<T>(what: string, f: () => Promise<T | undefined | null | f
   return waitFor(what, f, { timeoutMs, intervalMs });
 }
 
-/** A test body that gets the file's cluster, and on failure reports every node's log tail. */
-export function withCluster<T extends { diagnostic(message: string): void }>(
-  cluster: () => PgCluster | undefined,
-  fn: (t: T, c: PgCluster) => Promise<void>,
-): (t: T) => Promise<void> {
-  return async (t) => {
-    const c = cluster();
-    if (!c) throw new Error("the cluster did not start (see the before hook's error)");
-    try {
-      await fn(t, c);
-    } catch (e) {
-      t.diagnostic(`logs at the failure:\n${c.tails()}`);
-      throw e;
-    }
-  };
+/** A test body that gets the file's cluster, and on failure reports every node's log tail (the harness's withLogs). */
+export function withCluster<T extends { diagnostic(message: string): void }>(cluster: () => PgCluster | undefined, fn: (t: T, c: PgCluster) => Promise<void>): (t: T) => Promise<void> {
+  return withLogs<T, PgCluster>(cluster, fn);
 }
 
 /** A scalar result's single value. */

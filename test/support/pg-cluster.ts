@@ -10,20 +10,16 @@
 // stops the servers and removes the temp dir, whatever state the test left
 // them in; on a crash of the test process the harness's and postgres.ts's
 // watchdogs do the same.
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import pg from "pg";
 import { SidecarProcess, errorText, sleep } from "../integration/harness.js";
 import { freePorts } from "./ports.js";
+import { runProcess, type RunOutput } from "./run.js";
 import { makeTestDir, removeTestDir, startTestPostgres, type TestPostgres } from "./postgres.js";
 
 export const PSQL = "/usr/lib/postgresql/15/bin/psql";
 
-export interface RunOutput {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type { RunOutput };
 
 export interface PgClusterOptions {
   /** Founding members, ids 1..nodes (default 3). */
@@ -90,30 +86,7 @@ export interface PgCluster {
   destroy(): Promise<void>;
 }
 
-function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number }): Promise<RunOutput> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: opts.env ?? process.env, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    const timeoutMs = opts.timeoutMs ?? 30_000;
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${cmd} ${args.join(" ")} did not exit within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.on("error", (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.on("error", () => undefined);
-    child.stdin.end(opts.input ?? "");
-  });
-}
+const run = (cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number }): Promise<RunOutput> => runProcess(cmd, args, { ...opts, input: opts.input ?? "" });
 
 /** Start `nodes` PostgreSQL servers and sidecars; resolves once there is a leader and every shim answers. */
 export async function startPgCluster(opts: PgClusterOptions = {}): Promise<PgCluster> {
