@@ -6,29 +6,37 @@
 // atomically with the data, and a restart resumes from that progress
 // (session.ts takes the origin before reading it).
 //
-// Throughput: one pipelined connection. A transaction is sent whole — BEGIN,
-// the origin setup, one prepared statement per row change (runs of inserts
-// into one table as one multi-row INSERT), COMMIT — without waiting, and the
-// next ones follow it on the wire (up to a window). That is safe because:
+// Throughput: the cost of a small transaction is per-query overhead, on both
+// ends, so whole transactions go out in batches: one simple-protocol Query
+// holds up to `windowTransactions` of them (BEGIN; EXECUTE …; COMMIT AND
+// CHAIN; EXECUTE …; … COMMIT;), statements prepared once (batch-text.ts),
+// and the next batch is written while the server runs the previous one (two
+// in flight). A huge transaction spans several batches. Runs of inserts into one table are one multi-row
+// INSERT. That is safe because:
 // - fast-path statements raise instead of deciding (statements.ts): a change
 //   that needs conflict resolution, or any error, aborts its transaction, and
-//   its COMMIT answers ROLLBACK;
-// - each transaction's origin setup checks that the origin's progress is the
-//   end LSN of the transaction sent before it, so once one fails every later
-//   one in flight fails too (nothing commits out of order);
-// - the failed transaction is then redone on the slow path, one change at a
-//   time with conflict resolution (slow-path.ts), and the rest re-sent.
+//   the server skips the rest of that Query; every later statement fails
+//   while the aborted transaction block is open, so nothing after a failure
+//   commits;
+// - each transaction's setup also checks that the origin's progress is the
+//   end LSN of the transaction sent before it (the chain check), which covers
+//   the one failure that closes the block: an error raised by COMMIT itself;
+// - after a failure, once every batch in flight has answered, the applier
+//   rolls back, reads the origin's progress (everything up to it committed,
+//   in order), redoes the first transaction past it on the slow path, one
+//   change at a time with conflict resolution (slow-path.ts), and re-sends
+//   the rest.
 //
 // Durability: most commits are asynchronous (synchronous_commit off); the
 // last transaction of a burst, and one every few milliseconds, commits
 // synchronously, which makes every earlier commit durable too (WAL is
 // flushed in order). Only then are their LSNs reported durable, so the
 // receiver confirms to the upstream only what a crash here cannot lose.
-import type pg from "pg";
+import { arrayLiteral, executeSql, literal } from "./batch-text.js";
 import { sqlState } from "./connection.js";
 import type { Assembled } from "./decoder.js";
 import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
-import { BEGIN, COMMIT, ROLLBACK, ApplySession, qualified, type NodeRef } from "./session.js";
+import { ApplySession, BATCH_SETUP, qualified, type NodeRef } from "./session.js";
 import { applyOneByOne, locateRow } from "./slow-path.js";
 import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql } from "./statements.js";
 import { errorText, sleep, type Change, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
@@ -44,10 +52,10 @@ export interface ApplierOptions {
   /** Every member's origin name here → the member (to tell who wrote a local row, for tie-breaks and the history). */
   members: () => Map<string, NodeRef>;
   log: SlotsLogger;
-  /** Transactions in flight on the pipeline (default 64). */
+  /** Transactions per batch (default 256). */
   windowTransactions?: number;
-  /** Statements in flight (default 4000). */
-  windowStatements?: number;
+  /** Bytes of SQL per batch before it is sent (default 256 KiB; a bigger transaction spans batches). */
+  batchBytes?: number;
   /** How long an earlier session may keep the origin busy before connect() gives up (default 30 s). */
   originWaitMs?: number;
   /** Called when more transactions became durable (in order). */
@@ -71,17 +79,29 @@ interface Item {
   endLsn: bigint;
   status: "queued" | "sent" | "committed" | "durable";
   sync: boolean;
-  /** Sent as one statement that is its own transaction. */
-  solo?: boolean;
   resolve: () => void;
   reject: (e: Error) => void;
 }
 
+/** One Query on the wire: the transactions whose COMMIT it carries; or a flush (see flush()). */
+interface Batch {
+  commits: Item[];
+  flush?: boolean;
+}
+
+/**
+ * A synchronous commit of a transaction that writes nothing but its commit
+ * record (it takes an xid): it flushes the WAL through every earlier commit.
+ */
+const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = on;SELECT pg_current_xact_id();COMMIT;";
+
 /** Rows per multi-row INSERT. */
 const BATCH_ROWS = 1000;
+/** Batches in flight: one running on the server while the next is written. */
+const BATCHES_IN_FLIGHT = 2;
 /** Commit synchronously at least this often during a long stream, so acknowledgements keep flowing. */
 const SYNC_EVERY_MS = 50;
-const SYNC_EVERY_TX = 256;
+const SYNC_EVERY_TX = 2048;
 
 export class Applier {
   private readonly opts: ApplierOptions;
@@ -90,11 +110,10 @@ export class Applier {
   /** items[sendPos] is the next to send. */
   private sendPos = 0;
   private unsentApply = 0;
-  private inFlightTx = 0;
-  private inFlightStatements = 0;
-  private spaceWaiters: (() => void)[] = [];
+  private inFlight: Batch[] = [];
+  private roomWaiters: (() => void)[] = [];
   private pumping = false;
-  private recovering: { item: Item; error: unknown } | undefined;
+  private recovering: { error: unknown } | undefined;
   private failed: Error | undefined;
   private closed = false;
   /** End LSN of the last transaction sent (what the next one's chain check expects as the origin's progress). */
@@ -157,26 +176,21 @@ export class Applier {
     });
   }
 
-  // ------------------------------------------------------------------ the pipeline
+  // ------------------------------------------------------------------ batches
 
   private kick(): void {
     if (!this.pumping) void this.pump();
   }
 
+  private get sending(): boolean {
+    return !this.failed && !this.closed && !this.recovering;
+  }
+
   private async pump(): Promise<void> {
     this.pumping = true;
     try {
-      while (!this.failed && !this.closed && !this.recovering && this.sendPos < this.items.length) {
-        const item = this.items[this.sendPos]!;
-        if (item.kind === "skip") {
-          this.sendPos++;
-          continue;
-        }
-        if (this.inFlightTx >= (this.opts.windowTransactions ?? 64)) break; // an outcome kicks us again
-        await this.session.ensureMetas(item.tx!);
-        if (this.failed || this.closed || this.recovering || this.items[this.sendPos] !== item) continue;
-        this.sendPos++;
-        await this.send(item);
+      while (this.sending && this.sendPos < this.items.length && this.inFlight.length < BATCHES_IN_FLIGHT) {
+        if (!(await this.sendBatch())) break;
       }
     } catch (e) {
       this.fail(e);
@@ -186,142 +200,193 @@ export class Applier {
   }
 
   /**
-   * Put one transaction on the wire. Its statements stream out as the window
-   * allows (a huge transaction does not flood the client's queue); its outcome
-   * is judged once its COMMIT answers.
+   * Write one batch: whole transactions from sendPos on. Returns false when
+   * there was nothing to send yet (only skips, or a failure meanwhile).
+   *
+   * A transaction that meets a table or a statement shape new to this
+   * connection waits until nothing is in flight: its lookups and PREPAREs are
+   * queries of their own, which a failed batch's open transaction would
+   * break.
    */
-  private async send(item: Item): Promise<void> {
+  private async sendBatch(): Promise<boolean> {
     const s = this.session;
-    const tx = item.tx!;
-    this.unsentApply--;
-    this.sinceSync++;
-    const now = Date.now();
-    const sync = this.unsentApply === 0 || this.sinceSync >= SYNC_EVERY_TX || now - this.lastSyncAt >= SYNC_EVERY_MS;
-    if (sync) {
-      this.sinceSync = 0;
-      this.lastSyncAt = now;
+    let parts: string[] = [];
+    let bytes = 0;
+    let commits: Item[] = [];
+    let txs = 0;
+    /** A transaction of this batch whose COMMIT is not written yet. */
+    let pending = false;
+    const maxTx = this.opts.windowTransactions ?? 256;
+    const maxBytes = this.opts.batchBytes ?? 256 * 1024;
+    while (this.sending && this.sendPos < this.items.length && txs < maxTx && bytes < maxBytes) {
+      const item = this.items[this.sendPos]!;
+      if (item.kind === "skip") {
+        this.sendPos++;
+        continue;
+      }
+      const tx = item.tx!;
+      if (!s.knowsTables(tx)) {
+        if (parts.length) break;
+        if (!(await this.quiet())) return false;
+        await s.ensureMetas(tx);
+        continue;
+      }
+      // Synchronous: the last of a burst with nothing in flight (a low rate gets each transaction durable at once), and one
+      // every few ms under load; a burst that ends while batches are in flight is made durable by flush() instead.
+      const sync = (this.unsentApply === 1 && !this.inFlight.length) || this.sinceSync + 1 >= SYNC_EVERY_TX || Date.now() - this.lastSyncAt >= SYNC_EVERY_MS;
+      const statements = this.transactionSql(tx, sync, this.chainLsn);
+      if (s.hasUnprepared) {
+        if (parts.length) break;
+        if (!(await this.quiet())) return false;
+        await s.prepareNew();
+        continue;
+      }
+      // Committed to sending it.
+      this.sendPos++;
+      this.unsentApply--;
+      this.chainLsn = tx.endLsn;
+      item.status = "sent";
+      item.sync = sync;
+      this.sinceSync++;
+      if (sync) {
+        this.sinceSync = 0;
+        this.lastSyncAt = Date.now();
+      }
+      txs++;
+      // Transactions follow each other with COMMIT AND CHAIN (one statement between two, not two).
+      parts.push(pending ? "COMMIT AND CHAIN;" : "BEGIN;");
+      pending = false;
+      for (const st of statements) {
+        if (bytes >= maxBytes) {
+          // A huge transaction: the part written so far goes now, its COMMIT comes in a later batch.
+          this.post(parts, commits);
+          parts = [];
+          bytes = 0;
+          commits = [];
+          if (!(await this.room())) return false; // a failure meanwhile: recovery rolls the open transaction back
+        }
+        parts.push(st);
+        bytes += st.length;
+      }
+      commits.push(item);
+      pending = true;
     }
-    item.sync = sync;
-    item.status = "sent";
-    item.solo = false;
-    const prev = this.chainLsn;
-    this.chainLsn = tx.endLsn;
-    this.inFlightTx++;
-    s.cork();
+    if (!parts.length) return false;
+    if (pending) parts.push("COMMIT;");
+    this.post(parts, commits);
+    return true;
+  }
+
+  /** The statements of one transaction between its BEGIN and COMMIT: its setup and its changes (the setup folded into a lone statement). */
+  private transactionSql(tx: RemoteTransaction, sync: boolean, prev: bigint): string[] {
+    const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), sync ? "'on'" : "'off'", literal(formatLsn(prev))];
     const list = [...batches(tx.changes)];
     const only = list.length === 1 ? list[0]! : undefined;
-    if (only && only[0]!.kind !== "truncate") {
-      // One statement (one change, or one run of inserts): it carries the transaction's setup itself and
-      // commits as the implicit transaction of its own Sync — one query instead of four.
-      item.solo = true;
-      const setup = [formatLsn(tx.endLsn), microsToTimestamptz(tx.commitTime), sync ? "on" : "off", formatLsn(prev)];
-      const p = this.track(this.fastBatch(only, setup));
-      void Promise.allSettled([p]).then((settled) => this.outcome(item, settled));
-      return;
-    }
-    const results: Promise<unknown>[] = [s.query(BEGIN), s.query(s.setup(tx, sync, prev))];
-    let complete = true;
-    for (const batch of list) {
-      if (this.inFlightStatements >= (this.opts.windowStatements ?? 4000)) await this.statementSpace();
-      if (this.failed || this.closed) return; // everything was rejected; the connection is gone
-      if (this.recovering) {
-        // An earlier transaction failed, so this one's chain check failed too: close it now.
-        complete = false;
-        break;
-      }
-      s.cork();
-      results.push(this.track(this.fastBatch(batch)));
-    }
-    // ROLLBACK, not COMMIT, for a transaction cut short: it must never commit half done.
-    const end = s.query(complete ? COMMIT : ROLLBACK);
-    void Promise.allSettled([...results, end]).then((settled) => this.outcome(item, settled));
-  }
-
-  /** Count a statement in the window until it answers. */
-  private track(p: Promise<unknown>): Promise<unknown> {
-    this.inFlightStatements++;
-    const done = (): void => {
-      this.inFlightStatements--;
-      if (this.inFlightStatements <= (this.opts.windowStatements ?? 4000) / 2) this.releaseSpace();
-    };
-    p.then(done, done);
-    return p;
-  }
-
-  private statementSpace(): Promise<void> {
-    return new Promise((r) => this.spaceWaiters.push(r));
-  }
-
-  private releaseSpace(): void {
-    for (const w of this.spaceWaiters.splice(0)) w();
+    if (only && only[0]!.kind !== "truncate") return [this.changeSql(only, setup)];
+    return [executeSql(BATCH_SETUP, setup), ...list.map((b) => this.changeSql(b))];
   }
 
   /**
-   * Consecutive inserts into one table with the same columns become one
-   * multi-row INSERT. `solo`: the statement is the whole transaction, these
-   * are its setup values (statements.ts soloSetup).
+   * One statement: a change, or a run of inserts into one table with the same
+   * columns as one multi-row INSERT. `solo`: the statement is the whole
+   * transaction, these are its setup arguments (statements.ts soloSetup).
    */
-  private fastBatch(batch: Change[], solo?: string[]): Promise<unknown> {
-    const s = this.session;
-    const first = batch[0]!;
-    if (batch.length === 1 || first.kind !== "insert") return this.fastChange(first, solo);
-    const meta = s.meta(first.rel);
-    const mask = presentMask(first.new);
-    const columns = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [i] : []));
-    const arrays = columns.map((i) => batch.map((ch) => (ch as Extract<Change, { kind: "insert" }>).new[i] ?? null));
-    return s.prepared(meta, `${solo ? "s" : ""}I${mask}`, () => insertManySql(meta, mask, solo !== undefined), [...arrays, ...(solo ?? [])]);
-  }
-
-  private fastChange(ch: Change, solo?: string[]): Promise<unknown> {
+  private changeSql(batch: Change[], solo?: string[]): string {
     const s = this.session;
     const one = solo !== undefined;
     const tag = one ? "s" : "";
     const tail = solo ?? [];
-    switch (ch.kind) {
+    const first = batch[0]!;
+    if (batch.length > 1 && first.kind === "insert") {
+      const meta = s.meta(first.rel);
+      const mask = presentMask(first.new);
+      const columns = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [i] : []));
+      const arrays = columns.map((i) => arrayLiteral(batch.map((ch) => (ch as Extract<Change, { kind: "insert" }>).new[i])));
+      return executeSql(s.batchShape(meta, `${tag}I${mask}`, () => insertManySql(meta, mask, one)), [...arrays, ...tail]);
+    }
+    const args = (vs: (string | null)[]): string[] => [...vs.map(literal), ...tail];
+    switch (first.kind) {
       case "insert": {
-        const meta = s.meta(ch.rel);
-        const mask = presentMask(ch.new);
-        return s.prepared(meta, `${tag}i${mask}`, () => insertSql(meta, mask, one), [...presentValues(ch.new), ...tail]);
+        const meta = s.meta(first.rel);
+        const mask = presentMask(first.new);
+        return executeSql(s.batchShape(meta, `${tag}i${mask}`, () => insertSql(meta, mask, one)), args(presentValues(first.new)));
       }
       case "update": {
-        const meta = s.meta(ch.rel);
-        const mask = presentMask(ch.new);
-        const where = locateParams(meta, locateRow(meta, ch.old, ch.new));
-        return s.prepared(meta, `${tag}u${mask}`, () => fastUpdateSql(meta, mask, s.roident, one), [...presentValues(ch.new), ...where, ...tail]);
+        const meta = s.meta(first.rel);
+        const mask = presentMask(first.new);
+        const where = locateParams(meta, locateRow(meta, first.old, first.new));
+        return executeSql(s.batchShape(meta, `${tag}u${mask}`, () => fastUpdateSql(meta, mask, s.roident, one)), args([...presentValues(first.new), ...where]));
       }
       case "delete": {
-        const meta = s.meta(ch.rel);
-        return s.prepared(meta, `${tag}d`, () => fastDeleteSql(meta, s.roident, one), [...locateParams(meta, ch.old), ...tail]);
+        const meta = s.meta(first.rel);
+        return executeSql(s.batchShape(meta, `${tag}d`, () => fastDeleteSql(meta, s.roident, one)), args(locateParams(meta, first.old)));
       }
       case "truncate":
         if (one) throw new Error("a truncate cannot be a one-statement transaction");
-        return s.query(truncateSql(ch.rels.map((r) => qualified(r)), ch.restartIdentity, ch.cascade));
+        return `${truncateSql(first.rels.map((r) => qualified(r)), first.restartIdentity, first.cascade).text};`;
     }
   }
 
-  private outcome(item: Item, settled: PromiseSettledResult<unknown>[]): void {
-    this.inFlightTx--;
+  /**
+   * Everything is sent and committed, but the last commits were asynchronous:
+   * make them durable now (else their acknowledgement would wait for the next
+   * transaction, however long that takes).
+   */
+  private flush(): void {
+    if (this.inFlight.length || this.unsentApply || !this.sending) return;
+    if (!this.items.some((it) => it.kind === "apply" && it.status === "committed")) return;
+    this.post([FLUSH_SQL], [], true);
+  }
+
+  private post(parts: string[], commits: Item[], flush = false): void {
+    const batch: Batch = { commits, flush };
+    this.inFlight.push(batch);
+    void this.session.query({ text: parts.join("") }).then(
+      () => this.answered(batch, undefined),
+      (e: unknown) => this.answered(batch, e ?? new Error("batch failed")),
+    );
+  }
+
+  /** Wait for a free slot on the wire; false when a failure or a close came first. */
+  private async room(): Promise<boolean> {
+    while (this.inFlight.length >= BATCHES_IN_FLIGHT && this.sending) await new Promise<void>((r) => this.roomWaiters.push(r));
+    return this.sending;
+  }
+
+  /** Wait until nothing is in flight; false when a failure or a close came first. */
+  private async quiet(): Promise<boolean> {
+    while (this.inFlight.length && this.sending) await new Promise<void>((r) => this.roomWaiters.push(r));
+    return this.sending;
+  }
+
+  private wakeWaiters(): void {
+    for (const w of this.roomWaiters.splice(0)) w();
+  }
+
+  /** A batch answered (batches answer in the order they were sent). */
+  private answered(batch: Batch, error: unknown): void {
+    this.inFlight.splice(this.inFlight.indexOf(batch), 1);
+    this.wakeWaiters();
     if (this.failed || this.closed) return;
-    const last = settled[settled.length - 1]!;
-    // A one-statement transaction committed when its statement succeeded; the others when COMMIT said so.
-    const committed = last.status === "fulfilled" && (item.solo || (last.value as pg.QueryResult).command === "COMMIT");
-    if (committed && !settled.some((s) => s.status === "rejected")) {
-      if (this.recovering) {
-        // Cannot happen: the chain check fails every transaction after a failed one.
-        this.fail(new Error(`transaction ending at ${formatLsn(item.endLsn)} committed after an earlier one failed`));
-        return;
+    if (error === undefined && !this.recovering) {
+      for (const item of batch.commits) this.committed(item);
+      if (batch.flush) {
+        // Batches answer in order: every commit counted so far was written before the flush.
+        for (const it of this.items) if (it.kind === "apply" && it.status === "committed") it.status = "durable";
       }
-      this.committed(item);
+      this.advance();
       this.kick();
+      this.flush();
       return;
     }
-    if (!this.recovering) {
-      // The first failure in order: its cause is the first error that is not "transaction aborted" (25P02).
-      const reasons = settled.filter((s): s is PromiseRejectedResult => s.status === "rejected").map((s) => s.reason as unknown);
-      const error = reasons.find((r) => sqlState(r) !== "25P02") ?? reasons[0] ?? new Error("COMMIT answered ROLLBACK");
-      this.recovering = { item, error };
+    if (error === undefined) {
+      // Cannot happen: every statement after a failure fails until the ROLLBACK.
+      this.fail(new Error(`a batch committed after an earlier one failed (${this.recovering ? errorText(this.recovering.error) : ""})`));
+      return;
     }
-    if (this.inFlightTx === 0) void this.recover();
+    // The first failure in order carries the cause; those behind it fail with "transaction aborted" (25P02) or the chain check.
+    this.recovering ??= { error };
+    if (!this.inFlight.length) void this.recover();
   }
 
   private committed(item: Item): void {
@@ -336,7 +401,6 @@ export class Applier {
         if (it === item) break;
       }
     }
-    this.advance();
   }
 
   /** Resolve, in order, everything that is durable (skipped transactions count once all before them do). */
@@ -354,32 +418,45 @@ export class Applier {
     if (moved) this.opts.onDurable?.(this.durableLsn);
   }
 
-  /** Redo the failed transaction on the slow path, then re-send the ones that failed behind it. */
+  /**
+   * After a failed batch, with nothing in flight: roll back, count what
+   * committed (up to the origin's progress), redo the first transaction past
+   * it on the slow path, and send the rest again.
+   */
   private async recover(): Promise<void> {
     const r = this.recovering;
-    if (!r || this.failed) return;
-    const idx = this.items.indexOf(r.item);
-    this.opts.log.debug("redoing a transaction on the slow path", { peer: this.opts.peer.name, end: formatLsn(r.item.endLsn), cause: errorText(r.error) });
-    // Everything after it that was sent failed: back to the queue, in order.
-    for (let i = idx + 1; i < this.sendPos; i++) {
-      const it = this.items[i]!;
-      if (it.kind === "apply" && it.status === "sent") {
+    if (!r || this.failed || this.closed) return;
+    try {
+      const progress = await this.session.rollbackAndProgress();
+      const sent = this.items.slice(0, this.sendPos).filter((it) => it.kind === "apply" && it.status === "sent");
+      const done = sent.filter((it) => it.endLsn <= progress);
+      for (const it of done) this.committed(it);
+      const failedItem = sent[done.length];
+      for (const it of sent.slice(done.length + 1)) {
         it.status = "queued";
         this.unsentApply++;
       }
-    }
-    this.sendPos = idx + 1;
-    try {
-      this.stats.conflicts += await applyOneByOne({ session: this.session, localNode: this.opts.localNode, peer: this.opts.peer, log: this.opts.log }, r.item.tx!);
+      if (!failedItem) {
+        this.opts.log.warn("a batch failed but every transaction in it committed", { peer: this.opts.peer.name, cause: errorText(r.error) });
+        this.chainLsn = progress;
+        this.sendPos = this.items.findIndex((it) => it.kind === "apply" && it.status === "queued");
+        if (this.sendPos < 0) this.sendPos = this.items.length;
+      } else {
+        this.sendPos = this.items.indexOf(failedItem) + 1;
+        this.opts.log.debug("redoing a transaction on the slow path", { peer: this.opts.peer.name, end: formatLsn(failedItem.endLsn), cause: errorText(r.error) });
+        this.stats.conflicts += await applyOneByOne({ session: this.session, localNode: this.opts.localNode, peer: this.opts.peer, log: this.opts.log }, failedItem.tx!);
+        this.stats.slowPathTransactions++;
+        this.chainLsn = failedItem.endLsn;
+        failedItem.sync = true; // the slow path commits synchronously
+        this.committed(failedItem);
+      }
     } catch (e) {
       this.fail(e);
       return;
     }
-    this.stats.slowPathTransactions++;
-    this.chainLsn = r.item.endLsn;
-    r.item.sync = true; // the slow path commits synchronously
+    if (this.failed || this.closed) return;
     this.recovering = undefined;
-    this.committed(r.item);
+    this.advance();
     this.kick();
   }
 
@@ -398,7 +475,7 @@ export class Applier {
   private rejectAll(e: Error): void {
     const items = this.items.splice(0);
     this.sendPos = 0;
-    this.releaseSpace();
+    this.wakeWaiters();
     for (const it of items) it.reject(e);
   }
 

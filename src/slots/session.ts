@@ -3,11 +3,14 @@
 // once, and tells which member wrote a local row.
 //
 // The connection runs in pg's pipeline mode: queries are written as soon as
-// they are issued, each with its own Sync, and answered in order.
+// they are issued, each with its own Sync, and answered in order. Statement
+// shapes are prepared twice over, under separate names: by PREPARE for the
+// fast path's batches (EXECUTE in a simple query), and by pg's own Parse for
+// the slow path's bound queries (pg tracks only the names it parsed itself).
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, microsToTimestamptz, parseLsn } from "./lsn.js";
-import { quoteIdent, type Sql, type TableMeta, APPLY_LOCK_KEY } from "./statements.js";
+import { quoteIdent, setupSql, type Sql, type TableMeta } from "./statements.js";
 import { errorText, sleep, within, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
 
 export interface NodeRef {
@@ -20,6 +23,9 @@ export interface Query {
   name?: string;
   values?: unknown[];
 }
+
+/** The prepared setup of a batched transaction of several statements (params: end LSN, commit time, synchronous_commit, previous end LSN). */
+export const BATCH_SETUP = "pgraft_bsetup";
 
 export const BEGIN: Query = { name: "pgraft_begin", text: "BEGIN" };
 export const COMMIT: Query = { name: "pgraft_commit", text: "COMMIT" };
@@ -46,7 +52,6 @@ export interface SessionOptions {
 export class ApplySession {
   private client: pg.Client | undefined;
   private closed = false;
-  private corked = false;
   /** This peer's origin id here. */
   roident = 0;
   /** roident → origin name. */
@@ -56,6 +61,9 @@ export class ApplySession {
   private nextRelId = 1;
   private readonly statements = new Map<string, { name: string; text: string }>();
   private nextStatement = 1;
+  /** Shapes named for batches: key → name, and the ones not PREPAREd yet. */
+  private readonly batchShapes = new Map<string, string>();
+  private unprepared: { name: string; text: string }[] = [];
 
   constructor(private readonly opts: SessionOptions) {}
 
@@ -76,7 +84,9 @@ export class ApplySession {
     }
     // Applying is what a replica does: user and FK triggers stay quiet (they ran on the origin node),
     // and most commits need not wait for a flush (the applier makes every few synchronous).
-    await client.query("SET synchronous_commit = off; SET session_replication_role = replica");
+    // Batches carry values as literals: only quotes need escaping with standard_conforming_strings (batch-text.ts).
+    await client.query("SET synchronous_commit = off; SET session_replication_role = replica; SET standard_conforming_strings = on");
+    await client.query(`PREPARE ${BATCH_SETUP} AS ${setupSql(true).text}`);
     try {
       await client.query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", [o.originName]);
     } catch (e) {
@@ -123,36 +133,51 @@ export class ApplySession {
     return this.query({ name: st.name, text: st.text, values });
   }
 
-  /**
-   * The origin's LSN and time for this transaction and the durability of its
-   * commit; when `prev` is given, also the chain check: the origin's progress
-   * must be where the transaction sent before this one ended (see applier.ts).
-   */
-  setup(tx: RemoteTransaction, sync: boolean, prev: bigint | undefined): Query {
-    const values = [formatLsn(tx.endLsn), microsToTimestamptz(tx.commitTime), sync ? "on" : "off"];
-    const base = `SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz), set_config('synchronous_commit', $3, true), pg_advisory_xact_lock_shared(${APPLY_LOCK_KEY})`;
-    if (prev === undefined) return { name: "pgraft_setup", text: base, values };
-    return {
-      name: "pgraft_setup_chained",
-      text: `${base}, pgraft.apply_guard(COALESCE(pg_replication_origin_session_progress(false), '0/0') = $4::pg_lsn)`,
-      values: [...values, formatLsn(prev)],
-    };
+  /** The origin's LSN and time for this transaction, and the durability of its commit (the slow path: one transaction alone). */
+  setup(tx: RemoteTransaction, sync: boolean): Query {
+    return { name: "pgraft_setup", text: setupSql(false).text, values: [formatLsn(tx.endLsn), microsToTimestamptz(tx.commitTime), sync ? "on" : "off"] };
   }
 
   /**
-   * Hold the socket's writes until the next turn of the event loop: pg writes
-   * each query on its own, and a write per statement costs more CPU than the
-   * statement itself costs the server.
+   * The name of statement `shape` of `meta`'s table for batches. A new shape
+   * gets its name at once and is PREPAREd by prepareNew(), which must run
+   * before a batch using it is sent.
    */
-  cork(): void {
-    const stream = this.client?.connection.stream;
-    if (this.corked || !stream) return;
-    this.corked = true;
-    stream.cork();
-    setImmediate(() => {
-      this.corked = false;
-      stream.uncork();
-    });
+  batchShape(meta: TableMeta, shape: string, build: () => Sql): string {
+    const key = `${this.relIds.get(meta.rel)}:${shape}`;
+    let name = this.batchShapes.get(key);
+    if (!name) {
+      name = `pgraft_b${this.nextStatement++}`;
+      this.batchShapes.set(key, name);
+      this.unprepared.push({ name, text: build().text });
+    }
+    return name;
+  }
+
+  get hasUnprepared(): boolean {
+    return this.unprepared.length > 0;
+  }
+
+  /** PREPARE the shapes named since the last call (call while no batch is in flight: a failed one leaves the session unusable until ROLLBACK). */
+  async prepareNew(): Promise<void> {
+    while (this.unprepared.length) {
+      const st = this.unprepared[0]!;
+      await this.query({ text: `PREPARE ${st.name} AS ${st.text}` });
+      this.unprepared.shift();
+    }
+  }
+
+  /** Every table `tx` changes is known here (else ensureMetas() has work to do). */
+  knowsTables(tx: RemoteTransaction): boolean {
+    return tx.changes.every((ch) => ch.kind === "truncate" || this.metas.has(ch.rel));
+  }
+
+  /** End whatever transaction a failed batch left open (none: a warning, not an error), then read how far this origin has committed. */
+  async rollbackAndProgress(): Promise<bigint> {
+    await this.query({ text: "ROLLBACK" });
+    const r = await this.query<{ p: string | null }>({ text: "SELECT pg_replication_origin_session_progress(false)::text AS p" });
+    const p = r.rows[0]?.p;
+    return p ? parseLsn(p) : 0n;
   }
 
   // ------------------------------------------------------------------ tables
@@ -174,7 +199,7 @@ export class ApplySession {
                       COALESCE((SELECT json_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
                                   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
                                  WHERE i.indrelid = to_regclass($1) AND i.indisprimary), '[]')::text AS pk,
-                      (SELECT json_object_agg(attname, format_type(atttypid, atttypmod)) FROM pg_attribute
+                      (SELECT json_object_agg(attname, format_type(atttypid, NULL)) FROM pg_attribute
                         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped)::text AS types`,
         values: [name],
       });

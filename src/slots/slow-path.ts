@@ -40,7 +40,7 @@ export async function applyOneByOne(ctx: SlowPathContext, tx: RemoteTransaction)
   await s.query(BEGIN);
   let conflicts = 0;
   try {
-    await s.query(s.setup(tx, true, undefined));
+    await s.query(s.setup(tx, true));
     for (const ch of tx.changes) conflicts += await applyChange(ctx, ch, tx);
     const r = await s.query(COMMIT);
     if (r.command !== "COMMIT") throw new Error(`COMMIT answered ${r.command}`);

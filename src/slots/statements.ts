@@ -1,17 +1,19 @@
 // The SQL the applier runs, one builder per statement shape. Each shape is
 // prepared once per applier connection (a named prepared statement) and then
-// only bound and executed, so the stream never waits on parsing and planning.
+// only executed, so the stream never waits on planning: the fast path
+// EXECUTEs it with literal arguments inside a batch (batch-text.ts), the slow
+// path binds parameters.
 //
-// Values travel as text parameters whose types PostgreSQL infers from the
-// target columns (the text input function reads exactly what the upstream's
-// output function wrote: nothing is rounded).
+// Values are text, whose types PostgreSQL infers from the target columns (the
+// text input function reads exactly what the upstream's output function
+// wrote: nothing is rounded).
 //
 // Two families:
 // - fast path (no conflict expected): a plain INSERT (a duplicate key raises
 //   unique_violation), and UPDATE/DELETE that touch the row only when it was
 //   last written by the same peer (or by this very transaction, or before
-//   commit timestamps were tracked) and call pgraft.apply_guard(count = 1),
-//   which raises when they did not. Any error aborts the local transaction,
+//   commit timestamps were tracked) and raise (pgraft.apply_guard) unless
+//   they touched exactly one row. Any error aborts the local transaction,
 //   and the applier redoes it on the slow path. This is what makes it safe to
 //   pipeline whole transactions, COMMIT included.
 // - slow path: a locking lookup of the local row with its commit timestamp and
@@ -33,7 +35,12 @@ export interface TableMeta {
    * (the upstream sends them with REPLICA IDENTITY FULL).
    */
   key: number[] | null;
-  /** The local type of each column (format_type), for the casts of multi-row statements. */
+  /**
+   * The local type of each column without its modifier (format_type(type, NULL)),
+   * for the casts of INSERT … SELECT: the assignment to the column then applies
+   * the modifier as an INSERT … VALUES would (a too-long varchar raises rather
+   * than being cut by an explicit cast).
+   */
   types: string[];
 }
 
@@ -106,17 +113,41 @@ export const APPLY_LOCK_KEY = 0x70677266; // "pgrf"
 const APPLY_LOCK_SQL = `pg_advisory_xact_lock_shared(${APPLY_LOCK_KEY})`;
 
 /**
- * The select-list items that make a fast-path statement a whole transaction
- * on its own (it runs in the implicit transaction of its Sync): the origin's
- * LSN and time, the commit's durability and the chain check, as the applier's
- * BEGIN-time setup would (params: end LSN, commit time, synchronous_commit,
- * previous end LSN, from $p).
+ * Raise GUARD_SQLSTATE unless `cond` holds. The plpgsql guard is only called
+ * when the condition fails: a function call per statement costs the server
+ * more than the statement's own check.
  */
-export function soloSetup(p: number): string {
+export function guardSql(cond: string): string {
+  return `CASE WHEN ${cond} THEN NULL ELSE pgraft.apply_guard(false) END`;
+}
+
+/** The chain check: the origin's progress is where the transaction sent before this one ended ($p). */
+function chainCheck(p: number): string {
+  return guardSql(`COALESCE(pg_replication_origin_session_progress(false), '0/0') = $${p}::pg_lsn`);
+}
+
+/**
+ * The select-list items of a transaction's setup: the origin's LSN and time,
+ * the commit's durability, the apply lock and — with `chained` — the chain
+ * check (params: end LSN, commit time, synchronous_commit, previous end LSN,
+ * from $p). The applier's fast path sets up every transaction chained (see
+ * applier.ts); the slow path, which runs alone, does not need the check.
+ */
+export function setupItems(p: number, chained: boolean): string {
   return (
-    `pg_replication_origin_xact_setup($${p}::pg_lsn, $${p + 1}::timestamptz), set_config('synchronous_commit', $${p + 2}, true), ${APPLY_LOCK_SQL}, ` +
-    `pgraft.apply_guard(COALESCE(pg_replication_origin_session_progress(false), '0/0') = $${p + 3}::pg_lsn)`
+    `pg_replication_origin_xact_setup($${p}::pg_lsn, $${p + 1}::timestamptz), set_config('synchronous_commit', $${p + 2}, true), ${APPLY_LOCK_SQL}` +
+    (chained ? `, ${chainCheck(p + 3)}` : "")
   );
+}
+
+/** The setup as its own statement (a transaction of several statements). */
+export function setupSql(chained: boolean): Sql {
+  return { text: `SELECT ${setupItems(1, chained)}` };
+}
+
+/** The setup folded into a transaction's only statement (it then needs no statement of its own). */
+export function soloSetup(p: number): string {
+  return setupItems(p, true);
 }
 
 /** `WITH w AS (<dml> RETURNING 1) SELECT <check>[, <solo setup>] FROM w`, the setup's params after the statement's own. */
@@ -124,13 +155,21 @@ function withCheck(dml: string, check: string, nextParam: number, solo: boolean)
   return { text: `WITH w AS (${dml} RETURNING 1) SELECT ${check}${solo ? `, ${soloSetup(nextParam)}` : ""} FROM w` };
 }
 
-/** INSERT of the columns in `mask` (params: their values in column order). `solo`: also the transaction's setup (soloSetup). */
+/**
+ * INSERT of the columns in `mask` (params: their values in column order).
+ * `solo`: also the transaction's setup (soloSetup), evaluated once as the
+ * source row's subquery; the statement then returns no rows, which a batch
+ * of thousands of them notices on the client.
+ */
 export function insertSql(meta: TableMeta, mask: string, solo = false): Sql {
-  const cols = meta.rel.columns.filter((_, i) => mask[i] === "1");
-  const dml = cols.length
-    ? `INSERT INTO ${meta.qualified} (${cols.map((c) => quoteIdent(c.name)).join(", ")}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(", ")})`
-    : `INSERT INTO ${meta.qualified} DEFAULT VALUES`;
-  return solo ? withCheck(dml, "count(*)", cols.length + 1, true) : { text: dml };
+  const cols = meta.rel.columns.flatMap((c, i) => (mask[i] === "1" ? [{ name: quoteIdent(c.name), type: meta.types[i]! }] : []));
+  if (!cols.length) {
+    const dml = `INSERT INTO ${meta.qualified} DEFAULT VALUES`;
+    return solo ? withCheck(dml, "count(*)", 1, true) : { text: dml };
+  }
+  const into = `INSERT INTO ${meta.qualified} (${cols.map((c) => c.name).join(", ")})`;
+  if (!solo) return { text: `${into} VALUES (${cols.map((_, i) => `$${i + 1}`).join(", ")})` };
+  return { text: `${into} SELECT ${cols.map((c, i) => `$${i + 1}::${c.type}`).join(", ")} FROM (SELECT ${soloSetup(cols.length + 1)}) s` };
 }
 
 /**
@@ -147,7 +186,7 @@ export function insertManySql(meta: TableMeta, mask: string, solo = false): Sql 
   return solo ? withCheck(dml, "count(*)", cols.length + 1, true) : { text: dml };
 }
 
-const ONE_ROW = "pgraft.apply_guard(count(*) = 1)";
+const ONE_ROW = guardSql("count(*) = 1");
 
 /** Fast-path UPDATE (params: new values of `mask`'s columns, then locateParams). Raises GUARD_SQLSTATE unless exactly one row was updated. */
 export function fastUpdateSql(meta: TableMeta, mask: string, peerRoident: number, solo = false): Sql {
