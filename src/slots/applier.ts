@@ -27,19 +27,21 @@
 //   change at a time with conflict resolution (slow-path.ts), and re-sends
 //   the rest.
 //
-// Durability: most commits are asynchronous (synchronous_commit off); the
-// last transaction of a burst, and one every few milliseconds, commits
-// synchronously, which makes every earlier commit durable too (WAL is
-// flushed in order). Only then are their LSNs reported durable, so the
-// receiver confirms to the upstream only what a crash here cannot lose.
+// Durability: the apply commits are asynchronous (synchronous_commit off),
+// so applying never waits for the disk. A second connection makes them
+// durable: while commits wait, it runs a tiny synchronous transaction, which
+// flushes the WAL through every commit made before it (WAL is flushed in
+// order). Only then are their LSNs reported durable, so the receiver confirms
+// to the upstream only what a crash here cannot lose.
 import { arrayLiteral, executeSql, literal } from "./batch-text.js";
-import { sqlState } from "./connection.js";
+import type pg from "pg";
+import { connectClient, destroyClient, sqlState } from "./connection.js";
 import type { Assembled } from "./decoder.js";
 import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
 import { ApplySession, BATCH_SETUP, qualified, type NodeRef } from "./session.js";
 import { applyOneByOne, locateRow } from "./slow-path.js";
 import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql } from "./statements.js";
-import { errorText, sleep, type Change, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
+import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
 
 export type { NodeRef } from "./session.js";
 
@@ -83,15 +85,15 @@ interface Item {
   reject: (e: Error) => void;
 }
 
-/** One Query on the wire: the transactions whose COMMIT it carries; or a flush (see flush()). */
+/** One Query on the wire: the transactions whose COMMIT it carries. */
 interface Batch {
   commits: Item[];
-  flush?: boolean;
 }
 
 /**
  * A synchronous commit of a transaction that writes nothing but its commit
- * record (it takes an xid): it flushes the WAL through every earlier commit.
+ * record (it takes an xid, else there would be no record to flush): it
+ * flushes the WAL through every commit made before it, on any connection.
  */
 const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = on;SELECT pg_current_xact_id();COMMIT;";
 
@@ -99,9 +101,6 @@ const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = on;SELECT pg_current_xac
 const BATCH_ROWS = 1000;
 /** Batches in flight: one running on the server while the next is written. */
 const BATCHES_IN_FLIGHT = 2;
-/** Commit synchronously at least this often during a long stream, so acknowledgements keep flowing. */
-const SYNC_EVERY_MS = 50;
-const SYNC_EVERY_TX = 2048;
 
 export class Applier {
   private readonly opts: ApplierOptions;
@@ -118,8 +117,9 @@ export class Applier {
   private closed = false;
   /** End LSN of the last transaction sent (what the next one's chain check expects as the origin's progress). */
   private chainLsn = 0n;
-  private lastSyncAt = 0;
-  private sinceSync = 0;
+  /** The connection that makes commits durable (see flush()). */
+  private flusher: pg.Client | undefined;
+  private flushing = false;
   /** Everything up to here is durably applied (or needed nothing). */
   durableLsn = 0n;
   /** The last transaction committed (durable or not). */
@@ -134,6 +134,11 @@ export class Applier {
   /** Connect, own the origin, and return the resume point (the end LSN of the last transaction from this peer committed here; 0: none). */
   async connect(): Promise<bigint> {
     const resume = await this.session.open();
+    this.flusher = await connectClient(this.opts.localDsn, `pgraft_flush_${this.opts.peer.name}`.slice(0, 63), (e) => this.fail(e));
+    if (this.closed) {
+      destroyClient(this.flusher);
+      throw new Error("applier closed while connecting");
+    }
     this.chainLsn = resume;
     this.durableLsn = resume;
     this.committedLsn = resume;
@@ -231,10 +236,7 @@ export class Applier {
         await s.ensureMetas(tx);
         continue;
       }
-      // Synchronous: the last of a burst with nothing in flight (a low rate gets each transaction durable at once), and one
-      // every few ms under load; a burst that ends while batches are in flight is made durable by flush() instead.
-      const sync = (this.unsentApply === 1 && !this.inFlight.length) || this.sinceSync + 1 >= SYNC_EVERY_TX || Date.now() - this.lastSyncAt >= SYNC_EVERY_MS;
-      const statements = this.transactionSql(tx, sync, this.chainLsn);
+      const statements = this.transactionSql(tx, this.chainLsn);
       if (s.hasUnprepared) {
         if (parts.length) break;
         if (!(await this.quiet())) return false;
@@ -246,12 +248,6 @@ export class Applier {
       this.unsentApply--;
       this.chainLsn = tx.endLsn;
       item.status = "sent";
-      item.sync = sync;
-      this.sinceSync++;
-      if (sync) {
-        this.sinceSync = 0;
-        this.lastSyncAt = Date.now();
-      }
       txs++;
       // Transactions follow each other with COMMIT AND CHAIN (one statement between two, not two).
       parts.push(pending ? "COMMIT AND CHAIN;" : "BEGIN;");
@@ -278,8 +274,8 @@ export class Applier {
   }
 
   /** The statements of one transaction between its BEGIN and COMMIT: its setup and its changes (the setup folded into a lone statement). */
-  private transactionSql(tx: RemoteTransaction, sync: boolean, prev: bigint): string[] {
-    const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), sync ? "'on'" : "'off'", literal(formatLsn(prev))];
+  private transactionSql(tx: RemoteTransaction, prev: bigint): string[] {
+    const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), "'off'", literal(formatLsn(prev))];
     const list = [...batches(tx.changes)];
     const only = list.length === 1 ? list[0]! : undefined;
     if (only && only[0]!.kind !== "truncate") return [this.changeSql(only, setup)];
@@ -328,18 +324,34 @@ export class Applier {
   }
 
   /**
-   * Everything is sent and committed, but the last commits were asynchronous:
-   * make them durable now (else their acknowledgement would wait for the next
-   * transaction, however long that takes).
+   * Make the commits so far durable, on the flusher connection (one flush at
+   * a time; commits made meanwhile wait for the next one, so a busy stream
+   * gets a flush per disk write rather than per batch).
    */
   private flush(): void {
-    if (this.inFlight.length || this.unsentApply || !this.sending) return;
-    if (!this.items.some((it) => it.kind === "apply" && it.status === "committed")) return;
-    this.post([FLUSH_SQL], [], true);
+    const c = this.flusher;
+    if (this.flushing || !c || this.failed || this.closed) return;
+    const target = this.committedLsn;
+    if (!this.items.some((it) => it.kind === "apply" && it.status === "committed" && it.endLsn <= target)) return;
+    this.flushing = true;
+    c.query(FLUSH_SQL).then(
+      () => {
+        this.flushing = false;
+        if (this.failed || this.closed) return;
+        // Commits happen in end-LSN order: every one up to the target was made before the flush.
+        for (const it of this.items) if (it.kind === "apply" && it.status === "committed" && it.endLsn <= target) it.status = "durable";
+        this.advance();
+        this.flush();
+      },
+      (e: unknown) => {
+        this.flushing = false;
+        this.fail(e);
+      },
+    );
   }
 
-  private post(parts: string[], commits: Item[], flush = false): void {
-    const batch: Batch = { commits, flush };
+  private post(parts: string[], commits: Item[]): void {
+    const batch: Batch = { commits };
     this.inFlight.push(batch);
     void this.session.query({ text: parts.join("") }).then(
       () => this.answered(batch, undefined),
@@ -370,10 +382,6 @@ export class Applier {
     if (this.failed || this.closed) return;
     if (error === undefined && !this.recovering) {
       for (const item of batch.commits) this.committed(item);
-      if (batch.flush) {
-        // Batches answer in order: every commit counted so far was written before the flush.
-        for (const it of this.items) if (it.kind === "apply" && it.status === "committed") it.status = "durable";
-      }
       this.advance();
       this.kick();
       this.flush();
@@ -469,6 +477,7 @@ export class Applier {
     this.opts.log.warn("applier failed", { peer: this.opts.peer.name, error: err.message, code: sqlState(err) });
     this.rejectAll(err);
     this.session.abort();
+    destroyClient(this.flusher);
     this.opts.onFailure?.(err);
   }
 
@@ -493,7 +502,8 @@ export class Applier {
     if (this.closed) return;
     this.closed = true;
     this.rejectAll(new Error("applier closed"));
-    await this.session.close(this.failed !== undefined);
+    await Promise.all([this.session.close(this.failed !== undefined), this.flusher && within(this.flusher.end(), 5_000)]);
+    destroyClient(this.flusher);
   }
 
   /** Close at once, as a crash would: no goodbye, nothing awaited. */
@@ -502,6 +512,7 @@ export class Applier {
     this.closed = true;
     this.rejectAll(new Error("applier aborted"));
     this.session.abort();
+    destroyClient(this.flusher);
   }
 }
 
