@@ -2,32 +2,33 @@
 // the replicated catalog with what runs here and closes the gap.
 //
 //  - This database's node is in a group and past JOINING: the data plane runs,
-//    with every other member from CATCHUP on (and a parting one until its
-//    changes have been caught up) as a peer.
+//    with every other member from CATCHUP on (and a parting one until it is
+//    PARTED) as a peer; from a node in PART_CATCHUP it receives nothing more
+//    (its slot and our origin for it stay until PARTED).
 //  - It is joining (JOIN_START / JOINING): the join job runs here (join-job.ts);
 //    in CATCHUP it is promoted (PROMOTE → PROMOTING → ACTIVE) once every stream
 //    from its peers has caught up.
-//  - A member is parting: the remaining node with the lowest sequence number
-//    coordinates (PART_START → PARTING → PART_CATCHUP → PARTED); every remaining
-//    node reports in the KV store when it has applied everything the parting
-//    node had written (or that node cannot be reached), and a parted node's
-//    slots and origins go when it leaves the peers.
+//  - A member is parting (src/part/): the remaining node with the lowest
+//    sequence number coordinates (PART_START → PARTING → PART_CATCHUP →
+//    PARTED); every remaining node drains the parting node directly while it
+//    can, then stops receiving from it and reports its progress; the node with
+//    the most of its changes is the source the others catch up from; a parted
+//    node's slots and origins go when it leaves the peers.
 // Every step is a Raft command, so after any restart or leader change the next
 // tick continues from the catalog.
 import type { Logger } from "pino";
 import type { DataNode } from "../cluster/node-groups.js";
 import type { ClusterState } from "../cluster/state.js";
+import { PartCoordinator } from "../part/part-coordinator.js";
+import { PartMember } from "../part/part-member.js";
 import { DataPlane, type DataPlaneStatus, type PeerSpec } from "../slots/index.js";
 import { runJoin, type JoinRequest } from "./join-job.js";
 
 export const JOIN_KEY = (node: string): string => `pgraft.internal/join/${node}`;
-export const PART_ACK_KEY = (parting: string, node: string): string => `pgraft.internal/part/${parting}/${node}`;
-
-/** How long the part coordinator waits for every remaining node to catch up before going on without the laggards. */
-const PART_CATCHUP_TIMEOUT_MS = 30_000;
 
 const STREAMING_STATES = new Set(["CATCHUP", "PROMOTE", "PROMOTING", "ACTIVE"]);
-const PEER_STATES = new Set(["CATCHUP", "PROMOTE", "PROMOTING", "ACTIVE", "PART_START", "PARTING"]);
+const PARTING_STATES = new Set(["PART_START", "PARTING", "PART_CATCHUP"]);
+const PEER_STATES = new Set([...STREAMING_STATES, ...PARTING_STATES]);
 
 export interface GroupControllerDeps {
   selfId: number;
@@ -48,12 +49,28 @@ export class GroupController {
   private busy = false;
   private stopped = false;
   private joining: Promise<void> | undefined;
-  private partingSince = new Map<string, number>();
+  private readonly partMember: PartMember;
+  private readonly partCoordinator: PartCoordinator;
   lastJoinError = "";
   /** Progress lines of the current or last join (wait_for_join_completion shows them). */
   readonly joinProgress: string[] = [];
 
-  constructor(private readonly d: GroupControllerDeps) {}
+  constructor(private readonly d: GroupControllerDeps) {
+    this.partMember = new PartMember(d, d.log);
+    this.partCoordinator = new PartCoordinator(d);
+  }
+
+  /**
+   * What each part in progress waits for, as this node sees it: the
+   * coordinator's word (a missing majority, a node that does not report) and
+   * this node's last catch-up error.
+   */
+  partStatus(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const [node, m] of this.partCoordinator.status) out[node] = m;
+    for (const [node, e] of this.partMember.lastError) out[node] = [out[node], `catch-up failed: ${e}`].filter(Boolean).join("; ");
+    return out;
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.tick(), this.d.intervalMs ?? 1_000);
@@ -92,21 +109,24 @@ export class GroupController {
       return;
     }
     const all = this.d.state.dataNodes();
-    const peers: PeerSpec[] = all
-      .filter((n) => n.group === me.group && n.name !== me.name && PEER_STATES.has(n.state))
-      .map((n) => ({ name: n.name, id: n.nodeId, dsn: n.dsn }));
-    await this.ensureDataPlane(me, peers);
-    if (me.state === "CATCHUP" || me.state === "PROMOTE" || me.state === "PROMOTING") await this.promote(me, peers);
+    const members = all.filter((n) => n.group === me.group && n.name !== me.name && PEER_STATES.has(n.state));
+    const peers: PeerSpec[] = members.map((n) => ({ name: n.name, id: n.nodeId, dsn: n.dsn }));
+    // A node in PART_CATCHUP: every remaining node has stopped (or is stopping) receiving from it; its changes that
+    // we lack come from the remaining node with the most of them (src/part/).
+    const notReceiving = members.filter((n) => n.state === "PART_CATCHUP").map((n) => n.name);
+    await this.ensureDataPlane(me, peers, notReceiving);
+    if (me.state === "CATCHUP" || me.state === "PROMOTE" || me.state === "PROMOTING") await this.promote(me, peers.filter((p) => !notReceiving.includes(p.name)));
     await this.parts(me, all);
   }
 
-  private async ensureDataPlane(me: DataNode, peers: PeerSpec[]): Promise<void> {
-    const sig = JSON.stringify(peers);
+  private async ensureDataPlane(me: DataNode, peers: PeerSpec[], notReceiving: string[]): Promise<void> {
+    const sig = JSON.stringify([peers, notReceiving]);
     if (this.dp && this.dpGroup === me.group) {
       if (sig !== this.peersSig) {
-        await this.dp.setPeers(peers);
+        await this.dp.setPeers(peers, { notReceiving });
         this.peersSig = sig;
-        this.d.log.info({ peers: peers.map((p) => p.name) }, `data plane peers: ${peers.map((p) => p.name).join(", ") || "none"}`);
+        const not = notReceiving.length ? ` (not receiving from ${notReceiving.join(", ")})` : "";
+        this.d.log.info({ peers: peers.map((p) => p.name), notReceiving }, `data plane peers: ${peers.map((p) => p.name).join(", ") || "none"}${not}`);
       }
       return;
     }
@@ -118,6 +138,7 @@ export class GroupController {
       group: me.group,
       db: me.dbname,
       peers,
+      notReceiving,
       log: {
         info: (m, f) => this.d.log.info(f ?? {}, m),
         warn: (m, f) => this.d.log.warn(f ?? {}, m),
@@ -180,37 +201,23 @@ export class GroupController {
     this.d.log.info({ node: me.name }, `node ${me.name} joined group ${me.group}: ACTIVE`);
   }
 
-  /** Report catch-up for parting members; the coordinator moves them along. */
+  /** This node's part in other members' parts (src/part/): report, catch up, and coordinate when it is its turn. */
   private async parts(me: DataNode, all: DataNode[]): Promise<void> {
-    const parting = all.filter((n) => n.group === me.group && n.name !== me.name && (n.state === "PART_START" || n.state === "PARTING" || n.state === "PART_CATCHUP"));
+    if (!STREAMING_STATES.has(me.state) || !this.dp) return; // only the nodes that stay take part
+    const parting = all.filter((n) => n.group === me.group && n.name !== me.name && PARTING_STATES.has(n.state));
     if (!parting.length) return;
-    const remaining = all.filter((n) => n.group === me.group && STREAMING_STATES.has(n.state) && !parting.includes(n));
-    const coordinator = remaining.sort((a, b) => a.seqId - b.seqId)[0];
-    const st = this.dp ? await this.dp.status() : undefined;
+    const remaining = all.filter((n) => n.group === me.group && STREAMING_STATES.has(n.state));
     for (const p of parting) {
-      if (p.state === "PARTING") {
-        // Caught up: our stream from p has nothing left, or p is gone (nothing more can come from it).
-        const r = st?.receivers.find((x) => x.peer === p.name);
-        const caughtUp = !r || r.state === "disconnected" || r.lagBytes === 0;
-        if (caughtUp) await this.d.kvPut(PART_ACK_KEY(p.name, me.name), JSON.stringify({ at: r?.durableLsn ?? null }));
-      }
-      if (coordinator?.name !== me.name) continue;
-      if (p.state === "PART_START") {
-        await this.d.pgd({ op: "pgd.node.state", name: p.name, state: "PARTING" });
-        this.partingSince.set(p.name, Date.now());
-      } else if (p.state === "PARTING") {
-        const since = this.partingSince.get(p.name) ?? Date.now();
-        this.partingSince.set(p.name, since);
-        const acks = await Promise.all(remaining.map((n) => this.d.kvGet(PART_ACK_KEY(p.name, n.name))));
-        const waiting = remaining.filter((_, i) => !acks[i]).map((n) => n.name);
-        if (waiting.length && Date.now() - since < PART_CATCHUP_TIMEOUT_MS) continue;
-        if (waiting.length) this.d.log.warn({ node: p.name, waiting }, `parting ${p.name} without catch-up confirmed by ${waiting.join(", ")}`);
-        await this.d.pgd({ op: "pgd.node.state", name: p.name, state: "PART_CATCHUP" });
-        await this.d.pgd({ op: "pgd.node.state", name: p.name, state: "PARTED" });
-        this.partingSince.delete(p.name);
-        this.d.log.info({ node: p.name }, `node ${p.name} parted from group ${p.group}`);
-      } else if (p.state === "PART_CATCHUP") {
-        await this.d.pgd({ op: "pgd.node.state", name: p.name, state: "PARTED" });
+      // One failing duty (a report that cannot be written yet) must not keep this node from the other.
+      for (const [what, step] of [
+        ["report", () => this.partMember.step(me, p, this.dp!)],
+        ["coordinate", () => this.partCoordinator.step(me, p, remaining)],
+      ] as const) {
+        try {
+          await step();
+        } catch (e) {
+          this.d.log.warn({ node: p.name, err: e instanceof Error ? e.message : String(e) }, `part of ${p.name}: could not ${what} this time; retrying`);
+        }
       }
     }
   }
@@ -221,5 +228,6 @@ export class GroupController {
     while (this.busy) await new Promise((r) => setTimeout(r, 10));
     await this.joining?.catch(() => undefined);
     await this.stopDataPlane();
+    await this.partMember.idle();
   }
 }

@@ -10,6 +10,11 @@
 //   marks transactions that carry an Origin message (PG15 sends one after
 //   Begin for changes that were themselves replicated here from elsewhere):
 //   those are skipped, so each node sends on only what originated on it.
+//   In relay mode (a part's catch-up, catchup.ts) it is the other way round:
+//   only the transactions whose Origin names one given origin are kept (the
+//   parting node's changes as a third node applied them), with the origin's
+//   LSN — the end of the transaction on the node where it began — as their
+//   end LSN, so they are applied here exactly as if they came from there.
 import { PgoutputPlugin, type Pgoutput } from "pg-logical-replication";
 import { parseLsn } from "./lsn.js";
 import type { Change, RelationDesc, RemoteTransaction, Value } from "./types.js";
@@ -37,14 +42,32 @@ export const LOCAL_SCHEMAS = new Set(["pgraft"]);
 
 /** What the assembler hands on at each Commit. */
 export type Assembled =
-  | { kind: "apply"; tx: RemoteTransaction }
+  /**
+   * `relayEndLsn` (relay mode only): where the transaction's commit ends on the
+   * node that relays it (`tx.endLsn` is then the origin's LSN).
+   */
+  | { kind: "apply"; tx: RemoteTransaction; relayEndLsn?: bigint }
   /** Nothing to apply (replicated from elsewhere, or only pgraft's own tables), but its end is a position we may confirm. */
   | { kind: "skip"; endLsn: bigint; reason: "origin" | "empty" };
+
+export interface AssemblerOptions {
+  /**
+   * Relay mode: keep only the transactions whose Origin message names this
+   * origin (and skip everything else, local ones included), instead of
+   * skipping every transaction that has one.
+   */
+  relayOrigin?: string;
+}
 
 /** Groups the message stream of one replication connection into transactions. */
 export class TransactionAssembler {
   private readonly relations = new WeakMap<Pgoutput.MessageRelation, RelationDesc>();
-  private current: { xid: number; commitLsn: bigint; commitTime: bigint; origin: string | undefined; changes: Change[] } | undefined;
+  private current: { xid: number; commitLsn: bigint; commitTime: bigint; origin: string | undefined; originLsn: bigint | undefined; changes: Change[] } | undefined;
+  private readonly relayOrigin: string | undefined;
+
+  constructor(o: AssemblerOptions = {}) {
+    this.relayOrigin = o.relayOrigin;
+  }
 
   /** True between a Begin and its Commit. */
   get inTransaction(): boolean {
@@ -58,13 +81,19 @@ export class TransactionAssembler {
         this.current = {
           xid: msg.xid,
           commitLsn: msg.commitLsn ? parseLsn(msg.commitLsn) : 0n,
+          // For a transaction applied here under an origin this is already the origin's commit time
+          // (logical decoding reports the origin timestamp the applier set), which last-update-wins needs.
           commitTime: msg.commitTime as bigint,
           origin: undefined,
+          originLsn: undefined,
           changes: [],
         };
         return undefined;
       case "origin":
-        if (this.current) this.current.origin = msg.originName;
+        if (this.current) {
+          this.current.origin = msg.originName;
+          this.current.originLsn = msg.originLsn ? parseLsn(msg.originLsn) : undefined;
+        }
         return undefined;
       case "relation":
         this.describe(msg);
@@ -87,7 +116,7 @@ export class TransactionAssembler {
         return undefined;
       case "truncate": {
         const cur = this.current;
-        if (!cur || cur.origin !== undefined) return undefined;
+        if (!cur || !this.wanted(cur.origin)) return undefined;
         const rels = msg.relations.filter((r) => !LOCAL_SCHEMAS.has(r.schema)).map((r) => this.describe(r));
         if (rels.length) cur.changes.push({ kind: "truncate", rels, cascade: msg.cascade, restartIdentity: msg.restartIdentity });
         return undefined;
@@ -98,14 +127,22 @@ export class TransactionAssembler {
         if (!msg.commitEndLsn) throw new Error("commit message without an end LSN");
         const endLsn = parseLsn(msg.commitEndLsn);
         if (!cur) throw new Error(`commit at ${msg.commitEndLsn} without a begin`);
-        if (cur.origin !== undefined) return { kind: "skip", endLsn, reason: "origin" };
+        if (!this.wanted(cur.origin)) return { kind: "skip", endLsn, reason: "origin" };
         if (cur.changes.length === 0) return { kind: "skip", endLsn, reason: "empty" };
-        return { kind: "apply", tx: { xid: cur.xid, commitLsn: cur.commitLsn, endLsn, commitTime: cur.commitTime, changes: cur.changes } };
+        if (this.relayOrigin === undefined) return { kind: "apply", tx: { xid: cur.xid, commitLsn: cur.commitLsn, endLsn, commitTime: cur.commitTime, changes: cur.changes } };
+        // Relayed: it ends, for the origin's progress and the chain of transactions, where it ended on its origin node.
+        if (cur.originLsn === undefined || cur.originLsn === 0n) throw new Error(`transaction from origin ${cur.origin} (ending at ${msg.commitEndLsn} here) carries no origin LSN`);
+        return { kind: "apply", tx: { xid: cur.xid, commitLsn: cur.originLsn, endLsn: cur.originLsn, commitTime: cur.commitTime, changes: cur.changes }, relayEndLsn: endLsn };
       }
       default:
         // type (custom types' names), message (logical messages, not requested): nothing to apply
         return undefined;
     }
+  }
+
+  /** Whether a transaction with this origin (undefined: none) is kept. */
+  private wanted(origin: string | undefined): boolean {
+    return this.relayOrigin === undefined ? origin === undefined : origin === this.relayOrigin;
   }
 
   /** Forget a half-received transaction (the connection broke). */
@@ -125,8 +162,8 @@ export class TransactionAssembler {
   private add(r: Pgoutput.MessageRelation, make: (rel: RelationDesc) => Change): void {
     const cur = this.current;
     if (!cur) throw new Error(`row change on ${r.schema}.${r.name} outside a transaction`);
-    // A transaction that carries an origin is skipped whole: no need to even look at its rows.
-    if (cur.origin !== undefined || LOCAL_SCHEMAS.has(r.schema)) return;
+    // A transaction that is skipped is skipped whole: no need to even look at its rows.
+    if (!this.wanted(cur.origin) || LOCAL_SCHEMAS.has(r.schema)) return;
     cur.changes.push(make(this.describe(r)));
   }
 }

@@ -5,21 +5,27 @@
 //   const dp = await DataPlane.start({ localDsn, nodeName, nodeId, group, db, peers });
 //   await dp.setPeers(newPeers);      // a member joined or parted
 //   await dp.status();                // slots (peers' view of us) and receivers (our view of them)
+//   await dp.stopReceiving("p");      // a part: keep p's slot and origin, apply nothing more from it…
+//   await dp.catchUp({ source: "b", parting: "p" }); // …but what b has of p's changes and we lack
 //   await dp.stop();                  // or dp.abort(): drop everything, as a crash would
 //
 // See README.md for the pieces and the guarantees.
 import type pg from "pg";
-import type { NodeRef } from "./applier.js";
-import { connectClient, destroyClient } from "./connection.js";
+import { Applier, type NodeRef } from "./applier.js";
+import { catchUpFrom, type CatchUpResult } from "./catchup.js";
+import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { ensureLocalObjects } from "./local-objects.js";
-import { originName } from "./naming.js";
+import { formatLsn, parseLsn } from "./lsn.js";
+import { catchupSlotName, originName } from "./naming.js";
 import { Provider, type SlotInfo } from "./provider.js";
 import { Receiver, type ReceiverStatus, type StateChange } from "./receiver.js";
 import { checkSettings, SettingsError } from "./settings-check.js";
 import { errorText, silentLogger, type PeerSpec, type SlotsLogger } from "./types.js";
 
 export { checkSettings, describeProblems, SettingsError, type SettingProblem, type SettingsReport } from "./settings-check.js";
-export { groupSlotName, isPgraftSlot, nodeSlotName, originName, publicationName } from "./naming.js";
+export { catchupSlotName, groupSlotName, isPgraftSlot, nodeSlotName, originName, publicationName } from "./naming.js";
+export { captureEndLsn, catchUpFrom, type CatchUpOptions, type CatchUpResult } from "./catchup.js";
+export type { NodeRef } from "./applier.js";
 export { readConflicts, remoteWins, type ConflictRow, type ConflictType, type Resolution } from "./conflicts.js";
 export type { SlotInfo, SlotState } from "./provider.js";
 export type { ReceiverState, ReceiverStatus, StateChange } from "./receiver.js";
@@ -34,6 +40,12 @@ export interface DataPlaneOptions {
   /** The group's database name (the same on every node: it names the slots). */
   db: string;
   peers: PeerSpec[];
+  /**
+   * Peers whose changes are not received here (a parting node being caught up
+   * through another member): their node slot here and our origin for them
+   * stay, but no receiver runs.
+   */
+  notReceiving?: string[];
   log?: SlotsLogger;
   /** A peer further behind than this many bytes is in catchup (default 1 MiB). */
   catchupThresholdBytes?: number;
@@ -48,6 +60,18 @@ export interface DataPlaneOptions {
   onStateChange?: (e: StateChange) => void;
 }
 
+/** Where this node stands with a peer's changes once it stopped receiving from it. */
+export interface PeerProgress {
+  /** Our progress for its origin: the end of the last of its transactions applied here. */
+  progress: string;
+  /**
+   * We have all of its changes up to here: `progress`, or further, what our
+   * receiver last confirmed on its slot (keepalives move that past stretches
+   * without its transactions; only known while this process ran the receiver).
+   */
+  has: string;
+}
+
 export interface DataPlaneStatus {
   node: string;
   group: string;
@@ -56,8 +80,10 @@ export interface DataPlaneStatus {
   groupSlot: string;
   /** The slots on this node: the group slot, and each peer's node slot (how far each peer has confirmed our changes). */
   slots: SlotInfo[];
-  /** One per upstream peer: how far we have applied its changes. */
+  /** One per upstream peer we receive from: how far we have applied its changes. */
   receivers: ReceiverStatus[];
+  /** Peers we do not receive from (stopReceiving, or a part's catch-up): their slots and origins stay. */
+  notReceiving: string[];
 }
 
 export class DataPlane {
@@ -65,6 +91,14 @@ export class DataPlane {
   private readonly receivers = new Map<string, Receiver>();
   /** Every member ever seen, by origin name: rows a parted member wrote still need a name and an id for tie-breaks. */
   private readonly known = new Map<string, NodeRef>();
+  /** Peers we do not receive from (see DataPlaneOptions.notReceiving). */
+  private held = new Set<string>();
+  /** Origins of removed peers still to drop (an applier held them when the peer went). */
+  private readonly originsToDrop = new Set<string>();
+  /** What our receivers last confirmed to each peer we stopped receiving from (in this process). */
+  private readonly confirmedTo = new Map<string, string>();
+  /** Catch-ups running, by parting peer. */
+  private readonly catchups = new Map<string, AbortController>();
   private timer: NodeJS.Timeout | undefined;
   private maintaining = false;
   private stopped = false;
@@ -97,7 +131,7 @@ export class DataPlane {
       await provider.ensureReplicaIdentity();
       await provider.ensureGroupSlot();
       const dp = new DataPlane(opts, admin, provider, log);
-      await dp.setPeers(opts.peers);
+      await dp.setPeers(opts.peers, { notReceiving: opts.notReceiving ?? [] });
       const every = opts.maintenanceIntervalMs ?? 10_000;
       if (every > 0) {
         dp.timer = setInterval(() => void dp.maintain(), every);
@@ -112,50 +146,174 @@ export class DataPlane {
 
   /**
    * The group's other members now. New peers get a node slot here and a
-   * receiver; removed ones lose both (their slot is dropped: only do this
-   * once they are parted); a changed DSN restarts the receiver.
+   * receiver; removed ones lose both, and our origin for them and any
+   * catch-up slot made here for their part go too (only do this once they
+   * are parted); a changed DSN restarts the receiver.
    * `newSlotsFromGroupSlot`: a new peer's slot is a copy of the group slot, so
    * it starts at the oldest position every member has confirmed rather than
    * now (what a join whose data copy is that old needs).
+   * `notReceiving`: the peers not to receive from (see
+   * DataPlaneOptions.notReceiving); unchanged when not given.
    */
-  async setPeers(peers: PeerSpec[], o: { newSlotsFromGroupSlot?: boolean } = {}): Promise<void> {
+  async setPeers(peers: PeerSpec[], o: { newSlotsFromGroupSlot?: boolean; notReceiving?: string[] } = {}): Promise<void> {
     validate(this.opts, peers);
     if (this.stopped) throw new Error("data plane stopped");
     const byName = new Map(peers.map((p) => [p.name, p]));
+    const held = new Set(o.notReceiving ?? [...this.held].filter((n) => byName.has(n)));
+    for (const n of held) if (!byName.has(n)) throw new Error(`notReceiving: ${JSON.stringify(n)} is not a peer`);
     for (const old of this.peers) {
       const now = byName.get(old.name);
-      if (now && now.dsn === old.dsn && now.id === old.id) continue;
+      if (now && now.dsn === old.dsn && now.id === old.id && !held.has(old.name)) continue;
       const r = this.receivers.get(old.name);
       this.receivers.delete(old.name);
       await r?.stop();
-      if (!now) await this.provider.dropNodeSlot(old.name);
+      const confirmed = r?.status().confirmedLsn;
+      if (confirmed) this.confirmedTo.set(old.name, confirmed);
+      if (!now) await this.forget(old.name, peers);
     }
     for (const p of peers) {
       this.known.set(originName(this.opts.db, this.opts.group, p.name), { name: p.name, id: p.id });
       await this.provider.ensureNodeSlot(p.name, { fromGroupSlot: o.newSlotsFromGroupSlot === true });
     }
     this.peers = peers.map((p) => ({ ...p }));
-    for (const p of this.peers) {
-      if (this.receivers.has(p.name)) continue;
-      const r = new Receiver({
+    this.held = held;
+    for (const p of this.peers) if (!held.has(p.name)) this.startReceiver(p);
+    await this.dropPendingOrigins();
+  }
+
+  private startReceiver(p: PeerSpec): void {
+    if (this.receivers.has(p.name)) return;
+    const r = new Receiver({
+      localDsn: this.opts.localDsn,
+      localNode: { name: this.opts.nodeName, id: this.opts.nodeId },
+      peer: p,
+      db: this.opts.db,
+      group: this.opts.group,
+      members: () => this.known,
+      log: this.log,
+      catchupThresholdBytes: this.opts.catchupThresholdBytes,
+      probeIntervalMs: this.opts.probeIntervalMs,
+      reconnectMinMs: this.opts.reconnectMinMs,
+      reconnectMaxMs: this.opts.reconnectMaxMs,
+      windowTransactions: this.opts.windowTransactions,
+      maxBacklog: this.opts.maxBacklog,
+      onStateChange: this.opts.onStateChange,
+    });
+    this.receivers.set(p.name, r);
+    r.start();
+  }
+
+  /** A parted peer: its node slot here, our origin for it, and the catch-up slots its part may have left here. */
+  private async forget(name: string, remaining: PeerSpec[]): Promise<void> {
+    this.catchups.get(name)?.abort();
+    this.confirmedTo.delete(name);
+    await this.provider.dropNodeSlot(name);
+    const others = [this.opts.nodeName, ...this.peers.map((p) => p.name), ...remaining.map((p) => p.name)];
+    for (const local of new Set(others)) await this.provider.dropSlot(catchupSlotName(this.opts.db, this.opts.group, local, name));
+    this.originsToDrop.add(originName(this.opts.db, this.opts.group, name));
+  }
+
+  /** Drop the origins of removed peers; one still held by an applier (a catch-up ending) is tried again later. */
+  private async dropPendingOrigins(): Promise<void> {
+    for (const origin of [...this.originsToDrop]) {
+      // A peer that came back under the same name keeps its origin.
+      if (this.peers.some((p) => originName(this.opts.db, this.opts.group, p.name) === origin)) {
+        this.originsToDrop.delete(origin);
+        continue;
+      }
+      try {
+        await this.provider.dropOrigin(origin);
+        this.originsToDrop.delete(origin);
+      } catch (e) {
+        if (sqlState(e) !== "55006") throw e;
+        this.log.info("replication origin still in use; dropping it later", { origin, error: errorText(e) });
+      }
+    }
+  }
+
+  /**
+   * Stop applying `peer`'s changes here (a part): its receiver ends, letting
+   * what is in flight commit; its node slot here and our origin for it stay.
+   * Returns our progress for it, durable, read while owning the origin (so no
+   * earlier session is still committing), and how far we have all of its
+   * changes (see PeerProgress).
+   */
+  async stopReceiving(peer: string): Promise<PeerProgress> {
+    const p = this.peer(peer);
+    if (!this.held.has(p.name)) await this.setPeers(this.peers, { notReceiving: [...this.held, p.name] });
+    const progress = await this.originProgress(p.name);
+    const confirmed = this.confirmedTo.get(p.name);
+    return { progress, has: confirmed !== undefined && parseLsn(confirmed) > parseLsn(progress) ? confirmed : progress };
+  }
+
+  /** Receive from `peer` again (undoes stopReceiving). */
+  async resumeReceiving(peer: string): Promise<void> {
+    const p = this.peer(peer);
+    if (this.catchups.has(p.name)) throw new Error(`a catch-up on ${p.name}'s changes is running: wait for it`);
+    if (this.held.has(p.name)) await this.setPeers(this.peers, { notReceiving: [...this.held].filter((n) => n !== p.name) });
+  }
+
+  /**
+   * Our progress for `peer`'s origin ("0/0": none), durable. Only while we
+   * do not receive from it: it takes the origin, as an applier would.
+   */
+  async originProgress(peer: string): Promise<string> {
+    const p = this.peer(peer);
+    if (!this.held.has(p.name)) throw new Error(`originProgress(${JSON.stringify(p.name)}): this node still receives from it; stopReceiving() first`);
+    const a = new Applier({
+      localDsn: this.opts.localDsn,
+      localNode: { name: this.opts.nodeName, id: this.opts.nodeId },
+      peer: { name: p.name, id: p.id },
+      originName: originName(this.opts.db, this.opts.group, p.name),
+      members: () => this.known,
+      log: this.log,
+    });
+    try {
+      return formatLsn(await a.connect());
+    } finally {
+      await a.close();
+    }
+  }
+
+  /**
+   * Apply here what `source` has of `parting`'s changes and we lack (see
+   * catchup.ts). `parting` must be a peer we do not receive from
+   * (stopReceiving); `source` another peer. `endLsn`: where the stream stops
+   * at the latest (see CatchUpOptions).
+   */
+  async catchUp(o: { source: string; parting: string; endLsn?: string; timeoutMs?: number }): Promise<CatchUpResult> {
+    if (this.stopped) throw new Error("data plane stopped");
+    const parting = this.peer(o.parting);
+    const source = this.peer(o.source);
+    if (source.name === parting.name) throw new Error(`catchUp: the source ${JSON.stringify(source.name)} is the parting node itself`);
+    if (!this.held.has(parting.name)) throw new Error(`catchUp: this node still receives from ${parting.name}; stopReceiving(${JSON.stringify(parting.name)}) first`);
+    if (this.catchups.has(parting.name)) throw new Error(`catchUp: a catch-up on ${parting.name}'s changes is already running`);
+    const abort = new AbortController();
+    this.catchups.set(parting.name, abort);
+    try {
+      return await catchUpFrom({
         localDsn: this.opts.localDsn,
         localNode: { name: this.opts.nodeName, id: this.opts.nodeId },
-        peer: p,
+        source,
+        parting: { name: parting.name, id: parting.id },
         db: this.opts.db,
         group: this.opts.group,
+        ...(o.endLsn !== undefined ? { endLsn: o.endLsn } : {}),
+        ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
         members: () => this.known,
         log: this.log,
-        catchupThresholdBytes: this.opts.catchupThresholdBytes,
-        probeIntervalMs: this.opts.probeIntervalMs,
-        reconnectMinMs: this.opts.reconnectMinMs,
-        reconnectMaxMs: this.opts.reconnectMaxMs,
-        windowTransactions: this.opts.windowTransactions,
         maxBacklog: this.opts.maxBacklog,
-        onStateChange: this.opts.onStateChange,
+        signal: abort.signal,
       });
-      this.receivers.set(p.name, r);
-      r.start();
+    } finally {
+      this.catchups.delete(parting.name);
     }
+  }
+
+  private peer(name: string): PeerSpec {
+    const p = this.peers.find((x) => x.name === name);
+    if (!p) throw new Error(`${JSON.stringify(name)} is not a peer of node ${this.opts.nodeName} (peers: ${this.peers.map((x) => x.name).join(", ") || "none"})`);
+    return p;
   }
 
   /** Slots here and receivers from each peer. */
@@ -168,12 +326,16 @@ export class DataPlane {
       groupSlot: this.provider.groupSlot,
       slots: await this.provider.slots(this.peers.map((p) => p.name)),
       receivers: [...this.receivers.values()].map((r) => r.status()),
+      notReceiving: [...this.held],
     };
   }
 
-  /** Move the group slot to what every peer has confirmed (also done every maintenanceIntervalMs). */
+  /**
+   * Move the group slot to what every peer has confirmed and has caught up
+   * with (see Provider.advanceGroupSlot; also done every maintenanceIntervalMs).
+   */
   advanceGroupSlot(): Promise<{ from: string; to: string } | undefined> {
-    return this.provider.advanceGroupSlot(this.peers.map((p) => p.name));
+    return this.provider.advanceGroupSlot(this.peers.map((p) => ({ name: p.name, dsn: p.dsn, origin: originName(this.opts.db, this.opts.group, p.name) })));
   }
 
   private async maintain(): Promise<void> {
@@ -182,6 +344,7 @@ export class DataPlane {
     try {
       await this.provider.ensureReplicaIdentity();
       await this.advanceGroupSlot();
+      await this.dropPendingOrigins();
     } catch (e) {
       this.log.warn("data plane maintenance failed", { error: errorText(e) });
     } finally {
@@ -194,6 +357,7 @@ export class DataPlane {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
+    for (const c of this.catchups.values()) c.abort();
     await Promise.all([...this.receivers.values()].map((r) => r.stop()));
     this.receivers.clear();
     await this.admin.end().catch(() => undefined);
@@ -204,6 +368,7 @@ export class DataPlane {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.timer);
+    for (const c of this.catchups.values()) c.abort();
     for (const r of this.receivers.values()) r.abort();
     this.receivers.clear();
     destroyClient(this.admin);

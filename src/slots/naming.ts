@@ -2,7 +2,8 @@
 // publication, the group slot, the node slots and the replication origins.
 //
 // Seed 004: on every node, one group slot `bdr_<db>_<group>` and one node slot
-// per peer `bdr_<db>_<group>_<node>`; identifiers longer than PostgreSQL's
+// per peer `bdr_<db>_<group>_<node>` (and, while a part catches up, a copy of
+// the group slot `bdr_<db>_<group>_pc_<hash>`); identifiers longer than PostgreSQL's
 // 63 bytes are shortened by "replacing the final section of the string with a
 // hash of the string itself". Slot names may only hold [a-z0-9_], so a part
 // that is not already in that alphabet is cleaned (lower-cased, anything else
@@ -89,6 +90,21 @@ export function publicationName(db: string, group: string): string {
 export function originName(db: string, group: string, peer: string): string {
   return composeName("pgraft", [db, group, peer]);
 }
+
+/**
+ * The slot on `source` that node `local` streams to catch up on a parting
+ * node's changes (part): a copy of the source's group slot, dropped once the
+ * catch-up is done. `bdr_<db>_<group>_pc_<hash of local and parting>`, so
+ * every (catching-up node, parting node) pair has its own and a retry finds
+ * the stale one of an earlier attempt. (Only a node literally named
+ * `pc_<those 7 hex digits>` could share it with a node slot.)
+ */
+export function catchupSlotName(db: string, group: string, local: string, parting: string): string {
+  return composeName("bdr", [db, group, CATCHUP_PART, shortHash(`${local}\u0000${parting}`)]);
+}
+
+/** The fixed part of catch-up slot names (after db and group). */
+export const CATCHUP_PART = "pc";
 
 /** True for slots pgraft owns (the `bdr_` prefix); anything else belongs to the operator and is never touched. */
 export function isPgraftSlot(name: string): boolean {

@@ -1,16 +1,17 @@
 // The sending side, on each node: the group's publication, the group slot and
 // one node slot per peer in the local PostgreSQL (seed 004, "Replication slots
 // created by PGD"), tables without a primary key made REPLICA IDENTITY FULL,
-// and the group slot moved forward to what every peer has confirmed.
+// and the group slot moved forward to what every peer has confirmed — and no
+// further than a part's catch-up may need (see advanceGroupSlot).
 //
 // Only pgraft's own slots (prefix `bdr_`, named by naming.ts) are created,
 // advanced or dropped; an operator's slots are never touched.
 import type pg from "pg";
-import { sqlState } from "./connection.js";
+import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, parseLsn } from "./lsn.js";
 import { assertPgraftSlot, groupSlotName, nodeSlotName, publicationName } from "./naming.js";
-import { quoteIdent } from "./statements.js";
-import { sleep, type SlotsLogger } from "./types.js";
+import { APPLY_LOCK_KEY, quoteIdent } from "./statements.js";
+import { errorText, sleep, within, type SlotsLogger } from "./types.js";
 
 export type SlotState = "streaming" | "catchup" | "disconnected" | "missing" | "inactive";
 
@@ -53,11 +54,35 @@ interface SlotRow {
 
 const truthy = (v: string | boolean): boolean => v === true || v === "t" || v === "true";
 
+/** A peer as the group slot's hold-back sees it: its node slot here, its origin (here and on every node), how to reach it. */
+export interface HoldBackPeer {
+  name: string;
+  origin: string;
+  dsn: string;
+}
+
+/**
+ * A position the group slot may move to once every peer has caught up with
+ * what this node had applied when it was recorded: `progress` is this node's
+ * progress per origin then.
+ */
+interface Candidate {
+  lsn: bigint;
+  progress: Map<string, bigint>;
+}
+
+/** Candidates kept (one per maintenance tick at most; the oldest go first, which only holds the slot back longer). */
+const MAX_CANDIDATES = 32;
+/** How long a peer may take to answer the hold-back's progress question before the slot stays where it is this time. */
+const PEER_TIMEOUT_MS = 5_000;
+
 export class Provider {
   readonly groupSlot: string;
   readonly publication: string;
   /** One operation at a time on the client (status polls and the maintenance timer may overlap). */
   private lock: Promise<unknown> = Promise.resolve();
+  /** Where the group slot may go, oldest first (see advanceGroupSlot). */
+  private candidates: Candidate[] = [];
 
   constructor(
     private readonly client: pg.Client,
@@ -163,18 +188,22 @@ export class Provider {
    * terminated first (the peer is leaving). False when there was none.
    */
   dropNodeSlot(peer: string, timeoutMs = 10_000): Promise<boolean> {
-    return this.exclusive(() => this.dropNodeSlotNow(peer, timeoutMs));
+    return this.exclusive(() => this.dropSlotNow(this.nodeSlot(peer), timeoutMs, { peer }));
   }
 
-  private async dropNodeSlotNow(peer: string, timeoutMs = 10_000): Promise<boolean> {
-    const name = this.nodeSlot(peer);
+  /** Drop one of pgraft's slots here (a walsender streaming it is terminated first). False when there was none. */
+  dropSlot(name: string, timeoutMs = 10_000): Promise<boolean> {
+    return this.exclusive(() => this.dropSlotNow(name, timeoutMs, {}));
+  }
+
+  private async dropSlotNow(name: string, timeoutMs: number, fields: Record<string, unknown>): Promise<boolean> {
     assertPgraftSlot(name);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       await this.client.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", [name]);
       try {
         const r = await this.client.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", [name]);
-        if (r.rowCount) this.opts.log.info("replication slot dropped", { slot: name, peer });
+        if (r.rowCount) this.opts.log.info("replication slot dropped", { slot: name, ...fields });
         return (r.rowCount ?? 0) > 0;
       } catch (e) {
         // 55006: still active (the walsender has not exited yet, or the peer reconnected)
@@ -182,6 +211,18 @@ export class Provider {
         await sleep(100);
       }
     }
+  }
+
+  /**
+   * Drop the replication origin of a parted peer. False when there was none;
+   * throws (55006) while an applier still holds it.
+   */
+  dropOrigin(origin: string): Promise<boolean> {
+    return this.exclusive(async () => {
+      const r = await this.client.query("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1", [origin]);
+      if (r.rowCount) this.opts.log.info("replication origin dropped", { origin });
+      return (r.rowCount ?? 0) > 0;
+    });
   }
 
   /**
@@ -217,31 +258,127 @@ export class Provider {
   }
 
   /**
-   * Move the group slot to the oldest position every peer in `peers` has
-   * confirmed (the smallest confirmed_flush_lsn of their node slots). Nothing
-   * moves while a peer's slot is missing, or when that position is not ahead.
+   * Move the group slot forward. The slot is what a joining node's slots are
+   * copied from and what a part's catch-up streams (catchup.ts), so it must
+   * keep (a) every change of this node that some peer has not confirmed, and
+   * (b) every change this node applied from a third node O that some peer X
+   * may still lack: if O then disappears, X catches up on O's changes from
+   * here, from this slot's position on.
+   *
+   * So the slot only moves to a candidate: a position L recorded together
+   * with this node's progress V per origin, read while no apply transaction
+   * can be committing (the applier holds APPLY_LOCK shared in each one), so
+   * that everything applied here that ends before L is counted in V. L is the
+   * oldest position every peer's node slot here has confirmed at that moment,
+   * which is rule (a). The slot moves to the newest candidate for which every
+   * peer X has every other peer O's changes up to V[O]: X's durable progress
+   * for O's origin (read from X's PostgreSQL), or what X has confirmed on its
+   * node slot on O, has reached it (a peer that cannot be asked holds the slot
+   * where it is). Then any of O's changes X still lacks came after V[O], was
+   * applied here after L, and is still in this slot's stream.
    */
-  advanceGroupSlot(peers: string[]): Promise<{ from: string; to: string } | undefined> {
-    return this.exclusive(() => this.advanceGroupSlotNow(peers));
+  async advanceGroupSlot(peers: HoldBackPeer[]): Promise<{ from: string; to: string } | undefined> {
+    if (!peers.length) return undefined;
+    const open = await this.exclusive(() => this.recordCandidate(peers));
+    if (!open?.length) return undefined;
+    // Outside the lock on the admin client: a peer that does not answer must not hold up status polls.
+    const seen = new Map<string, PeerView>();
+    for (const p of peers) {
+      try {
+        seen.set(p.name, await peerView(p, peers, this.opts));
+      } catch (e) {
+        this.opts.log.debug("group slot held: a peer's progress cannot be read", { slot: this.groupSlot, peer: p.name, error: errorText(e) });
+        return undefined;
+      }
+    }
+    // What X has of O's changes: up to its progress for O's origin, and up to what it confirmed on O's node slot
+    // for it (it confirms only what it has durably applied, or positions with nothing of O's before them left to
+    // apply). The second covers what a joiner got in its snapshot and a stretch where O wrote nothing.
+    const has = (x: HoldBackPeer, o: HoldBackPeer): bigint => {
+      const progress = seen.get(x.name)!.progress.get(o.origin) ?? 0n;
+      const confirmed = seen.get(o.name)!.confirmed.get(x.name) ?? 0n;
+      return progress > confirmed ? progress : confirmed;
+    };
+    const lacking = (c: Candidate): string | undefined => {
+      for (const x of peers) {
+        for (const o of peers) {
+          if (o === x) continue;
+          const need = c.progress.get(o.origin) ?? 0n;
+          const have = has(x, o);
+          if (have < need) return `${x.name} has ${o.name}'s changes up to ${formatLsn(have)}, this node up to ${formatLsn(need)}`;
+        }
+      }
+      return undefined;
+    };
+    const to = [...open].reverse().find((c) => lacking(c) === undefined);
+    if (!to) {
+      this.opts.log.debug("group slot held back: a peer lacks changes this node applied from another", { slot: this.groupSlot, why: lacking(open[0]!) });
+      return undefined;
+    }
+    return this.exclusive(() => this.moveGroupSlot(to));
   }
 
-  private async advanceGroupSlotNow(peers: string[]): Promise<{ from: string; to: string } | undefined> {
+  /**
+   * Record a candidate (under APPLY_LOCK, so no apply transaction is half
+   * committed) and return the candidates ahead of the group slot that every
+   * peer's node slot has confirmed, oldest first.
+   */
+  private async recordCandidate(peers: HoldBackPeer[]): Promise<Candidate[] | undefined> {
     const group = await this.slotRow(this.groupSlot);
     if (!group?.confirmed_flush_lsn) return undefined;
-    let min: bigint | undefined;
-    for (const p of peers) {
-      const row = await this.slotRow(this.nodeSlot(p));
-      if (!row?.confirmed_flush_lsn) return undefined;
-      const lsn = parseLsn(row.confirmed_flush_lsn);
-      if (min === undefined || lsn < min) min = lsn;
-    }
-    if (min === undefined) return undefined;
     const from = parseLsn(group.confirmed_flush_lsn);
-    if (min <= from) return undefined;
+    const slots = peers.map((p) => this.nodeSlot(p.name));
+    let row: { lsn: string | null; n: number; progress: string | null } | undefined;
+    await this.client.query("BEGIN");
+    try {
+      await this.client.query("SET LOCAL lock_timeout = '2s'");
+      await this.client.query("SELECT pg_advisory_xact_lock($1)", [APPLY_LOCK_KEY]);
+      const r = await this.client.query<{ lsn: string | null; n: number; progress: string | null }>(
+        `SELECT (SELECT min(confirmed_flush_lsn)::text FROM pg_replication_slots WHERE slot_name = ANY($1)) AS lsn,
+                (SELECT count(confirmed_flush_lsn)::int FROM pg_replication_slots WHERE slot_name = ANY($1)) AS n,
+                (SELECT json_object_agg(roname, pg_replication_origin_progress(roname, false)::text)
+                   FROM pg_replication_origin WHERE roname = ANY($2))::text AS progress`,
+        [slots, peers.map((p) => p.origin)],
+      );
+      row = r.rows[0];
+      await this.client.query("COMMIT");
+    } catch (e) {
+      await this.client.query("ROLLBACK").catch(() => undefined);
+      // 55P03: appliers kept the lock busy; older candidates may still do
+      if (sqlState(e) !== "55P03") throw e;
+    }
+    if (row?.lsn && Number(row.n) === slots.length) {
+      const lsn = parseLsn(row.lsn);
+      const progress = new Map<string, bigint>();
+      for (const [origin, v] of Object.entries(JSON.parse(row.progress ?? "{}") as Record<string, string | null>)) progress.set(origin, v ? parseLsn(v) : 0n);
+      const last = this.candidates[this.candidates.length - 1];
+      if (lsn > from && (!last || lsn > last.lsn)) {
+        this.candidates.push({ lsn, progress });
+        if (this.candidates.length > MAX_CANDIDATES) this.candidates.shift();
+      }
+    }
+    this.candidates = this.candidates.filter((c) => c.lsn > from);
+    // (a) again: a node slot made again since (a peer that joined anew) starts later than the candidates before it.
+    const now = await this.client.query<{ lsn: string | null; n: number }>(
+      "SELECT min(confirmed_flush_lsn)::text AS lsn, count(confirmed_flush_lsn)::int AS n FROM pg_replication_slots WHERE slot_name = ANY($1)",
+      [slots],
+    );
+    const confirmed = now.rows[0];
+    if (!confirmed?.lsn || Number(confirmed.n) !== slots.length) return undefined;
+    const upTo = parseLsn(confirmed.lsn);
+    return this.candidates.filter((c) => c.lsn <= upTo);
+  }
+
+  private async moveGroupSlot(to: Candidate): Promise<{ from: string; to: string } | undefined> {
+    const group = await this.slotRow(this.groupSlot);
+    if (!group?.confirmed_flush_lsn) return undefined;
+    const from = parseLsn(group.confirmed_flush_lsn);
+    this.candidates = this.candidates.filter((c) => c.lsn > to.lsn);
+    if (to.lsn <= from) return undefined;
     assertPgraftSlot(this.groupSlot);
-    await this.client.query("SELECT pg_replication_slot_advance($1, $2::pg_lsn)", [this.groupSlot, formatLsn(min)]);
-    this.opts.log.debug("group slot advanced", { slot: this.groupSlot, from: formatLsn(from), to: formatLsn(min) });
-    return { from: formatLsn(from), to: formatLsn(min) };
+    await this.client.query("SELECT pg_replication_slot_advance($1, $2::pg_lsn)", [this.groupSlot, formatLsn(to.lsn)]);
+    this.opts.log.debug("group slot advanced", { slot: this.groupSlot, from: formatLsn(from), to: formatLsn(to.lsn) });
+    return { from: formatLsn(from), to: formatLsn(to.lsn) };
   }
 
   /** The group slot and the node slots of `peers`, as seed 004's bdr.node_slots shows them. */
@@ -273,5 +410,33 @@ export class Provider {
     const out = [info(this.groupSlot, "group", await this.slotRow(this.groupSlot))];
     for (const p of peers) out.push(info(this.nodeSlot(p), "node", await this.slotRow(this.nodeSlot(p)), p));
     return out;
+  }
+}
+
+/** What the hold-back learns from a peer: its durable progress per origin, and how far each other peer has confirmed its node slot there. */
+interface PeerView {
+  progress: Map<string, bigint>;
+  confirmed: Map<string, bigint>;
+}
+
+async function peerView(p: HoldBackPeer, peers: HoldBackPeer[], o: { db: string; group: string }): Promise<PeerView> {
+  const c = await connectClient(p.dsn, "pgraft_holdback", () => undefined, { connectionTimeoutMillis: PEER_TIMEOUT_MS, statement_timeout: PEER_TIMEOUT_MS });
+  try {
+    // pg_replication_origin_progress(…, true) flushes what it reports: a crash there cannot take it back.
+    const r = await c.query<{ roname: string; lsn: string | null }>(
+      "SELECT roname, pg_replication_origin_progress(roname, true)::text AS lsn FROM pg_replication_origin WHERE roname = ANY($1)",
+      [peers.map((q) => q.origin)],
+    );
+    const others = peers.filter((q) => q !== p);
+    const slots = others.map((q) => nodeSlotName(o.db, o.group, q.name));
+    const s = await c.query<{ slot_name: string; lsn: string | null }>("SELECT slot_name, confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = ANY($1)", [slots]);
+    const bySlot = new Map(s.rows.map((x) => [x.slot_name, x.lsn ? parseLsn(x.lsn) : 0n]));
+    return {
+      progress: new Map(r.rows.map((x) => [x.roname, x.lsn ? parseLsn(x.lsn) : 0n])),
+      confirmed: new Map(others.map((q, i) => [q.name, bySlot.get(slots[i]!) ?? 0n])),
+    };
+  } finally {
+    await within(c.end(), 2_000);
+    destroyClient(c);
   }
 }

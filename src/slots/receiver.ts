@@ -16,7 +16,9 @@
 //
 // Restart: the stream starts at the applier's resume point (the origin's
 // progress), so an acknowledgement lost in a crash costs nothing: the server
-// skips transactions that commit before the requested start.
+// skips transactions that commit before the requested start. An origin that
+// has never recorded anything starts where our slot on the peer stands (a
+// joiner's snapshot covers everything before it; see startOriginAtSlot).
 //
 // State (seed 004's node_slots.state, seen from the receiving side):
 // `catchup` while the peer's current WAL position is more than a threshold
@@ -25,7 +27,7 @@
 import type pg from "pg";
 import { LogicalReplicationService } from "pg-logical-replication";
 import { Applier, type ApplierStats, type NodeRef } from "./applier.js";
-import { clientConfig, connectClient, destroyClient } from "./connection.js";
+import { clientConfig, connectClient, destroyClient, sqlState } from "./connection.js";
 import { TextPgoutputPlugin, TransactionAssembler } from "./decoder.js";
 import { formatLsn, maxLsn, parseLsn } from "./lsn.js";
 import { nodeSlotName, originName, publicationName } from "./naming.js";
@@ -218,6 +220,12 @@ export class Receiver {
     this.paused = false;
     this.idleAck = 0n;
     this.floor = 0n;
+    this.probe = await connectClient(o.peer.dsn, "pgraft_probe", () => undefined);
+    const slot = await this.probe.query<{ confirmed: string | null }>("SELECT confirmed_flush_lsn::text AS confirmed FROM pg_replication_slots WHERE slot_name = $1", [this.slot]);
+    if (!slot.rows[0]) throw new Error(`replication slot ${this.slot} does not exist on ${o.peer.name} yet (its data plane creates it)`);
+    this.floor = slot.rows[0].confirmed ? parseLsn(slot.rows[0].confirmed) : 0n;
+    if (this.stopping) return;
+    await startOriginAtSlot(o.localDsn, this.origin, this.floor, o.log);
     const applier = new Applier({
       localDsn: o.localDsn,
       localNode: o.localNode,
@@ -234,10 +242,6 @@ export class Receiver {
     if (this.stopping) return;
     this.durable = resume;
     this.confirmed = 0n;
-    this.probe = await connectClient(o.peer.dsn, "pgraft_probe", () => undefined);
-    const slot = await this.probe.query<{ confirmed: string | null }>("SELECT confirmed_flush_lsn::text AS confirmed FROM pg_replication_slots WHERE slot_name = $1", [this.slot]);
-    if (!slot.rows[0]) throw new Error(`replication slot ${this.slot} does not exist on ${o.peer.name} yet (its data plane creates it)`);
-    this.floor = slot.rows[0].confirmed ? parseLsn(slot.rows[0].confirmed) : 0n;
     await this.sampleUpstream();
     if (this.stopping) return;
 
@@ -447,5 +451,38 @@ export class Receiver {
     this.totals.skippedTransactions += s.skippedTransactions;
     this.totals.conflicts += s.conflicts;
     this.totals.slowPathTransactions += s.slowPathTransactions;
+  }
+}
+
+/**
+ * An origin that has never recorded anything starts where our slot on the
+ * peer stands: everything of the peer's before that position is here already
+ * (a joiner's snapshot covers it, or our slot was made when there was nothing
+ * before it to send). Without this, our progress for the peer would say 0
+ * until the peer next writes, and a part's catch-up (catchup.ts) could not
+ * tell what a joiner already has. Only from nothing, and only while no
+ * session holds the origin (PostgreSQL refuses the advance then: 55006).
+ */
+async function startOriginAtSlot(localDsn: string, origin: string, slotLsn: bigint, log: SlotsLogger): Promise<void> {
+  if (slotLsn === 0n) return;
+  const c = await connectClient(localDsn, "pgraft_origin", () => undefined);
+  try {
+    try {
+      await c.query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", [origin]);
+    } catch (e) {
+      if (sqlState(e) !== "23505") throw e; // created meanwhile
+    }
+    const r = await c.query(
+      `SELECT pg_replication_origin_advance(roname, $2::pg_lsn) FROM pg_replication_origin
+        WHERE roname = $1 AND COALESCE(pg_replication_origin_progress(roname, false), '0/0') = '0/0'`,
+      [origin, formatLsn(slotLsn)],
+    );
+    if (r.rowCount) log.info("replication origin starts where our slot on the peer stands", { origin, lsn: formatLsn(slotLsn) });
+  } catch (e) {
+    if (sqlState(e) !== "55006") throw e;
+    log.debug("replication origin busy; it keeps its position", { origin, error: errorText(e) });
+  } finally {
+    await within(c.end(), 5_000);
+    destroyClient(c);
   }
 }
