@@ -254,7 +254,7 @@ export const NODE_FUNCTIONS: readonly SqlFunction[] = [
     args: [{ name: "node_name", type: "text" }, { name: "wait_for_completion", type: "boolean", default: "true" }, { name: "force", type: "boolean", default: "false" }],
     returns: "text",
     privilege: "admin",
-    comment: "Removes node_name from its group: the others catch up with its changes, then its slots and origins are dropped everywhere (needs a majority).",
+    comment: "Removes node_name from its group: the others catch up with its changes (from the node that has the most of them when it is down), then its slots and origins are dropped everywhere. Needs a majority: of the cluster to start, of the nodes that stay to finish (a wait that lacks it for 15 s ends with the reason; the part goes on once they are back).",
   },
   { name: "local_group_slot_name", schema: "pgraft", bdrAlias: true, args: [], returns: "text", privilege: "monitor", comment: "The name of this node's group slot (NULL outside a group)." },
   {

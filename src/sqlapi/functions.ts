@@ -16,6 +16,7 @@ import type { GroupController } from "../join/group-controller.js";
 import type { SqlFunction } from "./catalog.js";
 import { probeDsn, withDsn } from "./dsn-probe.js";
 import { JOIN_KEY } from "../join/group-controller.js";
+import { parseRecord, statusKey, type PartStatusRecord } from "../part/part-keys.js";
 import { checkTargetEmpty, JoinCopyError } from "../join/snapshot-copy.js";
 import { groupSlotName } from "../slots/index.js";
 import { invalidParameter, nullArgument } from "./errors.js";
@@ -176,6 +177,37 @@ async function waitForState(d: SqlApiDeps, name: string, state: string): Promise
       });
     }
     await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** How long part_node waits on a part that lacks a majority of the nodes that stay before it says so. */
+const PART_NO_MAJORITY_MS = 15_000;
+
+/**
+ * Wait until `p` is PARTED. The coordinator writes what the part waits for
+ * in the KV store (part-keys.ts); a part that has lacked a majority of the
+ * remaining nodes for PART_NO_MAJORITY_MS ends the wait with that message
+ * (the part itself goes on once enough nodes are back).
+ */
+async function waitForPart(d: SqlApiDeps, p: DataNode): Promise<void> {
+  let stuck: { state: string; since: number } | undefined;
+  for (;;) {
+    const n = d.state.dataNodes().find((x) => x.name === p.name);
+    if (!n) throw new PgWireError({ code: "55000", message: `node ${JSON.stringify(p.name)} was dropped while waiting for PARTED` });
+    if (n.state === "PARTED") return;
+    const r = await d.cluster.kvGet({ clusterId: d.clusterId, key: statusKey(n) });
+    const said = parseRecord<PartStatusRecord>(r.kv?.value);
+    if (said?.message.includes("needs a majority")) {
+      if (stuck?.state !== n.state) stuck = { state: n.state, since: Date.now() };
+      if (Date.now() - stuck.since > PART_NO_MAJORITY_MS) {
+        throw new PgWireError({
+          code: "55000",
+          message: `the part of node ${JSON.stringify(p.name)} cannot finish: ${said.message}`,
+          hint: "it goes on by itself once enough of the nodes that stay are back; pgraft.node_summary shows its state",
+        });
+      }
+    } else stuck = undefined;
+    await new Promise((r) => setTimeout(r, 500));
   }
 }
 
@@ -473,7 +505,7 @@ const IMPLS: Record<string, Impl> = {
       }
     }
     if (!wait) return one(`node ${name} is parting`);
-    await waitForState(d, name, "PARTED");
+    await waitForPart(d, n);
     return one(`node ${name} parted from group ${n.group}`);
   },
 
