@@ -275,7 +275,7 @@ export class Applier {
 
   /** The statements of one transaction between its BEGIN and COMMIT: its setup and its changes (the setup folded into a lone statement). */
   private transactionSql(tx: RemoteTransaction, prev: bigint): string[] {
-    const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), "'off'", literal(formatLsn(prev))];
+    const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), literal(formatLsn(prev))];
     const list = [...batches(tx.changes)];
     const only = list.length === 1 ? list[0]! : undefined;
     if (only && only[0]!.kind !== "truncate") return [this.changeSql(only, setup)];

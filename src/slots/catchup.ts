@@ -248,7 +248,7 @@ class CatchUpStream {
     const onAbort = (): void => this.fail(new Error("catch-up aborted"));
     this.o.signal?.addEventListener("abort", onAbort, { once: true });
     if (this.o.signal?.aborted) onAbort();
-    const subscribed = svc.subscribe(new TextPgoutputPlugin(publicationName(this.o.db, this.o.group)), this.pos.slot, formatLsn(this.pos.start));
+    const subscribed = svc.subscribe(new TextPgoutputPlugin(publicationName(this.o.db, this.o.group), (origin) => this.assembler.wanted(origin)), this.pos.slot, formatLsn(this.pos.start));
     subscribed.then(
       () => this.fail(new Error(`the catch-up stream from ${this.o.source.name} ended early`)),
       (e: unknown) => this.fail(e instanceof Error ? e : new Error(String(e))),

@@ -21,18 +21,42 @@ import type { Change, RelationDesc, RemoteTransaction, Value } from "./types.js"
 
 const asText = (raw: unknown): unknown => raw;
 
-/** pgoutput with column values left as text (see above). */
+/** The stand-in for a row change of a transaction that is skipped whole (not a pgoutput tag: the assembler ignores it). */
+const SKIPPED_ROW = { tag: "skipped-row" } as unknown as Pgoutput.Message;
+
+const ROW_TAGS = new Set([0x49 /* I */, 0x55 /* U */, 0x44 /* D */]);
+
+/**
+ * pgoutput with column values left as text (see above). With `wants` (the
+ * assembler's rule for which origins it keeps), the rows of a transaction it
+ * will skip are not decoded at all: on PostgreSQL 15 every transaction a node
+ * applied from elsewhere reaches each of its peers, which skip it, so decoding
+ * their rows would be most of a receiver's work.
+ */
 export class TextPgoutputPlugin extends PgoutputPlugin {
-  constructor(publication: string) {
+  /** Whether the rows of the current transaction are decoded (undefined: not known before its first row). */
+  private keep: boolean | undefined;
+
+  constructor(
+    publication: string,
+    private readonly wants?: (origin: string | undefined) => boolean,
+  ) {
     // proto_version 1: PG15's pgoutput; streaming of in-progress transactions (v2) is not used, so a
     // transaction arrives whole, after its commit, and is applied whole.
     super({ protoVersion: 1, publicationNames: [publication] });
   }
 
   override parse(buffer: Buffer): Pgoutput.Message {
+    if (this.wants && ROW_TAGS.has(buffer[0]!)) {
+      // The Origin message, if any, comes right after Begin: by the first row we know.
+      this.keep ??= this.wants(undefined);
+      if (!this.keep) return SKIPPED_ROW;
+    }
     const msg = super.parse(buffer);
     // The parser caches this very object and reads each tuple's column parser from it at decode time.
     if (msg.tag === "relation") for (const c of msg.columns) c.parser = asText;
+    else if (msg.tag === "begin" || msg.tag === "commit") this.keep = undefined;
+    else if (msg.tag === "origin" && this.wants) this.keep = this.wants(msg.originName);
     return msg;
   }
 }
@@ -141,7 +165,7 @@ export class TransactionAssembler {
   }
 
   /** Whether a transaction with this origin (undefined: none) is kept. */
-  private wanted(origin: string | undefined): boolean {
+  wanted(origin: string | undefined): boolean {
     return this.relayOrigin === undefined ? origin === undefined : origin === this.relayOrigin;
   }
 

@@ -275,7 +275,7 @@ export class Receiver {
     for (const t of this.timers) t.unref();
     const early = this.currentError(); // the applier may have failed while we were getting here
     if (early) throw early;
-    await service.subscribe(new TextPgoutputPlugin(publicationName(o.db, o.group)), this.slot, formatLsn(resume));
+    await service.subscribe(new TextPgoutputPlugin(publicationName(o.db, o.group), (origin) => this.assembler.wanted(origin)), this.slot, formatLsn(resume));
     // (read through a method: TypeScript would keep the narrowing from the start of the session)
     const err = this.currentError();
     if (err) throw err;

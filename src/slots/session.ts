@@ -24,7 +24,7 @@ export interface Query {
   values?: unknown[];
 }
 
-/** The prepared setup of a batched transaction of several statements (params: end LSN, commit time, synchronous_commit, previous end LSN). */
+/** The prepared setup of a batched transaction of several statements (params: end LSN, commit time, previous end LSN). */
 export const BATCH_SETUP = "pgraft_bsetup";
 
 export const BEGIN: Query = { name: "pgraft_begin", text: "BEGIN" };

@@ -127,17 +127,16 @@ function chainCheck(p: number): string {
 }
 
 /**
- * The select-list items of a transaction's setup: the origin's LSN and time,
- * the commit's durability, the apply lock and — with `chained` — the chain
- * check (params: end LSN, commit time, synchronous_commit, previous end LSN,
- * from $p). The applier's fast path sets up every transaction chained (see
- * applier.ts); the slow path, which runs alone, does not need the check.
+ * The select-list items of a transaction's setup: the origin's LSN and time
+ * and the apply lock (params: end LSN, commit time, from $p), then either
+ * the chain check (`chained`; param: previous end LSN) or the commit's
+ * durability (param: synchronous_commit). The applier's batches set up every
+ * transaction chained and commit asynchronously, the session's default (see
+ * applier.ts); the slow path runs alone and commits synchronously.
  */
 export function setupItems(p: number, chained: boolean): string {
-  return (
-    `pg_replication_origin_xact_setup($${p}::pg_lsn, $${p + 1}::timestamptz), set_config('synchronous_commit', $${p + 2}, true), ${APPLY_LOCK_SQL}` +
-    (chained ? `, ${chainCheck(p + 3)}` : "")
-  );
+  const base = `pg_replication_origin_xact_setup($${p}::pg_lsn, $${p + 1}::timestamptz), ${APPLY_LOCK_SQL}`;
+  return chained ? `${base}, ${chainCheck(p + 2)}` : `${base}, set_config('synchronous_commit', $${p + 2}, true)`;
 }
 
 /** The setup as its own statement (a transaction of several statements). */
