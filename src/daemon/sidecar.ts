@@ -159,6 +159,7 @@ export class Sidecar {
           },
           kvGet: async (key) => (await local.kvGet({ clusterId: cfg.clusterId, key })).kv?.value,
           log: log.child({ component: "node-groups" }),
+          leaderId: () => n.status().leader,
         });
         sql.groups.start();
       }

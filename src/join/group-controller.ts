@@ -8,9 +8,9 @@
 //  - It is joining (JOIN_START / JOINING): the join job runs here (join-job.ts);
 //    in CATCHUP it is promoted (PROMOTE → PROMOTING → ACTIVE) once every stream
 //    from its peers has caught up.
-//  - A member is parting (src/part/): the remaining node with the lowest
-//    sequence number coordinates (PART_START → PARTING → PART_CATCHUP →
-//    PARTED); every remaining node drains the parting node directly while it
+//  - A member is parting (src/part/): the Raft leader's node, if it stays,
+//    or else the remaining node with the lowest sequence number coordinates
+//    (PART_START → PARTING → PART_CATCHUP → PARTED); every remaining node drains the parting node directly while it
 //    can, then stops receiving from it and reports its progress; the node with
 //    the most of its changes is the source the others catch up from; a parted
 //    node's slots and origins go when it leaves the peers.
@@ -38,6 +38,8 @@ export interface GroupControllerDeps {
   kvPut: (key: string, value: string) => Promise<void>;
   kvGet: (key: string) => Promise<string | undefined>;
   log: Logger;
+  /** The Raft leader's member id as this node knows it (0: none): its node coordinates parts (src/part/). */
+  leaderId?: () => number;
   intervalMs?: number;
 }
 
@@ -211,7 +213,7 @@ export class GroupController {
       // One failing duty (a report that cannot be written yet) must not keep this node from the other.
       for (const [what, step] of [
         ["report", () => this.partMember.step(me, p, this.dp!)],
-        ["coordinate", () => this.partCoordinator.step(me, p, remaining)],
+        ["coordinate", () => this.partCoordinator.step(me, p, remaining, this.d.leaderId?.() ?? 0)],
       ] as const) {
         try {
           await step();

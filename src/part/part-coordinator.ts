@@ -21,9 +21,11 @@
 // (never one that can): loudly, since any of P's changes it lacks are lost to
 // it.
 //
-// The remaining node with the lowest sequence number coordinates; should it be
-// down, the next one steps in once the part has not moved for TAKEOVER_MS
-// (times its rank), and goes on coordinating it. Should the plan's source stop
+// The Raft leader's node coordinates when it is one of the remaining nodes
+// (the seed: the leader finds the node with the most recent changes), else
+// the remaining node with the lowest sequence number; should it be down, the
+// next one steps in once the part has not moved for TAKEOVER_MS (times its
+// rank), and goes on coordinating it. Should the plan's source stop
 // answering, a node that has caught up from it becomes the source. Every step reads its inputs from the catalog and the KV
 // store and is safe to repeat, so two coordinators at once only repeat each
 // other, and a new one continues where the last stopped.
@@ -84,10 +86,11 @@ export class PartCoordinator {
 
   /**
    * One tick for parting node `p`. `remaining`: the group's members that stay
-   * (past JOINING, not parting), `me` among them or not.
+   * (past JOINING, not parting), `me` among them or not; `leaderMemberId`:
+   * the Raft leader's member id, as this node knows it (0: none).
    */
-  async step(me: DataNode, p: DataNode, remaining: DataNode[]): Promise<void> {
-    const byRank = [...remaining].sort((x, y) => x.seqId - y.seqId);
+  async step(me: DataNode, p: DataNode, remaining: DataNode[], leaderMemberId = 0): Promise<void> {
+    const byRank = rankCoordinators(remaining, leaderMemberId);
     if (!(await this.acting(me, p, byRank))) return;
     if (p.state === "PART_START") {
       await this.move(p, "PARTING");
@@ -286,6 +289,12 @@ export class PartCoordinator {
 }
 
 const tag = (p: DataNode): string => `${p.name}@${p.seqId}`;
+
+/** Who coordinates first, second, …: the Raft leader's node if it stays, then by sequence number. */
+export function rankCoordinators(remaining: DataNode[], leaderMemberId: number): DataNode[] {
+  const rank = (n: DataNode): number => (leaderMemberId !== 0 && n.raftMemberId === leaderMemberId ? 0 : 1);
+  return [...remaining].sort((x, y) => rank(x) - rank(y) || x.seqId - y.seqId);
+}
 
 /** Whether a node's database answers now (a sidecar that does not report may have a database that does). */
 async function probe(n: DataNode): Promise<boolean> {

@@ -13,7 +13,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import pino from "pino";
 import type { DataNode } from "../../src/cluster/node-groups.js";
-import { PartCoordinator } from "../../src/part/part-coordinator.js";
+import { PartCoordinator, rankCoordinators } from "../../src/part/part-coordinator.js";
 import { caughtUpKey, planKey, statusKey, stoppedKey, type PartPlan } from "../../src/part/part-keys.js";
 import { until } from "../sql/helpers.js";
 import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
@@ -65,6 +65,13 @@ describe("the part coordinator's decisions", () => {
       plan: () => JSON.parse(kv.get(planKey(p)) ?? "null") as PartPlan | null,
     };
   }
+
+  test("the Raft leader's node coordinates when it stays; else the lowest sequence number goes first", () => {
+    const [a, b, c] = [node("a", 1), node("b", 2), node("c", 3)];
+    assert.deepEqual(rankCoordinators([c, a, b], 3).map((n) => n.name), ["c", "a", "b"]);
+    assert.deepEqual(rankCoordinators([c, a, b], 0).map((n) => n.name), ["a", "b", "c"], "no leader known");
+    assert.deepEqual(rankCoordinators([c, b], 1).map((n) => n.name), ["b", "c"], "the leader's node is not among those that stay");
+  });
 
   test("no plan without a majority of the nodes that stay: it says so (here and in the KV store) and waits", async () => {
     const [a, b, c] = [node("a", 1), node("b", 2), node("c", 3)];
