@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Pgoutput } from "pg-logical-replication";
 import { remoteWins } from "../../src/slots/conflicts.js";
-import { TransactionAssembler } from "../../src/slots/decoder.js";
+import { TextPgoutputPlugin, TransactionAssembler } from "../../src/slots/decoder.js";
 import { formatLsn, microsToTimestamptz, parseLsn } from "../../src/slots/lsn.js";
 import {
   assertPgraftSlot,
@@ -168,6 +168,78 @@ describe("transaction assembler", () => {
     a.push(begin(9));
     a.push({ tag: "insert", relation: own, new: { id: "1", v: "x" } });
     assert.deepEqual(a.push(commit("0/300")), { kind: "skip", endLsn: 0x300n, reason: "empty" });
+  });
+});
+
+/** pgoutput messages as the walsender sends them (protocol version 1). */
+const wire = {
+  cstring: (v: string): Buffer => Buffer.concat([Buffer.from(v), Buffer.from([0])]),
+  int64: (v: bigint): Buffer => {
+    const b = Buffer.alloc(8);
+    b.writeBigInt64BE(v);
+    return b;
+  },
+  int32: (v: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeInt32BE(v);
+    return b;
+  },
+  int16: (v: number): Buffer => {
+    const b = Buffer.alloc(2);
+    b.writeInt16BE(v);
+    return b;
+  },
+  begin: (xid: number): Buffer => Buffer.concat([Buffer.from("B"), wire.int64(0x100n), wire.int64(0n), wire.int32(xid)]),
+  origin: (name: string): Buffer => Buffer.concat([Buffer.from("O"), wire.int64(0x50n), wire.cstring(name)]),
+  relation: (): Buffer =>
+    Buffer.concat([Buffer.from("R"), wire.int32(16384), wire.cstring("public"), wire.cstring("t"), Buffer.from("d"), wire.int16(1), Buffer.from([1]), wire.cstring("id"), wire.int32(23), wire.int32(-1)]),
+  insert: (v: string): Buffer => Buffer.concat([Buffer.from("I"), wire.int32(16384), Buffer.from("N"), wire.int16(1), Buffer.from("t"), wire.int32(Buffer.byteLength(v)), Buffer.from(v)]),
+  commit: (end: bigint): Buffer => Buffer.concat([Buffer.from("C"), Buffer.from([0]), wire.int64(end - 0x10n), wire.int64(end), wire.int64(0n)]),
+};
+
+describe("pgoutput plugin: rows of skipped transactions are not decoded", () => {
+  function run(relayOrigin?: string) {
+    const assembler = new TransactionAssembler({ relayOrigin });
+    const plugin = new TextPgoutputPlugin("pub", (o) => assembler.wanted(o));
+    const tags: string[] = [];
+    const out: unknown[] = [];
+    const feed = (b: Buffer): void => {
+      const m = plugin.parse(b);
+      tags.push(m.tag);
+      const a = assembler.push(m);
+      if (a) out.push(a);
+    };
+    feed(wire.relation());
+    feed(wire.begin(1));
+    feed(wire.origin("pgraft_postgres_g_x"));
+    feed(wire.insert("1"));
+    feed(wire.commit(0x200n));
+    feed(wire.begin(2));
+    feed(wire.insert("2"));
+    feed(wire.commit(0x300n));
+    return { tags, out };
+  }
+
+  test("normal mode: a transaction with an origin is skipped unread; one without is decoded as text", () => {
+    const { tags, out } = run();
+    assert.deepEqual(tags, ["relation", "begin", "origin", "skipped-row", "commit", "begin", "insert", "commit"]);
+    assert.deepEqual(
+      out.map((a) => (a as { kind: string }).kind),
+      ["skip", "apply"],
+    );
+    const applied = out[1] as { tx: { changes: { new: unknown[] }[]; endLsn: bigint } };
+    assert.deepEqual(applied.tx.changes[0]!.new, ["2"]);
+    assert.equal(applied.tx.endLsn, 0x300n);
+  });
+
+  test("relay mode: only the named origin's transaction is decoded, with the origin's LSN as its end", () => {
+    const { tags, out } = run("pgraft_postgres_g_x");
+    assert.deepEqual(tags, ["relation", "begin", "origin", "insert", "commit", "begin", "skipped-row", "commit"]);
+    const relayed = out[0] as { kind: string; tx: { changes: { new: unknown[] }[]; endLsn: bigint } };
+    assert.equal(relayed.kind, "apply");
+    assert.deepEqual(relayed.tx.changes[0]!.new, ["1"]);
+    assert.equal(relayed.tx.endLsn, 0x50n);
+    assert.equal((out[1] as { kind: string }).kind, "skip");
   });
 });
 
