@@ -10,6 +10,9 @@
 // - update_missing (no such row)                   → insert it
 // - delete_differing (as update_differing)         → the newer change wins
 // - delete_missing                                 → skip
+// - insert_exists / update_exists on a unique index other than the key (the
+//   new row's values are another local row's)       → the newer change wins:
+//   the other row is deleted, or the change is skipped
 // "Newer": the later commit timestamp; on a tie the higher node id. A row
 // written before track_commit_timestamp was on (no timestamp), or earlier in
 // this very transaction, is no conflict: the change applies.
@@ -23,7 +26,7 @@ import type pg from "pg";
 import { CONFLICT_TABLE } from "./local-objects.js";
 import { formatLsn, microsToTimestamptz } from "./lsn.js";
 
-export type ConflictType = "insert_exists" | "update_differing" | "update_missing" | "delete_differing" | "delete_missing";
+export type ConflictType = "insert_exists" | "update_exists" | "update_differing" | "update_missing" | "delete_differing" | "delete_missing";
 /** apply_remote: the incoming change was applied; keep_local: the local row stays; insert_remote: the update became an insert; skip: nothing to do. */
 export type Resolution = "apply_remote" | "keep_local" | "insert_remote" | "skip";
 

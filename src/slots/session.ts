@@ -194,13 +194,14 @@ export class ApplySession {
       if (ch.kind === "truncate" || this.metas.has(ch.rel)) continue;
       const rel = ch.rel;
       const name = qualified(rel);
-      const r = await this.query<{ oid: string | null; pk: string; types: string | null }>({
+      const r = await this.query<{ oid: string | null; pk: string; types: string | null; other_unique: string }>({
         text: `SELECT to_regclass($1)::oid::text AS oid,
                       COALESCE((SELECT json_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
                                   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
                                  WHERE i.indrelid = to_regclass($1) AND i.indisprimary), '[]')::text AS pk,
                       (SELECT json_object_agg(attname, format_type(atttypid, NULL)) FROM pg_attribute
-                        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped)::text AS types`,
+                        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped)::text AS types,
+                      EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique AND NOT indisprimary)::text AS other_unique`,
         values: [name],
       });
       const row = r.rows[0];
@@ -217,7 +218,7 @@ export class ApplySession {
         if (i < 0) throw new Error(`${name}: primary key column ${col} is not among the columns ${from} sends`);
         return i;
       });
-      this.metas.set(rel, { rel, qualified: name, key: key.length ? key : null, types });
+      this.metas.set(rel, { rel, qualified: name, key: key.length ? key : null, types, otherUnique: row.other_unique === "true" });
       this.relIds.set(rel, this.nextRelId++);
     }
   }

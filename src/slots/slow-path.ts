@@ -17,6 +17,7 @@ import {
   type TableMeta,
 } from "./statements.js";
 import type { Change, RemoteTransaction, SlotsLogger, Value } from "./types.js";
+import { sqlState } from "./connection.js";
 
 interface LocalRow {
   ctid: string;
@@ -77,29 +78,106 @@ async function applyChange(ctx: SlowPathContext, ch: Change, tx: RemoteTransacti
     return 1;
   };
   const remote = { commitTimeUs: tx.commitTime, nodeId: ctx.peer.id };
+  const exists = ch.kind === "insert" ? "insert_exists" : "update_exists";
+  /** Write the new row (insert, or update of `self`), minding the other unique indexes. */
+  const write = (self: string | undefined): Promise<Outcome> =>
+    withUniqueIndexes(ctx, meta, tx, exists, ch.kind === "delete" ? [] : ch.new, self, () =>
+      self === undefined ? insert(s, meta, (ch as { new: Value[] }).new) : updateByCtid(s, meta, (ch as { new: Value[] }).new, self),
+    );
   if (ch.kind === "insert") {
-    if (!local) {
-      await insert(s, meta, ch.new);
-      return 0;
-    }
-    const win = remoteWins(await versionOf(s, local), remote);
-    if (win) await updateByCtid(s, meta, ch.new, local.ctid);
-    return conflict("insert_exists", win ? "apply_remote" : "keep_local");
+    if (!local) return (await write(undefined)).conflicts;
+    if (!remoteWins(await versionOf(s, local), remote)) return conflict("insert_exists", "keep_local");
+    const o = await write(local.ctid);
+    return o.conflicts + (await conflict("insert_exists", o.applied ? "apply_remote" : "keep_local"));
   }
   if (!local) {
     if (ch.kind === "delete") return conflict("delete_missing", "skip");
-    await insert(s, meta, ch.new);
-    return conflict("update_missing", "insert_remote");
+    const o = await write(undefined);
+    return o.conflicts + (await conflict("update_missing", o.applied ? "insert_remote" : "keep_local"));
   }
   // Last written by this same peer, by this transaction, or before commit timestamps were kept: no conflict.
   const same = local.roident === null || Number(local.roident) === s.roident;
   const win = same || remoteWins(await versionOf(s, local), remote);
+  let applied = win;
+  let conflicts = 0;
   if (win) {
-    if (ch.kind === "update") await updateByCtid(s, meta, ch.new, local.ctid);
+    if (ch.kind === "update") ({ applied, conflicts } = await write(local.ctid));
     else await s.prepared(meta, "dc", () => deleteByCtidSql(meta), [local.ctid]);
   }
-  if (same) return 0;
-  return conflict(ch.kind === "update" ? "update_differing" : "delete_differing", win ? "apply_remote" : "keep_local");
+  if (same) return conflicts;
+  return conflicts + (await conflict(ch.kind === "update" ? "update_differing" : "delete_differing", applied ? "apply_remote" : "keep_local"));
+}
+
+/** A write's fate: applied (perhaps after deleting rows it collided with), or skipped; and the conflicts it met. */
+interface Outcome {
+  applied: boolean;
+  conflicts: number;
+}
+
+/** How many other rows one change may push aside (one per unique index, at most). */
+const MAX_UNIQUE_COLLISIONS = 32;
+
+/**
+ * Run `write` (an insert, or an update of the row at `self`). When the new
+ * row collides with another local row on a unique index other than the
+ * primary key, last update wins against that row: a newer change deletes it
+ * and tries again (the next index may collide too), an older one is skipped.
+ * Each collision is a conflict (`type`) keyed by the index's columns. Every
+ * node decides alike from the same commit times, so they converge. A
+ * collision pgraft cannot attribute to a row (an index on an expression or
+ * with a WHERE clause) still stops the stream with the error.
+ */
+async function withUniqueIndexes(
+  ctx: SlowPathContext,
+  meta: TableMeta,
+  tx: RemoteTransaction,
+  type: "insert_exists" | "update_exists",
+  row: Value[],
+  self: string | undefined,
+  write: () => Promise<unknown>,
+): Promise<Outcome> {
+  const s = ctx.session;
+  if (!meta.otherUnique) {
+    await write();
+    return { applied: true, conflicts: 0 };
+  }
+  for (let conflicts = 0; ; conflicts++) {
+    await s.query({ text: "SAVEPOINT pgraft_unique" });
+    try {
+      await write();
+      await s.query({ text: "RELEASE SAVEPOINT pgraft_unique" });
+      return { applied: true, conflicts };
+    } catch (e) {
+      if (sqlState(e) !== "23505" || conflicts >= MAX_UNIQUE_COLLISIONS) throw e;
+      await s.query({ text: "ROLLBACK TO SAVEPOINT pgraft_unique" });
+      const cols = await uniqueColumns(s, meta, (e as { constraint?: string }).constraint);
+      const values = cols?.map((i) => row[i]);
+      if (!cols || !values || values.some((v) => v === undefined || v === null)) throw e;
+      const r = (await s.prepared(meta, `lu${cols.join(",")}`, () => lookupSql(meta, cols), values)) as pg.QueryResult<LocalRow>;
+      const other = r.rows[0];
+      if (!other || other.ctid === self) throw e;
+      const win = remoteWins(await versionOf(s, other), { commitTimeUs: tx.commitTime, nodeId: ctx.peer.id });
+      await record(ctx, type, win ? "apply_remote" : "keep_local", meta, row, row, other, tx, cols);
+      if (!win) return { applied: false, conflicts: conflicts + 1 };
+      await s.prepared(meta, "dc", () => deleteByCtidSql(meta), [other.ctid]);
+    }
+  }
+}
+
+/** The columns (positions in the upstream's description) of the plain unique index `name` on the table, or undefined. */
+async function uniqueColumns(s: ApplySession, meta: TableMeta, name: string | undefined): Promise<number[] | undefined> {
+  if (!name) return undefined;
+  const r = await s.query<{ cols: string | null }>({
+    name: "pgraft_unique_cols",
+    text: `SELECT (SELECT json_agg(a.attname ORDER BY k.ord) FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)::text AS cols
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE i.indrelid = to_regclass($1) AND c.relname = $2 AND i.indisunique AND i.indexprs IS NULL AND i.indpred IS NULL`,
+    values: [meta.qualified, name],
+  });
+  const names = r.rows[0]?.cols ? (JSON.parse(r.rows[0].cols) as string[]) : undefined;
+  const cols = names?.map((n) => meta.rel.columns.findIndex((c) => c.name === n));
+  return cols && cols.length && cols.every((i) => i >= 0) ? cols : undefined;
 }
 
 async function lookup(s: ApplySession, meta: TableMeta, row: Value[]): Promise<LocalRow | undefined> {
@@ -134,6 +212,8 @@ async function record(
   found: Value[],
   local: LocalRow | undefined,
   tx: RemoteTransaction,
+  /** The columns that identify the row in the history (default: the primary key). */
+  keyCols: number[] | null = meta.key,
 ): Promise<void> {
   const writer = local?.roident == null ? undefined : await ctx.session.writer(Number(local.roident));
   const rec: ConflictRecord = {
@@ -142,7 +222,7 @@ async function record(
     table: meta.qualified,
     type,
     resolution,
-    key: meta.key ? Object.fromEntries(meta.key.map((i) => [meta.rel.columns[i]!.name, found[i] ?? null])) : null,
+    key: keyCols ? Object.fromEntries(keyCols.map((i) => [meta.rel.columns[i]!.name, found[i] ?? null])) : null,
     localTuple: local?.tuple ?? null,
     remoteTuple: remote ? Object.fromEntries(meta.rel.columns.flatMap((c, i) => (remote[i] === undefined ? [] : [[c.name, remote[i]]]))) : null,
     localCommitTs: local?.ts ?? null,

@@ -42,6 +42,8 @@ export interface TableMeta {
    * than being cut by an explicit cast).
    */
   types: string[];
+  /** The table has a unique index besides its primary key (a change may then collide with another row: slow-path.ts). */
+  otherUnique: boolean;
 }
 
 export interface Sql {
@@ -63,12 +65,17 @@ function matchColumn(alias: string, col: string, p: number): string {
   return `(${c} IS NULL AND $${p}::text IS NULL OR ${c} IS NOT NULL AND format('%s', ${c}) = $${p}::text)`;
 }
 
-/** The WHERE condition that finds the row (key columns, or every column), parameters from $first on; and the next free parameter. */
-function locate(meta: TableMeta, alias: string, first: number): { cond: string; next: number } {
+/**
+ * The WHERE condition that finds the row (key columns, or every column; or
+ * the columns `by`, compared with =), parameters from $first on; and the
+ * next free parameter.
+ */
+function locate(meta: TableMeta, alias: string, first: number, by?: number[]): { cond: string; next: number } {
   const parts: string[] = [];
   let p = first;
-  if (meta.key) {
-    for (const i of meta.key) parts.push(`${alias}.${quoteIdent(meta.rel.columns[i]!.name)} = $${p++}`);
+  const equal = by ?? meta.key;
+  if (equal) {
+    for (const i of equal) parts.push(`${alias}.${quoteIdent(meta.rel.columns[i]!.name)} = $${p++}`);
   } else {
     for (const c of meta.rel.columns) parts.push(matchColumn(alias, c.name, p++));
   }
@@ -215,9 +222,13 @@ export function fastDeleteSql(meta: TableMeta, peerRoident: number, solo = false
   return withCheck(`DELETE FROM ${meta.qualified} l WHERE ${where}`, ONE_ROW, at.next, solo);
 }
 
-/** The local row's version, locked (params: locateParams): ctid, commit time (µs and text), origin, and the row as JSON. */
-export function lookupSql(meta: TableMeta): Sql {
-  const { cond } = locate(meta, "l", 1);
+/**
+ * The local row's version, locked (params: locateParams, or the values of
+ * the columns `by`): ctid, commit time (µs and text), origin, and the row as
+ * JSON.
+ */
+export function lookupSql(meta: TableMeta, by?: number[]): Sql {
+  const { cond } = locate(meta, "l", 1, by);
   return {
     text:
       `SELECT s.ctid::text AS ctid, (extract(epoch FROM (s.o).timestamp) * 1000000)::bigint::text AS ts_us, (s.o).timestamp::text AS ts, ` +

@@ -24,7 +24,7 @@ describe("conflicts", () => {
   before(async () => {
     nodes = await startNodes(2);
     [a, b] = nodes as [TestNode, TestNode];
-    await onAll(nodes, "CREATE TABLE c (id int PRIMARY KEY, v text); CREATE TABLE tie (id int PRIMARY KEY, v text)");
+    await onAll(nodes, "CREATE TABLE c (id int PRIMARY KEY, v text); CREATE TABLE tie (id int PRIMARY KEY, v text); CREATE TABLE u (id int PRIMARY KEY, email text UNIQUE, v text)");
     await startPlanes(nodes);
   });
 
@@ -33,12 +33,12 @@ describe("conflicts", () => {
   });
 
   /** Stop replication both ways, run `writes` (on both nodes), start it again and wait until both agree. */
-  async function disconnected(writes: () => Promise<void>): Promise<void> {
+  async function disconnected(writes: () => Promise<void>, tables = ["c"]): Promise<void> {
     await waitCaughtUp(nodes);
     await Promise.all(nodes.map((n) => n.plane!.stop()));
     await writes();
     await Promise.all(nodes.map((n) => startPlane(nodes, n)));
-    await waitConverged(nodes, ["c"]);
+    await waitConverged(nodes, tables);
     await waitCaughtUp(nodes);
   }
 
@@ -89,6 +89,33 @@ describe("conflicts", () => {
       (await conflicts(b, 2)).map((r) => [r.conflict_type, r.resolution]),
       [["insert_exists", "keep_local"]],
     );
+  });
+
+  const uConflicts = async (n: TestNode, email: string) =>
+    (await readConflicts(n.client)).filter((r) => r.key === `{"email": "${email}"}`).map((r) => [r.table_name, r.conflict_type, r.resolution]);
+
+  test("another unique column's value inserted on both under different keys: insert_exists on that index, the later insert wins", async () => {
+    await disconnected(async () => {
+      await a.client.query("INSERT INTO u VALUES (1, 'x@example', 'a inserted first')");
+      await pause(5);
+      await b.client.query("INSERT INTO u VALUES (2, 'x@example', 'b inserted later')");
+    }, ["u"]);
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM u WHERE email = 'x@example'"), [{ id: "2", v: "b inserted later" }], n.name);
+    assert.deepEqual(await uConflicts(a, "x@example"), [['"public"."u"', "insert_exists", "apply_remote"]]);
+    assert.deepEqual(await uConflicts(b, "x@example"), [['"public"."u"', "insert_exists", "keep_local"]]);
+  });
+
+  test("an update that takes another row's unique value: update_exists; the later change wins on both nodes", async () => {
+    await a.client.query("INSERT INTO u VALUES (11, 'z@example', 'will take y')");
+    await waitConverged(nodes, ["u"]);
+    await disconnected(async () => {
+      await b.client.query("INSERT INTO u VALUES (10, 'y@example', 'b, earlier')");
+      await pause(5);
+      await a.client.query("UPDATE u SET email = 'y@example', v = 'a, later' WHERE id = 11");
+    }, ["u"]);
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM u WHERE id IN (10, 11) ORDER BY u.id"), [{ id: "11", v: "a, later" }], n.name);
+    assert.deepEqual(await uConflicts(b, "y@example"), [['"public"."u"', "update_exists", "apply_remote"]]);
+    assert.deepEqual(await uConflicts(a, "y@example"), [['"public"."u"', "insert_exists", "keep_local"]]);
   });
 
   test("update of a row deleted elsewhere: update_missing inserts it; the older delete loses", async () => {
