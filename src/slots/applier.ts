@@ -466,6 +466,7 @@ export class Applier {
     this.recovering = undefined;
     this.advance();
     this.kick();
+    this.flush();
   }
 
   // ------------------------------------------------------------------ failure and shutdown
