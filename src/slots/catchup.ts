@@ -28,11 +28,12 @@
 import type pg from "pg";
 import { LogicalReplicationService } from "pg-logical-replication";
 import { Applier, type NodeRef } from "./applier.js";
-import { clientConfig, connectClient, destroyClient, sqlState } from "./connection.js";
+import { clientConfig, connectClient, destroyClient } from "./connection.js";
 import { TextPgoutputPlugin, TransactionAssembler } from "./decoder.js";
 import { formatLsn, parseLsn } from "./lsn.js";
+import { dropPgraftSlot } from "./provider.js";
 import { assertPgraftSlot, catchupSlotName, groupSlotName, originName, publicationName } from "./naming.js";
-import { errorText, sleep, within, type PeerSpec, type SlotsLogger } from "./types.js";
+import { errorText, within, type PeerSpec, type SlotsLogger } from "./types.js";
 
 export interface CatchUpOptions {
   /** This node's PostgreSQL (where P's changes are applied). */
@@ -180,20 +181,8 @@ async function slotStart(client: pg.Client, slot: string): Promise<bigint> {
 }
 
 /** Drop a catch-up slot on the source (its walsender, if one is left, first). */
-async function dropSlot(client: pg.Client, slot: string, log: SlotsLogger, timeoutMs = 10_000): Promise<void> {
-  assertPgraftSlot(slot);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    await client.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", [slot]);
-    try {
-      const r = await client.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", [slot]);
-      if (r.rowCount) log.info("catch-up slot dropped", { slot });
-      return;
-    } catch (e) {
-      if (sqlState(e) !== "55006" || Date.now() > deadline) throw e; // still active: its walsender is exiting
-      await sleep(100);
-    }
-  }
+async function dropSlot(client: pg.Client, slot: string, log: SlotsLogger): Promise<void> {
+  if (await dropPgraftSlot(client, slot)) log.info("catch-up slot dropped", { slot });
 }
 
 type Stoppable = { _client?: pg.Client | null; _connection?: { stream?: { pause(): void; resume(): void } } | null };

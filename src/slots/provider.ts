@@ -197,20 +197,9 @@ export class Provider {
   }
 
   private async dropSlotNow(name: string, timeoutMs: number, fields: Record<string, unknown>): Promise<boolean> {
-    assertPgraftSlot(name);
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      await this.client.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", [name]);
-      try {
-        const r = await this.client.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", [name]);
-        if (r.rowCount) this.opts.log.info("replication slot dropped", { slot: name, ...fields });
-        return (r.rowCount ?? 0) > 0;
-      } catch (e) {
-        // 55006: still active (the walsender has not exited yet, or the peer reconnected)
-        if (sqlState(e) !== "55006" || Date.now() > deadline) throw e;
-        await sleep(100);
-      }
-    }
+    const dropped = await dropPgraftSlot(this.client, name, timeoutMs);
+    if (dropped) this.opts.log.info("replication slot dropped", { slot: name, ...fields });
+    return dropped;
   }
 
   /**
@@ -438,5 +427,26 @@ async function peerView(p: HoldBackPeer, peers: HoldBackPeer[], o: { db: string;
   } finally {
     await within(c.end(), 2_000);
     destroyClient(c);
+  }
+}
+
+/**
+ * Drop one of pgraft's slots on the server `client` is connected to (a
+ * walsender still streaming it is terminated first, and the drop retried
+ * while it exits). False when there was no such slot.
+ */
+export async function dropPgraftSlot(client: pg.Client, name: string, timeoutMs = 10_000): Promise<boolean> {
+  assertPgraftSlot(name);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    await client.query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL", [name]);
+    try {
+      const r = await client.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", [name]);
+      return (r.rowCount ?? 0) > 0;
+    } catch (e) {
+      // 55006: still active (the walsender has not exited yet, or the peer reconnected)
+      if (sqlState(e) !== "55006" || Date.now() > deadline) throw e;
+      await sleep(100);
+    }
   }
 }
