@@ -96,6 +96,8 @@ interface Batch {
  * flushes the WAL through every commit made before it, on any connection.
  */
 const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = on;SELECT pg_current_xact_id();COMMIT;";
+/** How long commits may wait for their flush (see flush()). */
+const FLUSH_DELAY_MS = 5;
 
 /** Rows per multi-row INSERT. */
 const BATCH_ROWS = 1000;
@@ -120,6 +122,7 @@ export class Applier {
   /** The connection that makes commits durable (see flush()). */
   private flusher: pg.Client | undefined;
   private flushing = false;
+  private flushTimer: NodeJS.Timeout | undefined;
   /** Everything up to here is durably applied (or needed nothing). */
   durableLsn = 0n;
   /** The last transaction committed (durable or not). */
@@ -324,11 +327,22 @@ export class Applier {
   }
 
   /**
-   * Make the commits so far durable, on the flusher connection (one flush at
-   * a time; commits made meanwhile wait for the next one, so a busy stream
-   * gets a flush per disk write rather than per batch).
+   * Make the commits so far durable, on the flusher connection: FLUSH_DELAY_MS
+   * after the first commit that waits (a flush is a transaction and a disk
+   * write of its own: at a steady trickle, one per transaction would double
+   * the server's work), and one at a time; commits made meanwhile wait for
+   * the next one. Only acknowledgements wait: what is committed is applied.
    */
   private flush(): void {
+    if (this.flushTimer || this.flushing || this.failed || this.closed) return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      this.flushNow();
+    }, FLUSH_DELAY_MS);
+    this.flushTimer.unref();
+  }
+
+  private flushNow(): void {
     const c = this.flusher;
     if (this.flushing || !c || this.failed || this.closed) return;
     const target = this.committedLsn;
@@ -478,6 +492,7 @@ export class Applier {
     this.opts.log.warn("applier failed", { peer: this.opts.peer.name, error: err.message, code: sqlState(err) });
     this.rejectAll(err);
     this.session.abort();
+    clearTimeout(this.flushTimer);
     destroyClient(this.flusher);
     this.opts.onFailure?.(err);
   }
@@ -503,6 +518,7 @@ export class Applier {
     if (this.closed) return;
     this.closed = true;
     this.rejectAll(new Error("applier closed"));
+    clearTimeout(this.flushTimer);
     await Promise.all([this.session.close(this.failed !== undefined), this.flusher && within(this.flusher.end(), 5_000)]);
     destroyClient(this.flusher);
   }
@@ -513,6 +529,7 @@ export class Applier {
     this.closed = true;
     this.rejectAll(new Error("applier aborted"));
     this.session.abort();
+    clearTimeout(this.flushTimer);
     destroyClient(this.flusher);
   }
 }
