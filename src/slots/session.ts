@@ -83,7 +83,7 @@ export class ApplySession {
       throw new Error("applier closed while connecting");
     }
     // Applying is what a replica does: user and FK triggers stay quiet (they ran on the origin node),
-    // and most commits need not wait for a flush (the applier makes every few synchronous).
+    // and commits need not wait for a flush (the applier's flusher makes them durable; the slow path commits synchronously).
     // Batches carry values as literals: only quotes need escaping with standard_conforming_strings (batch-text.ts).
     await client.query("SET synchronous_commit = off; SET session_replication_role = replica; SET standard_conforming_strings = on");
     await client.query(`PREPARE ${BATCH_SETUP} AS ${setupSql(true).text}`);
