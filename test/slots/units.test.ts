@@ -256,8 +256,8 @@ describe("statements", () => {
     ],
   };
   const types = ["integer", "text", "text"];
-  const pk: TableMeta = { rel, qualified: '"public"."T x"', key: [0], types };
-  const full: TableMeta = { rel, qualified: '"public"."T x"', key: null, types };
+  const pk: TableMeta = { rel, qualified: '"public"."T x"', key: [0], types, otherUnique: false };
+  const full: TableMeta = { rel, qualified: '"public"."T x"', key: null, types, otherUnique: false };
 
   test("insert and update bind only the columns that were sent", () => {
     const row = ["1", null, undefined];
