@@ -40,8 +40,8 @@ import type { Assembled } from "./decoder.js";
 import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
 import { ApplySession, BATCH_SETUP, qualified, type NodeRef } from "./session.js";
 import { applyOneByOne, locateRow } from "./slow-path.js";
-import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql } from "./statements.js";
-import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
+import { deleteManySql, fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql, updateManySql, type TableMeta } from "./statements.js";
+import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type SlotsLogger, type Value } from "./types.js";
 
 export type { NodeRef } from "./session.js";
 
@@ -279,7 +279,7 @@ export class Applier {
   /** The statements of one transaction between its BEGIN and COMMIT: its setup and its changes (the setup folded into a lone statement). */
   private transactionSql(tx: RemoteTransaction, prev: bigint): string[] {
     const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), literal(formatLsn(prev))];
-    const list = [...batches(tx.changes)];
+    const list = [...batches(tx.changes, (rel) => this.session.meta(rel))];
     const only = list.length === 1 ? list[0]! : undefined;
     if (only && only[0]!.kind !== "truncate") return [this.changeSql(only, setup)];
     return [executeSql(BATCH_SETUP, setup), ...list.map((b) => this.changeSql(b))];
@@ -296,12 +296,20 @@ export class Applier {
     const tag = one ? "s" : "";
     const tail = solo ?? [];
     const first = batch[0]!;
-    if (batch.length > 1 && first.kind === "insert") {
+    if (batch.length > 1 && first.kind !== "truncate") {
       const meta = s.meta(first.rel);
+      const column = (i: number, row: (ch: Change) => Value[]): string => arrayLiteral(batch.map((ch) => row(ch)[i]));
+      const count = literal(String(batch.length));
+      if (first.kind === "delete") {
+        const keys = meta.key!.map((i) => column(i, (ch) => (ch as Extract<Change, { kind: "delete" }>).old));
+        return executeSql(s.batchShape(meta, `${tag}D`, () => deleteManySql(meta, s.roident, one)), [...keys, count, ...tail]);
+      }
       const mask = presentMask(first.new);
-      const columns = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [i] : []));
-      const arrays = columns.map((i) => arrayLiteral(batch.map((ch) => (ch as Extract<Change, { kind: "insert" }>).new[i])));
-      return executeSql(s.batchShape(meta, `${tag}I${mask}`, () => insertManySql(meta, mask, one)), [...arrays, ...tail]);
+      const newRow = (ch: Change): Value[] => (ch as Extract<Change, { kind: "insert" | "update" }>).new;
+      const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [column(i, newRow)] : []));
+      if (first.kind === "insert") return executeSql(s.batchShape(meta, `${tag}I${mask}`, () => insertManySql(meta, mask, one)), [...values, ...tail]);
+      const keys = meta.key!.map((i) => column(i, newRow));
+      return executeSql(s.batchShape(meta, `${tag}U${mask}`, () => updateManySql(meta, mask, s.roident, one)), [...values, ...keys, count, ...tail]);
     }
     const args = (vs: (string | null)[]): string[] => [...vs.map(literal), ...tail];
     switch (first.kind) {
@@ -534,19 +542,49 @@ export class Applier {
   }
 }
 
-/** Runs of consecutive inserts into the same table with the same columns (up to BATCH_ROWS); every other change alone. */
-function* batches(changes: Change[]): Generator<Change[]> {
+/**
+ * Runs of consecutive changes one statement can make (up to BATCH_ROWS):
+ * inserts into one table with the same columns; updates of one table with
+ * the same columns and deletes from one, of rows found by primary key (the
+ * key unchanged), each row at most once in a run. Every other change alone.
+ */
+export function* batches(changes: Change[], metaOf: (rel: RelationDesc) => TableMeta): Generator<Change[]> {
   let run: Change[] = [];
-  let key = "";
+  let shape = "";
+  let keys = new Set<string>();
   for (const ch of changes) {
-    const k = ch.kind === "insert" ? presentMask(ch.new) : "";
-    const sameRun = run.length > 0 && ch.kind === "insert" && run[0]!.kind === "insert" && (run[0] as { rel: RelationDesc }).rel === ch.rel && k === key && run.length < BATCH_ROWS;
-    if (run.length && !sameRun) {
+    const { shape: s, key } = runShape(ch, metaOf);
+    const fits = run.length > 0 && s !== "" && s === shape && run.length < BATCH_ROWS && (key === undefined || !keys.has(key));
+    if (run.length && !fits) {
       yield run;
       run = [];
+      keys = new Set();
     }
     run.push(ch);
-    key = k;
+    shape = s;
+    if (key !== undefined) keys.add(key);
   }
   if (run.length) yield run;
+}
+
+/** What a change must share with its neighbours to join their run ("": it stays alone), and the row's key where rows must differ. */
+function runShape(ch: Change, metaOf: (rel: RelationDesc) => TableMeta): { shape: string; key?: string } {
+  if (ch.kind === "truncate") return { shape: "" };
+  const meta = metaOf(ch.rel);
+  const rel = relId(ch.rel);
+  if (ch.kind === "insert") return { shape: `i${rel}:${presentMask(ch.new)}` };
+  if (!meta.key) return { shape: "" };
+  if (ch.kind === "delete") return { shape: `d${rel}`, key: JSON.stringify(locateParams(meta, ch.old)) };
+  const mask = presentMask(ch.new);
+  if (ch.old !== null || !mask.includes("1")) return { shape: "" };
+  return { shape: `u${rel}:${mask}`, key: JSON.stringify(locateParams(meta, ch.new)) };
+}
+
+/** A number per table description (a Relation message), for run shapes. */
+const relIds = new WeakMap<RelationDesc, number>();
+let nextRelId = 1;
+function relId(rel: RelationDesc): number {
+  let id = relIds.get(rel);
+  if (id === undefined) relIds.set(rel, (id = nextRelId++));
+  return id;
 }

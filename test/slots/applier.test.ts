@@ -120,4 +120,43 @@ describe("applier batches", () => {
       await ap.close();
     }
   });
+
+  test("runs of updates and deletes by key go as one statement each; a row changed here meanwhile sends its transaction to the slow path", async () => {
+    await n.client.query("CREATE TABLE u (id int PRIMARY KEY, v text)");
+    const urel: RelationDesc = { ...rel, oid: 2, name: "u" };
+    const origin = originName(DB, "g", "up2");
+    const ap = new Applier({ localDsn: n.dsn, localNode: { name: "here", id: 1 }, peer: { name: "up2", id: 3 }, originName: origin, members: () => new Map(), log: testLogger("here") });
+    let lsn = await ap.connect();
+    const old = BigInt(Date.now() - 86_400_000) * 1000n;
+    const model = new Map<number, string>();
+    const tx = (changes: Change[]): RemoteTransaction => {
+      lsn += 1000n;
+      return { xid: 1, commitLsn: lsn - 10n, endLsn: lsn, commitTime: old + lsn, changes };
+    };
+    const ins = (id: number, v: string): Change => (model.set(id, v), { kind: "insert", rel: urel, new: [String(id), v] });
+    const upd = (id: number, v: string): Change => (model.set(id, v), { kind: "update", rel: urel, old: null, new: [String(id), v] });
+    const del = (id: number): Change => (model.delete(id), { kind: "delete", rel: urel, old: [String(id), null] });
+    try {
+      await ap.submit({ kind: "apply", tx: tx(Array.from({ length: 1000 }, (_, i) => ins(i + 1, `v${i + 1}`))) });
+      // Updates of 600 distinct rows (one of them twice, which splits the run), then 300 deletes: three statements.
+      const changes = [...Array.from({ length: 600 }, (_, i) => upd(i + 1, `u${i + 1}`)), upd(7, "seven again"), upd(8, "eight again"), ...Array.from({ length: 300 }, (_, i) => del(701 + i))];
+      await ap.submit({ kind: "apply", tx: tx(changes) });
+      assert.equal(ap.stats.slowPathTransactions, 0, "no conflict: the fast path applied it");
+
+      // Row 5 is changed here, now (newer than the remote versions): the run that updates it fails its row count,
+      // and the whole transaction is redone change by change: row 5 keeps the local value, the rest apply.
+      await n.client.query("UPDATE u SET v = 'changed here' WHERE id = 5");
+      const second = [...Array.from({ length: 10 }, (_, i) => upd(i + 1, `w${i + 1}`)), del(600)];
+      model.set(5, "changed here");
+      await ap.submit({ kind: "apply", tx: tx(second) });
+      assert.equal(ap.stats.slowPathTransactions, 1);
+
+      const rows = (await n.client.query<{ id: string; v: string }>("SELECT id::text, v FROM u ORDER BY u.id")).rows;
+      assert.deepEqual(rows, [...model].sort((x, y) => x[0] - y[0]).map(([id, v]) => ({ id: String(id), v })));
+      const c = (await readConflicts(n.client)).filter((r) => r.table_name === '"public"."u"');
+      assert.deepEqual(c.map((r) => [r.key, r.conflict_type, r.resolution]), [['{"id": "5"}', "update_differing", "keep_local"]]);
+    } finally {
+      await ap.close();
+    }
+  });
 });

@@ -17,7 +17,8 @@ import {
   publicationName,
   shortHash,
 } from "../../src/slots/naming.js";
-import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, type TableMeta } from "../../src/slots/statements.js";
+import { deleteManySql, fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, updateManySql, type TableMeta } from "../../src/slots/statements.js";
+import { batches } from "../../src/slots/applier.js";
 import type { RelationDesc } from "../../src/slots/types.js";
 
 describe("naming", () => {
@@ -258,6 +259,24 @@ describe("statements", () => {
   const types = ["integer", "text", "text"];
   const pk: TableMeta = { rel, qualified: '"public"."T x"', key: [0], types, otherUnique: false };
   const full: TableMeta = { rel, qualified: '"public"."T x"', key: null, types, otherUnique: false };
+
+  test("runs of updates and deletes by key: one statement each, with the row count checked", () => {
+    const u = updateManySql(pk, "110", 7).text;
+    assert.match(u, /^WITH w AS \(UPDATE "public"\."T x" l SET "id" = u\.c1::integer, "v" = u\.c2::text FROM unnest\(\$1::text\[\], \$2::text\[\], \$3::text\[\]\) AS u\(c1, c2, k1\) WHERE l\."id" = u\.k1::integer AND /);
+    assert.match(u, /CASE WHEN count\(\*\) = \$4::int THEN NULL ELSE pgraft\.apply_guard\(false\) END/);
+    const d = deleteManySql(pk, 7).text;
+    assert.match(d, /^WITH w AS \(DELETE FROM "public"\."T x" l USING unnest\(\$1::text\[\]\) AS u\(k1\) WHERE l\."id" = u\.k1::integer AND .*count\(\*\) = \$2::int/);
+    assert.throws(() => updateManySql(full, "110", 7), /need a primary key/);
+  });
+
+  test("runs: same table and shape, each key at most once; an update that changes the key, or of a table without a key, stays alone", () => {
+    const metaOf = (r: RelationDesc): TableMeta => (r === rel ? pk : full);
+    const other: RelationDesc = { ...rel, name: "other" };
+    const up = (id: string, old: string[] | null = null) => ({ kind: "update" as const, rel, old, new: [id, "v", "b"] });
+    const del = (id: string) => ({ kind: "delete" as const, rel, old: [id, null, null] });
+    const sizes = [...batches([up("1"), up("2"), up("1"), up("3"), del("1"), del("2"), del("2"), up("9", ["8", "v", "b"]), { kind: "update", rel: other, old: ["1", "v", "b"], new: ["1", "w", "b"] }, up("4"), up("5")], metaOf)].map((r) => r.length);
+    assert.deepEqual(sizes, [2, 2, 2, 1, 1, 1, 2]);
+  });
 
   test("insert and update bind only the columns that were sent", () => {
     const row = ["1", null, undefined];
