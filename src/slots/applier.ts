@@ -11,8 +11,9 @@
 // holds up to `windowTransactions` of them (BEGIN; EXECUTE …; COMMIT AND
 // CHAIN; EXECUTE …; … COMMIT;), statements prepared once (batch-text.ts),
 // and the next batch is written while the server runs the previous one (two
-// in flight). A huge transaction spans several batches. Runs of inserts into one table are one multi-row
-// INSERT. That is safe because:
+// in flight). A huge transaction spans several batches. Runs of inserts into
+// one table are one multi-row INSERT, runs of updates or deletes by key one
+// UPDATE … FROM / DELETE … USING. That is safe because:
 // - fast-path statements raise instead of deciding (statements.ts): a change
 //   that needs conflict resolution, or any error, aborts its transaction, and
 //   the server skips the rest of that Query; every later statement fails
