@@ -111,6 +111,8 @@ export class Applier {
   private readonly items: Item[] = [];
   /** items[sendPos] is the next to send. */
   private sendPos = 0;
+  /** Items the pump has gone past (sent or skipped): its progress, whatever advance() does to sendPos. */
+  private passed = 0;
   private unsentApply = 0;
   private inFlight: Batch[] = [];
   private roomWaiters: (() => void)[] = [];
@@ -199,7 +201,10 @@ export class Applier {
     this.pumping = true;
     try {
       while (this.sending && this.sendPos < this.items.length && this.inFlight.length < BATCHES_IN_FLIGHT) {
-        if (!(await this.sendBatch())) break;
+        // Items submitted while sendBatch() was awaited (several arrive in one turn of the event loop, their
+        // kicks ignored while we pump) are seen by the loop's condition; stop only when a pass moved nothing.
+        const before = this.passed;
+        if (!(await this.sendBatch()) && this.passed === before) break;
       }
     } catch (e) {
       this.fail(e);
@@ -231,6 +236,7 @@ export class Applier {
       const item = this.items[this.sendPos]!;
       if (item.kind === "skip") {
         this.sendPos++;
+        this.passed++;
         continue;
       }
       const tx = item.tx!;
@@ -249,6 +255,7 @@ export class Applier {
       }
       // Committed to sending it.
       this.sendPos++;
+      this.passed++;
       this.unsentApply--;
       this.chainLsn = tx.endLsn;
       item.status = "sent";

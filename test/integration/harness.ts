@@ -78,7 +78,9 @@ function compactLine(line: string): string {
     const time = typeof o.time === "string" ? o.time.slice(11, 23) : "";
     const comp = typeof o.component === "string" ? `[${o.component}] ` : "";
     const msg = typeof o.msg === "string" ? o.msg : JSON.stringify(o);
-    return `${time} ${lvl} ${comp}${msg}`;
+    // A warning's reason is in its fields: without it the tail of a failed test says little.
+    const why = (o.level as number) >= 40 ? (o.error ?? o.err) : undefined;
+    return `${time} ${lvl} ${comp}${msg}${why === undefined ? "" : `: ${typeof why === "string" ? why : JSON.stringify(why)}`}`;
   } catch {
     return line;
   }

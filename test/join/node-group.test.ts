@@ -104,10 +104,29 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
       { node_name: "beta", peer_state_name: "ACTIVE" },
       { node_name: "gamma", peer_state_name: "ACTIVE" },
     ]);
-    const hashes = await until("all three nodes to hold the same rows", async () => {
-      const h = await Promise.all([n1, n2, n3].map(contentHash));
-      return h.every((x) => x === h[0]) ? h : undefined;
-    }, 60_000);
+    let hashes: string[];
+    try {
+      hashes = await until("all three nodes to hold the same rows", async () => {
+        const h = await Promise.all([n1, n2, n3].map(contentHash));
+        return h.every((x) => x === h[0]) ? h : undefined;
+      }, 60_000);
+    } catch (e) {
+      // Which rows differ, and where each node's streams stand: what the logs alone cannot say.
+      const want = new Set(ids);
+      for (const n of [n1, n2, n3]) {
+        const have = (await n.query<{ id: string }>("SELECT id FROM app.events")).rows.map((r) => r.id);
+        const missing = ids.filter((id) => !have.includes(id));
+        const extra = have.filter((id) => !want.has(id));
+        t.diagnostic(`node ${n.id}: ${have.length} rows; missing ${missing.length} (${missing.slice(0, 10).join(", ")}); not written by the test ${extra.length} (${extra.slice(0, 10).join(", ")})`);
+        const info = await n.query("SELECT * FROM pgraft.node_catchup_info");
+        t.diagnostic(`node ${n.id} catchup info: ${JSON.stringify(info.rows)}`);
+        const origins = await n.query("SELECT external_id, remote_lsn::text, local_lsn::text FROM pg_replication_origin_status");
+        t.diagnostic(`node ${n.id} origins: ${JSON.stringify(origins.rows)}`);
+        const activity = await n.query("SELECT pid, application_name AS app, state, wait_event_type AS wt, wait_event AS w, left(query, 150) AS q FROM pg_stat_activity WHERE application_name LIKE 'pgraft%'");
+        t.diagnostic(`node ${n.id} sessions: ${JSON.stringify(activity.rows)}`);
+      }
+      throw e;
+    }
     t.diagnostic(`converged: ${hashes[0]}`);
     for (const n of [n1, n2, n3]) {
       const rows = await n.query<{ id: string }>("SELECT id FROM app.events ORDER BY id");
