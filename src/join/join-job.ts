@@ -19,7 +19,7 @@
 import pg from "pg";
 import type { DataNode } from "../cluster/node-groups.js";
 import { toUriDsn } from "../postgres/dsn.js";
-import { groupSlotName, nodeSlotName, originName } from "../slots/index.js";
+import { groupSlotName, nodeSlotName, originName, publicationName } from "../slots/index.js";
 import { copyFromSnapshot, userSchemas, userTables } from "./snapshot-copy.js";
 
 export interface JoinRequest {
@@ -77,6 +77,22 @@ export async function runJoin(req: JoinRequest, d: JoinJobDeps): Promise<void> {
   const source = members.find((n) => n.name === req.source);
   if (!source) throw new Error(`the join source ${JSON.stringify(req.source)} is not an active member of group ${JSON.stringify(group)}`);
   const slot = nodeSlotName(db, group, self.name);
+
+  // Every member's data plane must have made its publication and group slot: a slot created on the source before
+  // its publication could never be decoded ("publication does not exist" at every position before it), and the
+  // other members' slots for us are copies of their group slots. A member's data plane starts within a tick of
+  // it becoming a member, so this is a short wait (the join is retried).
+  for (const m of members) {
+    const ready = await withClient(m.dsn, async (c) =>
+      (
+        await c.query<{ ok: string }>(
+          "SELECT (EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AND EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $2))::text AS ok",
+          [publicationName(db, group), groupSlotName(db, group)],
+        )
+      ).rows[0]?.ok === "true",
+    );
+    if (!ready) throw new Error(`member ${m.name} has not set up its publication and group slot yet (its sidecar does so once it is a member); the join retries`);
+  }
 
   if (self.state === "JOINING") {
     // An earlier attempt got this far and stopped: start over.
