@@ -144,6 +144,16 @@ async function pgd<T>(d: SqlApiDeps, cmd: Record<string, unknown>): Promise<T> {
   return JSON.parse(r.result) as T;
 }
 
+/**
+ * Bring this node's view of the catalog up to date (ReadIndex from the leader,
+ * then wait until applied): the node-group functions check their input against
+ * it, and a follower that lags (a restarted sidecar replaying its log) would
+ * otherwise refuse, or allow, on a stale catalog.
+ */
+async function current(d: SqlApiDeps): Promise<void> {
+  await d.node.read({ timeoutMs: d.requestTimeoutMs });
+}
+
 /** The data node beside this sidecar (created by create_node here), if any. */
 const localNode = (d: SqlApiDeps): DataNode | undefined => d.state.dataNodes().find((n) => n.raftMemberId === d.selfId);
 
@@ -398,6 +408,7 @@ const IMPLS: Record<string, Impl> = {
   // ---------------------------------------------------------------- node groups (seed 004)
 
   async create_node(f, a, d) {
+    await current(d);
     const name = arg(f, a, 0);
     const dsn = arg(f, a, 1);
     const kind = optArg(a, 2) ?? "data";
@@ -409,6 +420,7 @@ const IMPLS: Record<string, Impl> = {
   },
 
   async create_node_group(f, a, d) {
+    await current(d);
     const name = arg(f, a, 0);
     const parent = optArg(a, 1);
     const join = optArg(a, 2) === null ? true : boolArg(f, a, 2);
@@ -426,6 +438,7 @@ const IMPLS: Record<string, Impl> = {
   },
 
   async alter_node_interface(f, a, d) {
+    await current(d);
     const name = arg(f, a, 0);
     const dsn = arg(f, a, 1);
     if (!d.state.dataNodes().some((n) => n.name === name)) throw new PgWireError({ code: "42704", message: `${f.name}: node ${JSON.stringify(name)} does not exist` });
@@ -435,6 +448,7 @@ const IMPLS: Record<string, Impl> = {
   },
 
   async drop_node(f, a, d) {
+    await current(d);
     const name = arg(f, a, 0);
     const force = optArg(a, 2) === null ? false : boolArg(f, a, 2);
     await pgd(d, { op: "pgd.node.drop", name, force });
@@ -442,11 +456,13 @@ const IMPLS: Record<string, Impl> = {
   },
 
   async drop_node_group(f, a, d) {
+    await current(d);
     await pgd(d, { op: "pgd.group.drop", name: arg(f, a, 0) });
     return one("t");
   },
 
   async join_node_group(f, a, d) {
+    await current(d);
     const targetDsn = arg(f, a, 0);
     const groupArg = optArg(a, 1);
     if (optArg(a, 2) !== null && boolArg(f, a, 2)) throw new PgWireError({ code: "0A000", message: `${f.name}: pause_in_standby is not supported yet (standby nodes come in a later release)` });
@@ -489,11 +505,12 @@ const IMPLS: Record<string, Impl> = {
     const name = arg(f, a, 0);
     const wait = optArg(a, 1) === null ? true : boolArg(f, a, 1);
     const force = optArg(a, 2) === null ? false : boolArg(f, a, 2);
+    if (!(await status(d)).quorumMet) throw new PgWireError({ code: "55000", message: `${f.name}: parting needs a majority of the cluster, and this node sees none`, hint: "bring enough nodes back, or call it on a node in the majority" });
+    await current(d);
     const n = d.state.dataNodes().find((x) => x.name === name);
     if (!n) throw new PgWireError({ code: "42704", message: `${f.name}: node ${JSON.stringify(name)} does not exist` });
     if (!n.group) throw new PgWireError({ code: "55000", message: `${f.name}: node ${JSON.stringify(name)} is in no group` });
     if (n.state === "PARTED") return one(`node ${name} is already parted`);
-    if (!(await status(d)).quorumMet) throw new PgWireError({ code: "55000", message: `${f.name}: parting needs a majority of the cluster, and this node sees none`, hint: "bring enough nodes back, or call it on a node in the majority" });
     if (!n.state.startsWith("PART")) await pgd(d, { op: "pgd.node.state", name, state: "PART_START" });
     // The last member of its group has nobody to catch up or coordinate: it parts at once.
     const others = d.state.dataNodes().filter((x) => x.group === n.group && x.name !== name && ["CATCHUP", "PROMOTE", "PROMOTING", "ACTIVE"].includes(x.state));
