@@ -28,6 +28,9 @@ async function joinWithin(n: PgNode, sql: string, params: unknown[]): Promise<vo
   }
 }
 
+/** Every writer started, so the file's `after` stops any a failed test left running (else the process never exits). */
+const writers = new Set<{ stop(): Promise<string[]> }>();
+
 /** Insert unique rows on `n` until stopped; returns the ids that committed. */
 function writer(n: PgNode, prefix: string): { stop(): Promise<string[]> } {
   let running = true;
@@ -44,13 +47,15 @@ function writer(n: PgNode, prefix: string): { stop(): Promise<string[]> } {
       await sleep(5);
     }
   })();
-  return {
+  const w = {
     async stop() {
       running = false;
       await loop;
       return done;
     },
   };
+  writers.add(w);
+  return w;
 }
 
 describe("node groups over logical replication", { timeout: 240_000 }, () => {
@@ -70,6 +75,7 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
   });
 
   after(async () => {
+    await Promise.all([...writers].map((w) => w.stop()));
     await c?.destroy();
   });
 
@@ -88,14 +94,20 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     await n1.query("SELECT bdr.create_node_group('g1')");
     assert.equal((await n1.query<{ slot: string }>("SELECT bdr.local_group_slot_name() AS slot")).rows[0]!.slot, "bdr_postgres_g1");
 
+    // The writers stop however the joins end: a writer left running would keep this test file from ever exiting.
     const w1 = writer(n1, "a");
-    await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
-    await joinWithin(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)]);
-    const w2 = writer(n2, "b");
-    await n3.query("SELECT pgraft.create_node('gamma', $1)", [dsn(n3)]);
-    await joinWithin(n3, "SELECT pgraft.join_node_group($1, 'g1')", [dsn(n2)]);
-    await sleep(1_000);
-    const ids = [...(await w1.stop()), ...(await w2.stop())];
+    let w2: ReturnType<typeof writer> | undefined;
+    try {
+      await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
+      await joinWithin(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)]);
+      w2 = writer(n2, "b");
+      await n3.query("SELECT pgraft.create_node('gamma', $1)", [dsn(n3)]);
+      await joinWithin(n3, "SELECT pgraft.join_node_group($1, 'g1')", [dsn(n2)]);
+      await sleep(1_000);
+    } finally {
+      await Promise.all([w1.stop(), w2?.stop()]);
+    }
+    const ids = [...(await w1.stop()), ...((await w2?.stop()) ?? [])];
     t.diagnostic(`${ids.length} rows written during the joins`);
 
     const summary = await n3.query<{ node_name: string; peer_state_name: string }>("SELECT node_name, peer_state_name FROM bdr.node_summary ORDER BY node_seq_id");
