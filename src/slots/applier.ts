@@ -39,28 +39,19 @@ import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import type { Assembled } from "./decoder.js";
 import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
-import { ApplySession, BATCH_SETUP, qualified, type NodeRef } from "./session.js";
+import { ApplySession, BATCH_SETUP, qualified, type SessionOptions } from "./session.js";
 import { applyOneByOne, locateRow } from "./slow-path.js";
 import { deleteManySql, fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql, updateManySql, type TableMeta } from "./statements.js";
-import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type SlotsLogger, type Value } from "./types.js";
+import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type Value } from "./types.js";
 
 export type { NodeRef } from "./session.js";
 
-export interface ApplierOptions {
-  localDsn: string;
-  localNode: NodeRef;
-  peer: NodeRef;
-  /** The replication origin for this peer (naming.ts). */
-  originName: string;
-  /** Every member's origin name here → the member (to tell who wrote a local row, for tie-breaks and the history). */
-  members: () => Map<string, NodeRef>;
-  log: SlotsLogger;
+/** The session's options (the local server, the peer, its origin, the members, the log, originWaitMs), and the batching. */
+export interface ApplierOptions extends Omit<SessionOptions, "onError"> {
   /** Transactions per batch (default 256). */
   windowTransactions?: number;
   /** Bytes of SQL per batch before it is sent (default 256 KiB; a bigger transaction spans batches). */
   batchBytes?: number;
-  /** How long an earlier session may keep the origin busy before connect() gives up (default 30 s). */
-  originWaitMs?: number;
   /** Called when more transactions became durable (in order). */
   onDurable?: (lsn: bigint) => void;
   /** Called once when the applier failed (connection lost, a change that cannot be applied); it is unusable afterwards. */
