@@ -21,7 +21,7 @@ import type { DataNode } from "../cluster/node-groups.js";
 import type { ClusterState } from "../cluster/state.js";
 import { PartCoordinator } from "../part/part-coordinator.js";
 import { PartMember } from "../part/part-member.js";
-import { DataPlane, type DataPlaneStatus, type PeerSpec } from "../slots/index.js";
+import { DataPlane, leaveGroup, originName, unknownWriterOriginName, type DataPlaneStatus, type PeerSpec } from "../slots/index.js";
 import { runJoin, type JoinRequest } from "./join-job.js";
 
 export const JOIN_KEY = (node: string): string => `pgraft.internal/join/${node}`;
@@ -51,6 +51,8 @@ export class GroupController {
   private busy = false;
   private stopped = false;
   private joining: Promise<void> | undefined;
+  /** Parted memberships whose objects this process has removed (see leave()). */
+  private readonly left = new Set<string>();
   private readonly partMember: PartMember;
   private readonly partCoordinator: PartCoordinator;
   lastJoinError = "";
@@ -103,6 +105,7 @@ export class GroupController {
     const me = this.localNode();
     if (!me || !me.group || me.state === "CREATED" || me.state === "PARTED") {
       await this.stopDataPlane();
+      if (me?.state === "PARTED" && me.group) await this.leave(me);
       return;
     }
     if (me.state === "JOIN_START" || me.state === "JOINING") {
@@ -159,6 +162,24 @@ export class GroupController {
     this.dpGroup = "";
     this.peersSig = "";
     if (dp) await dp.stop();
+  }
+
+  /**
+   * Once parted, remove what could feed the group again (src/slots/leave-group.ts), once per membership (name and
+   * sequence id) in this process; a sidecar restarted later does it again on its first tick (it is idempotent).
+   */
+  private async leave(me: DataNode): Promise<void> {
+    const key = `${me.name}@${me.seqId}`;
+    if (this.left.has(key)) return;
+    const others = this.d.state.dataNodes().filter((n) => n.group === me.group && n.name !== me.name);
+    const r = await leaveGroup({
+      localDsn: me.dsn,
+      db: me.dbname,
+      group: me.group,
+      origins: [...others.map((n) => originName(me.dbname, me.group, n.name)), unknownWriterOriginName(me.dbname, me.group)],
+    });
+    this.left.add(key);
+    this.d.log.info({ node: me.name, group: me.group, ...r }, `node ${me.name} is parted: removed its slots, publication and origins for group ${me.group}`);
   }
 
   private startJoin(me: DataNode): void {

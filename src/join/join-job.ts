@@ -18,8 +18,8 @@
 // copied tables are dropped first (the database was empty when the join began).
 import pg from "pg";
 import type { DataNode } from "../cluster/node-groups.js";
-import { toUriDsn } from "../postgres/dsn.js";
-import { groupSlotName, nodeSlotName, originName, publicationName } from "../slots/index.js";
+import { dsnClientConfig } from "../postgres/dsn.js";
+import { dropPgraftSlot, ensureOrigin, groupSlotName, leaveGroup, nodeSlotName, originName, publicationName, recreateOrigin, retireOrigin, unknownWriterOriginName } from "../slots/index.js";
 import { copyFromSnapshot, userSchemas, userTables } from "./snapshot-copy.js";
 
 export interface JoinRequest {
@@ -41,7 +41,7 @@ export interface JoinJobDeps {
 const qi = (s: string): string => `"${s.replace(/"/g, '""')}"`;
 
 async function withClient<T>(dsn: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: toUriDsn(dsn), application_name: "pgraft_join", connectionTimeoutMillis: 10_000 });
+  const c = new pg.Client(dsnClientConfig(dsn, { application_name: "pgraft_join", connectionTimeoutMillis: 10_000 }));
   c.on("error", () => {});
   await c.connect();
   try {
@@ -67,6 +67,30 @@ async function dropCopiedData(dsn: string, sync: "all" | "none"): Promise<number
     for (const t of await userTables(c)) await c.query(`DROP TABLE IF EXISTS ${qi(t.schema)}.${qi(t.table)} CASCADE`);
     return tables.length;
   });
+}
+
+/**
+ * What an earlier membership of this node's name, or an earlier attempt of
+ * this join, may have left, and what a rejoin must not reuse (issue 10): on
+ * the joiner, every pgraft slot in its database (a member streaming an old
+ * slot would take the join's own copy for new inserts, and changes made here
+ * after a part for the group's); on every member, its slot for the joiner and
+ * its origin for the joiner (an old origin's progress would skip, or re-apply,
+ * the new node's changes). Retired origins keep their ids (src/slots/origins.ts).
+ */
+async function clearLeftovers(self: DataNode, members: DataNode[], progress: (m: string) => void): Promise<void> {
+  const db = self.dbname;
+  const group = self.group;
+  const slot = nodeSlotName(db, group, self.name);
+  const here = await leaveGroup({ localDsn: self.dsn, db, group, origins: [] });
+  for (const s of here.slots) progress(`dropped the stale slot ${s} here`);
+  for (const m of members) {
+    await withClient(m.dsn, async (c) => {
+      if (await dropPgraftSlot(c, slot)) progress(`dropped the stale slot ${slot} on ${m.name}`);
+      const origin = originName(db, group, self.name);
+      if (await retireOrigin(c, origin)) progress(`retired ${m.name}'s old origin ${origin}`);
+    });
+  }
 }
 
 export async function runJoin(req: JoinRequest, d: JoinJobDeps): Promise<void> {
@@ -103,20 +127,24 @@ export async function runJoin(req: JoinRequest, d: JoinJobDeps): Promise<void> {
   }
   await d.setState("JOINING");
 
-  // Slots for the joiner: on every other member a copy of its group slot; on the source, made with the snapshot below.
+  // A clean start whatever an earlier membership under this name (or an earlier attempt) left behind.
+  await clearLeftovers(self, members, d.progress);
+
+  // Slots for the joiner: on every other member a fresh copy of its group slot; on the source, made with the snapshot below.
   for (const m of members) {
+    if (m.name === source.name) continue;
     await withClient(m.dsn, async (c) => {
-      const have = await c.query<{ active: boolean }>("SELECT active FROM pg_replication_slots WHERE slot_name = $1", [slot]);
-      if (m.name === source.name) {
-        if (have.rows.length) await c.query("SELECT pg_drop_replication_slot($1)", [slot]);
-        return;
-      }
-      if (!have.rows.length) {
-        await c.query("SELECT pg_copy_logical_replication_slot($1, $2)", [groupSlotName(db, group), slot]);
-        d.progress(`slot ${slot} on ${m.name} (a copy of its group slot)`);
-      }
+      await c.query("SELECT pg_copy_logical_replication_slot($1, $2)", [groupSlotName(db, group), slot]);
+      d.progress(`slot ${slot} on ${m.name} (a copy of its group slot)`);
     });
   }
+
+  // The joiner's origins: one per member, new (rows are copied under them), and one for rows of writers no member knows.
+  const unknown = unknownWriterOriginName(db, group);
+  await withClient(self.dsn, async (c) => {
+    for (const m of members) await recreateOrigin(c, originName(db, group, m.name));
+    await ensureOrigin(c, unknown);
+  });
 
   const r = await copyFromSnapshot({
     sourceDsn: source.dsn,
@@ -124,6 +152,11 @@ export async function runJoin(req: JoinRequest, d: JoinJobDeps): Promise<void> {
     slotName: slot,
     synchronizeStructure: req.synchronizeStructure,
     progress: d.progress,
+    origins: {
+      source: originName(db, group, source.name),
+      members: members.filter((m) => m.name !== source.name).map((m) => originName(db, group, m.name)),
+      unknown,
+    },
   });
   d.progress(`copied ${r.tables} table(s), ${r.rows} row(s) from ${source.name}; its changes stream from ${r.consistentPoint}`);
 
@@ -134,8 +167,6 @@ export async function runJoin(req: JoinRequest, d: JoinJobDeps): Promise<void> {
       const origin = originName(db, group, m.name);
       const lsn = r.originProgress.get(origin);
       if (!lsn) continue; // the source had applied nothing of m's: stream it all from the copied group slot
-      const exists = await c.query("SELECT 1 FROM pg_replication_origin WHERE roname = $1", [origin]);
-      if (!exists.rows.length) await c.query("SELECT pg_replication_origin_create($1)", [origin]);
       await c.query("SELECT pg_replication_origin_advance($1, $2::pg_lsn)", [origin, lsn]);
       d.progress(`origin ${origin} resumes at ${lsn}`);
     }

@@ -13,6 +13,24 @@
 //
 // The schema comes from pg_dump --snapshot (synchronize_structure = 'all'); the
 // tables are copied in parallel, each worker importing the snapshot.
+//
+// Copied rows keep the version they have on the source. Last-update-wins
+// compares a change with the local row's commit time and writer, read from
+// the row's xmin; a row copied in the joiner's own transaction would carry
+// the instant the copy committed, and every member's update committed between
+// the snapshot and the end of the copy would lose to it on the joiner for good.
+// So each table is staged (COPY into a temporary table, with each row's commit
+// time and writer on the source), then inserted one version at a time, each in
+// its own transaction committed under the writer's origin with the source's
+// commit time (pg_replication_origin_xact_setup, no LSN: the origin's progress
+// does not move). A row the source wrote itself gets the origin for the source;
+// one a member wrote, that member's; one whose writer the source did not know
+// (a node long gone), an origin of no member (it loses ties, as on the source);
+// one with no commit time (written before track_commit_timestamp), the origin
+// for the source at 1970, which any change beats, as on the source. These
+// transactions carry an origin, so the joiner never sends them on.
+// Tables whose rows came in one transaction take one; a table of N separately
+// written rows takes N (one DO block, no round trips).
 import { spawn } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -21,7 +39,7 @@ import { pipeline } from "node:stream/promises";
 import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { findPostgresBinaries } from "../postgres/binaries.js";
-import { toUriDsn } from "../postgres/dsn.js";
+import { dsnClientConfig, toUriDsn } from "../postgres/dsn.js";
 import { APPLY_LOCK_KEY } from "../slots/statements.js";
 
 /** Schemas that are pgraft's own (or the system's): never copied, never counted as user data. */
@@ -48,6 +66,18 @@ export interface SnapshotCopyOptions {
   progress?: (message: string) => void;
   /** Called once the snapshot exists (tests use it to commit a change that must not be copied). */
   afterSnapshot?: () => Promise<void>;
+  /** The joiner's origins that copied rows are committed under (see the header); each must exist on the target. */
+  origins: CopyOrigins;
+}
+
+/** Origin names on the joiner (they are the same on every node) for the writers of copied rows. */
+export interface CopyOrigins {
+  /** The origin for the source node: rows the source wrote itself, and rows without a commit time. */
+  source: string;
+  /** Origins of the group's current members other than the source and the joiner: a row a member wrote keeps its writer. */
+  members: string[];
+  /** For rows whose writer is no current member. */
+  unknown: string;
 }
 
 export interface SnapshotCopyResult {
@@ -62,7 +92,7 @@ export interface SnapshotCopyResult {
 const qi = (s: string): string => `"${s.replace(/"/g, '""')}"`;
 
 async function connect(dsn: string, extra: pg.ClientConfig = {}): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: toUriDsn(dsn), application_name: "pgraft_join", ...extra });
+  const c = new pg.Client(dsnClientConfig(dsn, { application_name: "pgraft_join", ...extra }));
   c.on("error", () => {});
   await c.connect();
   return c;
@@ -141,7 +171,10 @@ async function run(cmd: string, args: string[], what: string): Promise<string> {
 /**
  * The source's schema into the target, as of the snapshot: pg_dump (custom
  * format) → the entry list without pgraft's own shim objects → pg_restore in
- * one transaction (a failure leaves nothing behind).
+ * one transaction (a failure leaves nothing behind). Both are libpq: they
+ * find the password themselves, as the sidecar's own connections do (the
+ * DSN's `passfile`, kept in the URI's query by toUriDsn; PGPASSFILE or
+ * ~/.pgpass in the environment they inherit).
  */
 async function runPgDumpRestore(sourceDsn: string, targetDsn: string, snapshot: string): Promise<void> {
   const bins = await findPostgresBinaries();
@@ -161,6 +194,73 @@ async function runPgDumpRestore(sourceDsn: string, targetDsn: string, snapshot: 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The stage table of a copy (temporary, so neither WAL-logged nor decoded) and its version columns. */
+const STAGE = "pgraft_join_stage";
+const V_GROUP = "pgraft_v_group";
+const V_ORIGIN = "pgraft_v_origin";
+const V_TS = "pgraft_v_ts";
+/** Commit time given to rows that have none on the source: older than any change, as "unknown" is there. */
+const NO_TIME = "1970-01-01 00:00:00+00";
+
+const lit = (s: string): string => `'${s.replace(/'/g, "''")}'`;
+
+/** The columns a copy carries: every stored column but generated ones (which the target computes), in order. */
+async function copiedColumns(c: pg.Client, table: string): Promise<string[]> {
+  const r = await c.query<{ attname: string }>(
+    `SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`,
+    [table],
+  );
+  return r.rows.map((x) => qi(x.attname));
+}
+
+/**
+ * The source's rows with their versions, numbered by version (1..n, ordered):
+ * the writer as the joiner's origin name, and the commit time.
+ */
+export function versionedRowsSql(table: string, cols: string[], o: CopyOrigins): string {
+  const members = `ARRAY[${o.members.map(lit).join(", ")}]::text[]`;
+  const writer =
+    `CASE WHEN v.timestamp IS NULL OR v.roident = 0 THEN ${lit(o.source)} ` +
+    `WHEN r.roname = ANY (${members}) THEN r.roname ELSE ${lit(o.unknown)} END`;
+  return (
+    `SELECT dense_rank() OVER (ORDER BY w.${V_ORIGIN}, w.${V_TS}) AS ${V_GROUP}, w.${V_ORIGIN}, w.${V_TS}${cols.map((c) => `, w.${c}`).join("")} FROM (` +
+    `SELECT ${writer} AS ${V_ORIGIN}, coalesce(v.timestamp, ${lit(NO_TIME)}) AS ${V_TS}${cols.map((c) => `, t.${c}`).join("")} ` +
+    `FROM ${table} t CROSS JOIN LATERAL pg_catalog.pg_xact_commit_timestamp_origin(t.xmin) v ` +
+    `LEFT JOIN pg_catalog.pg_replication_origin r ON r.roident = v.roident) w ORDER BY 1`
+  );
+}
+
+function stageTableSql(table: string, cols: string[]): string {
+  return (
+    `CREATE TEMP TABLE ${STAGE} AS SELECT NULL::bigint AS ${V_GROUP}, NULL::text AS ${V_ORIGIN}, NULL::timestamptz AS ${V_TS}` +
+    `${cols.map((c) => `, ${c}`).join("")} FROM ${table} WITH NO DATA`
+  );
+}
+
+/** One transaction per version, under its writer's origin and with its commit time (a DO block: no round trips). */
+function insertVersionsSql(table: string, cols: string[]): string {
+  const list = cols.join(", ");
+  // A table without a column to copy (none, or only generated ones): its rows are inserted as they are, empty.
+  const insert = cols.length ? `(${list}) OVERRIDING SYSTEM VALUE SELECT ${list}` : "SELECT";
+  return `DO $pgraft$
+DECLARE n bigint; cur text; v_o text; v_ts timestamptz;
+BEGIN
+  SELECT max(${V_GROUP}) INTO n FROM pg_temp.${STAGE};
+  FOR i IN 1 .. coalesce(n, 0) LOOP
+    SELECT ${V_ORIGIN}, ${V_TS} INTO v_o, v_ts FROM pg_temp.${STAGE} WHERE ${V_GROUP} = i LIMIT 1;
+    IF cur IS DISTINCT FROM v_o THEN
+      IF cur IS NOT NULL THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
+      PERFORM pg_catalog.pg_replication_origin_session_setup(v_o);
+      cur := v_o;
+    END IF;
+    PERFORM pg_catalog.pg_replication_origin_xact_setup('0/0', v_ts);
+    INSERT INTO ${table} ${insert} FROM pg_temp.${STAGE} WHERE ${V_GROUP} = i;
+    COMMIT;
+  END LOOP;
+  IF cur IS NOT NULL THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
+END $pgraft$`;
 }
 
 export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<SnapshotCopyResult> {
@@ -208,6 +308,13 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
 
     let rows = 0;
     let next = 0;
+    // Two sessions cannot hold one origin at once: the versioned inserts of one table at a time (the COPYs run in parallel).
+    let insertTurn: Promise<unknown> = Promise.resolve();
+    const inTurn = <T>(f: () => Promise<T>): Promise<T> => {
+      const p = insertTurn.then(f);
+      insertTurn = p.catch(() => undefined);
+      return p;
+    };
     const worker = async (): Promise<void> => {
       for (;;) {
         const t = tables[next++];
@@ -216,13 +323,19 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
         const dst = await connect(o.targetDsn);
         try {
           const name = `${qi(t.schema)}.${qi(t.table)}`;
-          await dst.query("BEGIN");
-          const out = src.query(copyTo(`COPY ${name} TO STDOUT`));
-          const into = dst.query(copyFrom(`COPY ${name} FROM STDIN`));
+          const cols = await copiedColumns(src, name);
+          await dst.query(`SET session_replication_role = replica; SET synchronous_commit = off; ${stageTableSql(name, cols)}`);
+          const out = src.query(copyTo(`COPY (${versionedRowsSql(name, cols, o.origins)}) TO STDOUT`));
+          const into = dst.query(copyFrom(`COPY pg_temp.${STAGE} FROM STDIN`));
           await pipeline(out, into);
-          await dst.query("COMMIT");
+          await dst.query(`CREATE INDEX ON pg_temp.${STAGE} (${V_GROUP}); ANALYZE pg_temp.${STAGE}`);
+          const versions = await inTurn(async () => {
+            await dst.query(insertVersionsSql(name, cols));
+            return (await dst.query<{ n: string }>(`SELECT coalesce(max(${V_GROUP}), 0)::text AS n FROM pg_temp.${STAGE}`)).rows[0]!.n;
+          });
+          await dst.query(`DROP TABLE pg_temp.${STAGE}`);
           rows += Number(into.rowCount ?? 0);
-          say(`copied ${t.schema}.${t.table} (${into.rowCount ?? 0} rows)`);
+          say(`copied ${t.schema}.${t.table} (${into.rowCount ?? 0} rows, ${versions} version(s))`);
         } finally {
           await dst.end().catch(() => undefined);
           await src.query("COMMIT").catch(() => undefined);
@@ -231,6 +344,13 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(o.parallel ?? 4, tables.length)) }, () => worker()));
+    // The inserts committed asynchronously; a synchronous commit of a transaction with an xid flushes the WAL through them.
+    const flush = await connect(o.targetDsn);
+    try {
+      await flush.query("SET synchronous_commit = on; BEGIN; SELECT txid_current(); COMMIT");
+    } finally {
+      await flush.end().catch(() => undefined);
+    }
     return { consistentPoint, originProgress, tables: tables.length, rows };
   } catch (e) {
     // A failed copy leaves no slot behind on the source (a retry creates it again).

@@ -27,7 +27,9 @@ export { catchupSlotName, groupSlotName, isPgraftSlot, nodeSlotName, originName,
 export { captureEndLsn, catchUpFrom, type CatchUpOptions, type CatchUpResult } from "./catchup.js";
 export type { NodeRef } from "./applier.js";
 export { readConflicts, remoteWins, type ConflictRow, type ConflictType, type Resolution } from "./conflicts.js";
-export type { SlotInfo, SlotState } from "./provider.js";
+export { dropPgraftSlot, type SlotInfo, type SlotState } from "./provider.js";
+export { leaveGroup, type LeaveGroupOptions, type LeaveGroupResult } from "./leave-group.js";
+export { ensureOrigin, recreateOrigin, retireOrigin, retiredOriginName, unknownWriterOriginName } from "./origins.js";
 export type { ReceiverState, ReceiverStatus, StateChange } from "./receiver.js";
 export type { PeerSpec, SlotsLogger } from "./types.js";
 

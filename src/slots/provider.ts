@@ -9,6 +9,7 @@
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, parseLsn } from "./lsn.js";
+import { retireOrigin } from "./origins.js";
 import { assertPgraftSlot, groupSlotName, nodeSlotName, publicationName } from "./naming.js";
 import { APPLY_LOCK_KEY, quoteIdent } from "./statements.js";
 import { errorText, sleep, within, type SlotsLogger } from "./types.js";
@@ -203,14 +204,15 @@ export class Provider {
   }
 
   /**
-   * Drop the replication origin of a parted peer. False when there was none;
-   * throws (55006) while an applier still holds it.
+   * Drop the replication origin of a parted peer, its id retired (origins.ts:
+   * rows it wrote must never look like a later peer's). False when there was
+   * none; throws (55006) while an applier still holds it.
    */
   dropOrigin(origin: string): Promise<boolean> {
     return this.exclusive(async () => {
-      const r = await this.client.query("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1", [origin]);
-      if (r.rowCount) this.opts.log.info("replication origin dropped", { origin });
-      return (r.rowCount ?? 0) > 0;
+      const dropped = await retireOrigin(this.client, origin);
+      if (dropped) this.opts.log.info("replication origin dropped (its id retired)", { origin });
+      return dropped;
     });
   }
 

@@ -56,6 +56,7 @@ export class ApplySession {
   roident = 0;
   /** roident → origin name. */
   private origins = new Map<number, string>();
+  private originsReadAt = 0;
   private readonly metas = new WeakMap<RelationDesc, TableMeta>();
   private readonly relIds = new WeakMap<RelationDesc, number>();
   private nextRelId = 1;
@@ -228,7 +229,8 @@ export class ApplySession {
   /** The member whose origin is `roident` here (0: this node), or undefined when it is no member we know. */
   async writer(roident: number): Promise<NodeRef | undefined> {
     if (roident === 0) return this.opts.localNode;
-    if (!this.origins.has(roident)) await this.refreshOrigins(); // an origin created after we connected
+    // An origin created after we connected, or an id retired since (origins.ts): only the slow path asks, so re-reading is cheap.
+    if (!this.origins.has(roident) || Date.now() - this.originsReadAt > 1_000) await this.refreshOrigins();
     const name = this.origins.get(roident);
     return name === undefined ? undefined : this.opts.members().get(name);
   }
@@ -236,6 +238,7 @@ export class ApplySession {
   private async refreshOrigins(): Promise<void> {
     const r = await this.query<{ roident: string; roname: string }>({ text: "SELECT roident::text, roname FROM pg_replication_origin" });
     this.origins = new Map(r.rows.map((x) => [Number(x.roident), x.roname]));
+    this.originsReadAt = Date.now();
   }
 
   // ------------------------------------------------------------------ closing
