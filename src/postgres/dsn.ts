@@ -1,5 +1,9 @@
 // Connection strings for a server, in the two libpq forms, and a psql command
-// line a person can paste into a shell.
+// line a person can paste into a shell; the node-postgres config for a DSN,
+// with libpq's password sources (passfile.ts).
+import type pg from "pg";
+import { parseIntoClientConfig } from "pg-connection-string";
+import { passwordResolver } from "./passfile.js";
 
 export interface ConnectionParams {
   host: string;
@@ -7,13 +11,15 @@ export interface ConnectionParams {
   user: string;
   password?: string;
   database: string;
+  /** libpq's `passfile` parameter: the password file to read the password from. */
+  passfile?: string;
 }
 
 /** `postgresql://user:password@host:port/database`, every part percent-encoded. */
 export function uriDsn(p: ConnectionParams): string {
   const auth = encodeURIComponent(p.user) + (p.password !== undefined ? `:${encodeURIComponent(p.password)}` : "");
   const host = p.host.includes(":") ? `[${p.host}]` : p.host;
-  return `postgresql://${auth}@${host}:${p.port}/${encodeURIComponent(p.database)}`;
+  return `postgresql://${auth}@${host}:${p.port}/${encodeURIComponent(p.database)}${p.passfile !== undefined ? `?passfile=${encodeURIComponent(p.passfile)}` : ""}`;
 }
 
 /** A libpq key/value value: quoted when empty or holding spaces, quotes or backslashes. */
@@ -29,6 +35,7 @@ export function keyValueDsn(p: ConnectionParams): string {
     ["user", p.user],
     ...(p.password !== undefined ? [["password", p.password] as [string, string]] : []),
     ["dbname", p.database],
+    ...(p.passfile !== undefined ? [["passfile", p.passfile] as [string, string]] : []),
   ];
   return parts.map(([k, v]) => `${k}=${kvValue(v)}`).join(" ");
 }
@@ -79,4 +86,41 @@ export function toUriDsn(dsn: string): string {
   if (host?.startsWith("/")) query.push(`host=${encodeURIComponent(host)}`);
   for (const [k, v] of kv) if (!["user", "password", "host", "hostaddr", "port", "dbname"].includes(k)) query.push(`${encodeURIComponent(k)}=${encodeURIComponent(v)}`);
   return `postgresql://${auth}${netHost}${port !== undefined && netHost ? `:${port}` : ""}/${db !== undefined ? encodeURIComponent(db) : ""}${query.length ? `?${query.join("&")}` : ""}`;
+}
+
+/**
+ * Whether a DSN (either form) carries a non-empty password: in the URI's user
+ * info or `password` query parameter, or as a `password` key=value pair.
+ */
+export function dsnHasPassword(dsn: string): boolean {
+  const s = dsn.trim();
+  if (/^postgres(ql)?:\/\//i.test(s)) {
+    try {
+      const u = new URL(s);
+      return u.password !== "" || (u.searchParams.get("password") ?? "") !== "";
+    } catch {
+      return /[?&]password=[^&]/i.test(s) || /^[^/]*\/\/[^/@]*:[^/@]+@/.test(s);
+    }
+  }
+  const kv = parseKeyValueDsn(s);
+  if (kv) return (kv.get("password") ?? "") !== "";
+  return /(^|\s)password\s*=\s*[^\s]/i.test(s);
+}
+
+/**
+ * The node-postgres client config for a libpq DSN (either form), as pg's own
+ * `connectionString` would make it — the DSN's parameters win over `options`,
+ * as they do there — except for the password: when the DSN has none, libpq's
+ * sources are asked when the server wants one (PGPASSWORD, the DSN's
+ * `passfile`, PGPASSFILE, ~/.pgpass: see passfile.ts). Every connection the
+ * sidecar makes to a DSN goes through here.
+ */
+export function dsnClientConfig(dsn: string, options: pg.ClientConfig = {}): pg.ClientConfig {
+  const { passfile, password, ...fromDsn } = parseIntoClientConfig(toUriDsn(dsn)) as pg.ClientConfig & { passfile?: unknown };
+  const { connectionString: _unused, ...base } = options;
+  return {
+    ...base,
+    ...fromDsn,
+    password: typeof password === "string" && password !== "" ? password : passwordResolver(typeof passfile === "string" && passfile !== "" ? passfile : undefined),
+  };
 }

@@ -1,7 +1,8 @@
 // Local PostgreSQL servers for `pgraft demo` and the tests: see README.md.
 export { MIN_POSTGRES_MAJOR, defaultSearchDirs, findPostgresBinaries, parsePostgresVersion } from "./binaries.js";
 export type { BinariesSource, FindBinariesOptions, PostgresBinaries } from "./binaries.js";
-export { keyValueDsn, parseKeyValueDsn, shellQuote, toUriDsn, uriDsn } from "./dsn.js";
+export { dsnClientConfig, dsnHasPassword, keyValueDsn, parseKeyValueDsn, shellQuote, toUriDsn, uriDsn } from "./dsn.js";
+export { findPassword, lookupPassword, passfilePath, passwordResolver } from "./passfile.js";
 export type { ConnectionParams } from "./dsn.js";
 export { PostgresError, isPostgresError } from "./errors.js";
 export type { PostgresErrorCode } from "./errors.js";

@@ -12,6 +12,7 @@ import { dirname, join, resolve } from "node:path";
 import pg from "pg";
 import { findPostgresBinaries, type PostgresBinaries } from "./binaries.js";
 import { keyValueDsn, shellQuote, uriDsn, type ConnectionParams } from "./dsn.js";
+import { passfileLine } from "./passfile.js";
 import { PostgresError } from "./errors.js";
 import { assertReachable, chownTree, createServerDir, serverOsUser, type OsUser } from "./os-user.js";
 import { runProgram, serverEnv } from "./run.js";
@@ -82,6 +83,12 @@ export class LocalPostgres {
   readonly password: string;
   readonly socketDir: string;
   readonly logFile: string;
+  /**
+   * `<node dir>/pgpass`: the superuser's password in libpq's password-file
+   * format (mode 0600, owned by this process's user, who runs the sidecars),
+   * rewritten on every start; passfileDsn() names it.
+   */
+  readonly passfile: string;
   /** The OS user the server runs as; undefined when that is us (we are not root). */
   readonly osUser: OsUser | undefined;
   private bins: PostgresBinaries | undefined;
@@ -98,6 +105,7 @@ export class LocalPostgres {
     this.password = opts.password;
     this.socketDir = resolve(opts.socketDir ?? join(this.nodeDir, "run"));
     this.logFile = resolve(opts.logFile ?? join(this.nodeDir, "postgres.log"));
+    this.passfile = join(this.nodeDir, "pgpass");
     this.bins = opts.binaries;
     // Checked now: both are mistakes in the options, better reported before anything is created.
     checkSocketPath(this.socketDir, this.port);
@@ -200,6 +208,13 @@ export class LocalPostgres {
     if (this.osUser) await chown(p, this.osUser.uid, this.osUser.gid);
   }
 
+  /** (Re)write the password file passfileDsn() names (see `passfile`). */
+  private async writePassfile(): Promise<void> {
+    const line = passfileLine({ host: "127.0.0.1", port: this.port, database: "*", user: this.superuser, password: this.password });
+    await writeFile(this.passfile, `${line}\n`, { mode: 0o600 });
+    await chmod(this.passfile, 0o600);
+  }
+
   /** (Re)write pgraft.conf from the options: a restart with other options (a new port) takes effect. */
   private async writeSettings(): Promise<void> {
     const settings = serverSettings({ port: this.port, socketDir: this.socketDir, fsync: this.opts.fsync ?? true, extra: this.opts.settings });
@@ -223,6 +238,7 @@ export class LocalPostgres {
     // The socket dir may have been cleaned away (a tmp dir) since the last start.
     await this.prepareDirs({ ownDataDir: false });
     await this.writeSettings();
+    await this.writePassfile();
     await this.clearStalePidFile();
     const timeoutMs = o.timeoutMs ?? 60_000;
     const deadline = Date.now() + timeoutMs;
@@ -406,6 +422,16 @@ export class LocalPostgres {
   /** `host=127.0.0.1 port=... user=... password=... dbname=...` (for CREATE SUBSCRIPTION, dblink). */
   keyValueDsn(database = "postgres"): string {
     return keyValueDsn(this.connectionParams(database));
+  }
+
+  /**
+   * `host=127.0.0.1 port=... user=... dbname=... passfile=<node dir>/pgpass`:
+   * no password in it, so it may be an interface DSN (replicated to every
+   * node) or a command-line argument (which `ps` shows). libpq, and the
+   * sidecar's connections, read the password from the file.
+   */
+  passfileDsn(database = "postgres"): string {
+    return keyValueDsn({ host: "127.0.0.1", port: this.port, user: this.superuser, database, passfile: this.passfile });
   }
 
   /** A shell command that opens psql on this server; append psql options (`-c 'select 1'`) as needed. */

@@ -5,7 +5,7 @@
 import pg from "pg";
 import type { Logger } from "pino";
 import type { ClusterState } from "../cluster/state.js";
-import { toUriDsn } from "../postgres/dsn.js";
+import { dsnClientConfig } from "../postgres/dsn.js";
 import { installShim, writeSavedConfig, type EndpointTarget } from "./installer.js";
 
 const RETRY_MAX_MS = 5_000;
@@ -68,7 +68,7 @@ export class PostgresLink {
   }
 
   private async connectAndInstall(): Promise<void> {
-    const c = new pg.Client({ connectionString: toUriDsn(this.dsn), connectionTimeoutMillis: 5_000, application_name: "pgraft_sidecar" });
+    const c = new pg.Client(dsnClientConfig(this.dsn, { connectionTimeoutMillis: 5_000, application_name: "pgraft_sidecar" }));
     // A connection that dies later is noticed by the next query; this keeps the error from being unhandled.
     c.on("error", (e) => {
       this.log.warn({ err: e.message }, "local PostgreSQL connection failed");

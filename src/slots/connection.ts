@@ -3,7 +3,7 @@
 // text means the same thing on both ends (and full-row matching of tables
 // without a primary key can compare text with text).
 import pg from "pg";
-import { toUriDsn } from "../postgres/dsn.js";
+import { dsnClientConfig } from "../postgres/dsn.js";
 
 /**
  * Per-client type parsers that leave every value as the server's text: the
@@ -21,16 +21,16 @@ export const TEXT_TYPES: pg.CustomTypesConfig = { getTypeParser: () => (v: strin
  */
 export const SESSION_OPTIONS = "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=1 -c bytea_output=hex";
 
+/** The DSN's parameters win over these, as with pg's connectionString; its password comes from libpq's sources (src/postgres/passfile.ts). */
 export function clientConfig(dsn: string, applicationName: string, extra: pg.ClientConfig = {}): pg.ClientConfig {
-  return {
-    connectionString: toUriDsn(dsn),
+  return dsnClientConfig(dsn, {
     application_name: applicationName,
     types: TEXT_TYPES,
     options: SESSION_OPTIONS,
     connectionTimeoutMillis: 10_000,
     keepAlive: true,
     ...extra,
-  };
+  });
 }
 
 /** A connected client with text values; a connection lost while idle is reported to `onError` instead of crashing the process. */

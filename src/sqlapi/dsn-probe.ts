@@ -4,7 +4,7 @@
 import pg from "pg";
 import { dsnProblem } from "../config/sidecar-config.js";
 import { PgWireError } from "../pgwire/index.js";
-import { toUriDsn } from "../postgres/dsn.js";
+import { dsnClientConfig } from "../postgres/dsn.js";
 
 const PROBE_TIMEOUT_MS = 5_000;
 
@@ -15,7 +15,7 @@ const PROBE_TIMEOUT_MS = 5_000;
 export async function withDsn<T>(fn: string, dsn: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
   const why = dsnProblem(dsn);
   if (why) throw new PgWireError({ code: "22023", message: `${fn}: ${why}` });
-  const c = new pg.Client({ connectionString: toUriDsn(dsn), connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS, application_name: "pgraft_probe" });
+  const c = new pg.Client(dsnClientConfig(dsn, { connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS, application_name: "pgraft_probe" }));
   c.on("error", () => {});
   try {
     try {
