@@ -33,7 +33,7 @@ function loadYaml(path: string): Record<string, unknown> {
 export function registerSidecarCommand(program: Command): void {
   const cmd = program
     .command("sidecar")
-    .description("run the pgraft sidecar: Raft over gRPC, the replicated catalog and KV, HTTP /metrics and /health")
+    .description("run the pgraft sidecar: Raft over gRPC, the replicated catalog and KV, HTTP /metrics, /health and routing endpoints")
     .addHelpText(
       "after",
       `

@@ -16,6 +16,8 @@ import type { ClusterState } from "../cluster/state.js";
 import type { CommandOk, CommandResult, ConfigRow, KeyValue } from "../cluster/types.js";
 import * as pb from "../gen/pgraft/v1/client_pb.js";
 import { statusError, type ClientOf, type HandlersOf } from "../transport/grpc-service.js";
+import type { PostgresHealth } from "../postgres/monitor.js";
+import { postgresHealthMessage } from "./postgres-status.js";
 import { effectiveTiming } from "./control-loop.js";
 import { invalidArgument, toServiceError } from "./grpc-errors.js";
 import { handOverTarget } from "./hand-over.js";
@@ -41,6 +43,8 @@ export interface ClusterServiceDeps {
   messagesProcessed?: () => number;
   /** This node's heartbeat and election timeout from its flags (ConfigSet checks a timing change against them). */
   flagTiming?: { heartbeatMs: number; electionMs: number };
+  /** This node's PostgreSQL as its last probe found it (Status); absent: none configured. */
+  postgres?: () => PostgresHealth;
 }
 
 type Cluster = ClientOf<typeof pb.Cluster>;
@@ -192,6 +196,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         messagesProcessed: BigInt(d.messagesProcessed?.() ?? 0),
         version: d.version,
         quorumMet: st.role === Role.Leader ? active >= majority(voters.length) : st.leader !== 0,
+        postgres: postgresHealthMessage(d.postgres?.() ?? { state: "not_configured" }),
       });
     }),
 

@@ -24,7 +24,9 @@ import { loadOrCreateShimPassword } from "../shim/secret.js";
 import { SHIM_USER, startSqlEndpoint } from "../sqlapi/endpoint.js";
 import { localClient } from "../transport/grpc-service.js";
 import { clusterServiceHandlers } from "./cluster-service.js";
-import { ControlLoop } from "./control-loop.js";
+import { ControlLoop, effectiveTiming } from "./control-loop.js";
+import { NOT_CONFIGURED, PostgresMonitor } from "../postgres/monitor.js";
+import { ClusterPostgres, postgresNodesCheck } from "./postgres-status.js";
 import { handOverTarget } from "./hand-over.js";
 import { raftLogger, setTreeLevel } from "./logger.js";
 
@@ -52,7 +54,7 @@ export class Sidecar {
     private readonly creds: grpc.ChannelCredentials,
     readonly grpcPort: number,
     /** The SQL endpoint and the local PostgreSQL link (when configured). */
-    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController } = {},
+    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres } = {},
   ) {}
 
   /** The SQL endpoint's bound port (undefined when it is not served). */
@@ -109,11 +111,17 @@ export class Sidecar {
       },
     });
     ref.node = n;
+    // With a local PostgreSQL, a bounded probe of it every heartbeat (src/postgres/monitor.ts).
+    const pgMonitor = cfg.postgresDsn
+      ? new PostgresMonitor({ dsn: cfg.postgresDsn, intervalMs: () => effectiveTiming(state, cfg).heartbeatMs, log: log.child({ component: "postgres-probe" }) })
+      : undefined;
+    const pgHealth = pgMonitor ? { postgres: () => pgMonitor.health() } : {};
     const metrics = new PgraftMetrics({
       status: () => n.status(),
       storage: () => n.storageStats(),
       transport: () => transport.stats,
       lastContactMs: () => n.lastContactMs(),
+      ...pgHealth,
     });
     metricsRef.m = metrics;
 
@@ -139,15 +147,20 @@ export class Sidecar {
           return n;
         },
         flagTiming: { heartbeatMs: cfg.heartbeatMs, electionMs: cfg.electionMs },
+        ...pgHealth,
     });
     addService(server, pb.Cluster, clusterHandlers);
     let http: HttpServer | undefined;
-    const sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController } = {};
+    const sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres } = {};
+    if (pgMonitor) {
+      sql.monitor = pgMonitor;
+      pgMonitor.start();
+    }
     try {
       const port = await new Promise<number>((resolve, reject) =>
         server.bindAsync(formatHostPort(cfg.listen), serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
       );
-      http = await startHttpServer(cfg.httpListen, { status: () => n.status(), maxReplicaLagEntries: 10_000 }, metrics);
+      http = await startHttpServer(cfg.httpListen, { status: () => n.status(), maxReplicaLagEntries: 10_000, ...pgHealth }, metrics);
       const local = localClient(pb.Cluster, clusterHandlers);
       if (cfg.postgresDsn) {
         sql.groups = new GroupController({
@@ -166,6 +179,7 @@ export class Sidecar {
       if (cfg.sqlListen) {
         const password = await loadOrCreateShimPassword(cfg.dataDir);
         const pgLog = log.child({ component: "postgres" });
+        const peersPg = (sql.peersPg = new ClusterPostgres({ clusterId: cfg.clusterId, selfId: cfg.nodeId, state, local: () => pgMonitor?.health() ?? NOT_CONFIGURED, credentials: creds }));
         sql.endpoint = await startSqlEndpoint({
           listen: cfg.sqlListen,
           password,
@@ -187,6 +201,7 @@ export class Sidecar {
               return msg;
             },
             postgresCheck: () => (sql.link ? sql.link.check() : Promise.resolve({ ok: false, detail: "no --postgres-dsn configured" })),
+            postgresNodes: async () => postgresNodesCheck(await peersPg.members()),
           },
         });
         if (cfg.postgresDsn) {
@@ -210,6 +225,8 @@ export class Sidecar {
       await sql.groups?.stop();
       await sql.link?.stop();
       await sql.endpoint?.close();
+      sql.peersPg?.close();
+      await pgMonitor?.stop();
       await http?.close();
       server.forceShutdown();
       transport.close();
@@ -275,6 +292,8 @@ export class Sidecar {
       await this.sql.groups?.stop();
       await this.sql.link?.stop();
       await this.sql.endpoint?.close();
+      this.sql.peersPg?.close();
+      await this.sql.monitor?.stop();
       await this.http.close();
       // Close the transport first: it ends the peers' incoming Raft streams, which
       // would otherwise keep tryShutdown waiting for as long as the peers run.

@@ -1,15 +1,25 @@
 // Health and routing endpoints in the style of Patroni, so HAProxy or a
 // Kubernetes probe can route with no custom code:
-//   /health   200 while the process is up
+//   /health   200 while the sidecar process is up (its own liveness: an
+//             orchestrator must not restart a healthy sidecar because its
+//             database is down); the body says how the local PostgreSQL is
 //   /ready    200 when this node is a member of a cluster with a known leader
-//   /primary, /leader   200 only on the leader
-//   /replica  200 only on a healthy non-leader (knows the leader, not far behind)
+//             and its PostgreSQL answers
+//   /primary  200 only on the leader, while its PostgreSQL answers
+//   /leader   200 only on the Raft leader, whatever its PostgreSQL's state
+//   /replica  200 only on a healthy non-leader (knows the leader, not far
+//             behind, its PostgreSQL answers)
+// A sidecar without a local PostgreSQL (no --postgres-dsn) answers on Raft
+// state alone.
 import { Role, type RaftStatus } from "../consensus/types.js";
+import { postgresJson, type PostgresHealth } from "../postgres/monitor.js";
 
 export interface HealthView {
   status(): RaftStatus;
   /** Entries a replica may lag behind the commit index and still be "healthy". */
   maxReplicaLagEntries: number;
+  /** The local PostgreSQL's last probe; absent when the sidecar has none. */
+  postgres?(): PostgresHealth;
 }
 
 export interface RouteAnswer {
@@ -25,20 +35,25 @@ export function answerRoute(path: string, view: HealthView): RouteAnswer | undef
   const s = view.status();
   const member = s.conf.voters.includes(s.id) || s.conf.learners.includes(s.id);
   const isLeader = s.role === Role.Leader;
+  const pg = view.postgres?.() ?? { state: "not_configured" };
+  // Without a local PostgreSQL there is nothing to be down.
+  const pgUp = pg.state === "up" || pg.state === "not_configured";
+  const base = { ...summary(s), postgres: postgresJson(pg) };
   switch (path) {
     case "/health":
-      return { code: 200, body: { status: "up", ...summary(s) } };
+      return { code: 200, body: { status: "up", ...base } };
     case "/ready": {
-      const ready = member && s.leader !== 0;
-      return { code: ready ? 200 : 503, body: { ready, member, ...summary(s) } };
+      const ready = member && s.leader !== 0 && pgUp;
+      return { code: ready ? 200 : 503, body: { ready, member, ...base } };
     }
     case "/primary":
+      return { code: isLeader && pgUp ? 200 : 503, body: base };
     case "/leader":
-      return { code: isLeader ? 200 : 503, body: summary(s) };
+      return { code: isLeader ? 200 : 503, body: base };
     case "/replica": {
       const lag = s.commit - s.applied;
-      const healthy = !isLeader && member && s.leader !== 0 && lag <= view.maxReplicaLagEntries;
-      return { code: healthy ? 200 : 503, body: { ...summary(s), lag_entries: lag } };
+      const healthy = !isLeader && member && s.leader !== 0 && lag <= view.maxReplicaLagEntries && pgUp;
+      return { code: healthy ? 200 : 503, body: { ...base, lag_entries: lag } };
     }
     default:
       return undefined;

@@ -3,6 +3,7 @@
 // leader changes) are recorded by the daemon as they happen.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { MessageType, Role, type RaftStatus } from "../consensus/types.js";
+import type { PostgresHealth } from "../postgres/monitor.js";
 
 export interface TransportCounters {
   sent: Record<string, number>;
@@ -17,6 +18,8 @@ export interface MetricsSource {
   transport?(): TransportCounters;
   /** Milliseconds since each peer last answered the leader, when known. */
   lastContactMs?(): Map<number, number>;
+  /** The local PostgreSQL's last probe; absent when the sidecar has none (its metrics are then not exported). */
+  postgres?(): PostgresHealth;
 }
 
 const ROLE_VALUE: Record<Role, number> = { [Role.Follower]: 0, [Role.PreCandidate]: 1, [Role.Candidate]: 2, [Role.Leader]: 3 };
@@ -113,6 +116,27 @@ export class PgraftMetrics {
     counterFrom("pgraft_messages_received_total", "Raft messages received, by type", ["type"], () => source.transport?.().received ?? {});
     counterFrom("pgraft_messages_dropped_total", "Raft messages dropped before sending (queue full, peer down, fault), by type", ["type"], () => source.transport?.().dropped ?? {});
     counterFrom("pgraft_transport_refused_total", "Peer connections or batches refused, by reason", ["reason"], () => source.transport?.().refused ?? {});
+
+    const pg = source.postgres?.bind(source);
+    if (pg) {
+      new Gauge({
+        name: "pgraft_postgres_up",
+        help: "1 while this node's PostgreSQL answers the sidecar's probe (SELECT 1 every heartbeat), 0 while it does not or before the first probe",
+        registers: [r],
+        collect() {
+          this.set(pg().state === "up" ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: "pgraft_postgres_probe_seconds",
+        help: "How long the last probe of this node's PostgreSQL took (connect when needed + SELECT 1; a failed probe counts too)",
+        registers: [r],
+        collect() {
+          const s = pg().probeSeconds;
+          if (s !== undefined) this.set(s);
+        },
+      });
+    }
 
     this.proposals = new Counter({ name: "pgraft_proposals_total", help: "Proposals by outcome", labelNames: ["result"], registers: [r] });
     this.proposalSeconds = new Histogram({

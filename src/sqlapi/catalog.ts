@@ -161,7 +161,7 @@ export const FUNCTIONS: readonly SqlFunction[] = [
       { name: "detail", type: "text" },
     ],
     privilege: "monitor",
-    comment: "Checks quorum, leader presence, follower lag, elections per term, log disk usage and the local PostgreSQL connection; severity is ok, warning or critical.",
+    comment: "Checks quorum, leader presence, follower lag, elections per term, log disk usage, the local PostgreSQL connection and every member's PostgreSQL (down: critical; its sidecar not answering: warning); severity is ok, warning or critical.",
   },
 ];
 

@@ -41,6 +41,8 @@ export interface SqlApiDeps {
   groups?: GroupController;
   /** Whether the local PostgreSQL answers (for pgraft_health_check). */
   postgresCheck(): Promise<{ ok: boolean; detail: string }>;
+  /** Every member's PostgreSQL as its sidecar reports it (for pgraft_health_check's postgres_nodes row). */
+  postgresNodes?(): Promise<{ severity: "ok" | "warning" | "critical"; detail: string }>;
 }
 
 const MAX_NODE_ID = 2_147_483_647;
@@ -592,6 +594,10 @@ const IMPLS: Record<string, Impl> = {
     rows.push(["log_disk_usage", mb > DISK_WARNING_MB ? "warning" : "ok", `${mb.toFixed(1)} MB of WAL and snapshots in ${d.dataDir}`]);
     const pg = await d.postgresCheck();
     rows.push(["postgres_connection", pg.ok ? "ok" : "critical", pg.detail]);
+    if (d.postgresNodes) {
+      const all = await d.postgresNodes();
+      rows.push(["postgres_nodes", all.severity, all.detail]);
+    }
     return rows;
   },
 };

@@ -167,6 +167,8 @@ describe("bad input over gRPC, and HTTP endpoints, on a 3-node cluster", () => {
       const health = await httpGet(port, "/health");
       assert.equal(health.code, 200);
       assert.equal((JSON.parse(health.body) as { node_id: number }).node_id, id);
+      // These sidecars have no --postgres-dsn: the routes answer on Raft state alone, and say so.
+      assert.deepEqual((JSON.parse(health.body) as { postgres: unknown }).postgres, { status: "not_configured", detail: "no local PostgreSQL configured" });
       assert.equal((await httpGet(port, "/ready")).code, 200);
       assert.equal((await httpGet(port, "/no-such-endpoint")).code, 404);
 
@@ -179,6 +181,7 @@ describe("bad input over gRPC, and HTTP endpoints, on a 3-node cluster", () => {
       assert.ok(changes, `node ${id}: /metrics has pgraft_raft_leader_changes_total`);
       assert.ok(Number(changes[1]) >= 1, `node ${id}: saw at least one leader change`);
       assert.match(metrics.body, new RegExp(`^pgraft_raft_is_leader ${leader ? 1 : 0}$`, "m"));
+      assert.doesNotMatch(metrics.body, /^pgraft_postgres_/m, `node ${id}: no PostgreSQL, no pgraft_postgres_* series`);
     }
   });
 

@@ -121,7 +121,7 @@ END
 $$;`;
 
 const STATUS_COLUMNS = ["node_id", "leader_id", "current_term", "state", "num_nodes", "messages_processed", "elections_triggered"];
-const HEALTH_CHECKS = ["quorum", "leader", "follower_lag", "elections_per_term", "log_disk_usage", "postgres_connection"];
+const HEALTH_CHECKS = ["quorum", "leader", "follower_lag", "elections_per_term", "log_disk_usage", "postgres_connection", "postgres_nodes"];
 
 type Row = Record<string, unknown>;
 const num = (v: unknown): number => Number(v);
@@ -287,7 +287,7 @@ describe("the seed's SQL examples on a 3-node cluster (PostgreSQL 15 + sidecars)
     assert.equal(num(await scalar(c.nodes[0]!, "SELECT pgraft_kv_put('probe/rev', '0')")), before + 3);
   });
 
-  it("pgraft_health_check() covers quorum, leader, follower lag, elections, log disk usage and the PostgreSQL connection", async (_t, c) => {
+  it("pgraft_health_check() covers quorum, leader, follower lag, elections, log disk usage, the PostgreSQL connection and every member's PostgreSQL", async (_t, c) => {
     for (const n of await both(c)) {
       type Check = { check_name: string; severity: string; detail: string };
       const r = await until(`quorum, leader, follower lag, disk and PostgreSQL ok on node ${n.id}`, async () => {
@@ -301,8 +301,9 @@ describe("the seed's SQL examples on a 3-node cluster (PostgreSQL 15 + sidecars)
         assert.ok(x.detail.length > 0);
       }
       const by = new Map(r.rows.map((x) => [x.check_name, x]));
-      for (const name of ["quorum", "leader", "follower_lag", "log_disk_usage", "postgres_connection"]) assert.equal(by.get(name)!.severity, "ok", `${name} on node ${n.id}: ${by.get(name)!.detail}`);
+      for (const name of ["quorum", "leader", "follower_lag", "log_disk_usage", "postgres_connection", "postgres_nodes"]) assert.equal(by.get(name)!.severity, "ok", `${name} on node ${n.id}: ${by.get(name)!.detail}`);
       assert.match(by.get("postgres_connection")!.detail, /PostgreSQL 15/);
+      assert.equal(by.get("postgres_nodes")!.detail, `up on node ${c.nodes.map((x) => x.id).join(", node ")}`);
     }
   });
 
