@@ -21,8 +21,11 @@ import type { DataNode } from "../cluster/node-groups.js";
 import type { ClusterState } from "../cluster/state.js";
 import { PartCoordinator } from "../part/part-coordinator.js";
 import { PartMember } from "../part/part-member.js";
-import { DataPlane, leaveGroup, originName, unknownWriterOriginName, type DataPlaneStatus, type PeerSpec } from "../slots/index.js";
+import { DataPlane, dropSlots, leaveGroup, staleSlots, originName, unknownWriterOriginName, type DataPlaneStatus, type PeerSpec } from "../slots/index.js";
 import { runJoin, type JoinRequest } from "./join-job.js";
+
+const SWEEP_EVERY_MS = 30_000;
+const STALE_FOR_MS = 60_000;
 
 export const JOIN_KEY = (node: string): string => `pgraft.internal/join/${node}`;
 
@@ -49,10 +52,14 @@ export class GroupController {
   private peersSig = "";
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
+  private reconcileError = "";
   private stopped = false;
   private joining: Promise<void> | undefined;
   /** Parted memberships whose objects this process has removed (see leave()). */
   private readonly left = new Set<string>();
+  /** Slots that looked stale, since when (sweepStaleSlots). */
+  private readonly staleSince = new Map<string, number>();
+  private sweptAt = 0;
   private readonly partMember: PartMember;
   private readonly partCoordinator: PartCoordinator;
   lastJoinError = "";
@@ -94,8 +101,13 @@ export class GroupController {
     this.busy = true;
     try {
       await this.reconcile();
+      this.reconcileError = "";
     } catch (e) {
-      this.d.log.warn({ err: e instanceof Error ? e.message : String(e) }, "node group reconcile failed; retrying");
+      // Retried every tick (a data plane whose PostgreSQL is down starts once it is back): a warning per distinct error, not per tick.
+      const err = e instanceof Error ? e.message : String(e);
+      if (err !== this.reconcileError) this.d.log.warn({ err }, "node group reconcile failed; retrying");
+      else this.d.log.debug({ err }, "node group reconcile failed again; retrying");
+      this.reconcileError = err;
     } finally {
       this.busy = false;
     }
@@ -120,6 +132,7 @@ export class GroupController {
     // we lack come from the remaining node with the most of them (src/part/).
     const notReceiving = members.filter((n) => n.state === "PART_CATCHUP").map((n) => n.name);
     await this.ensureDataPlane(me, peers, notReceiving);
+    await this.sweepStaleSlots(me, all);
     if (me.state === "CATCHUP" || me.state === "PROMOTE" || me.state === "PROMOTING") await this.promote(me, peers.filter((p) => !notReceiving.includes(p.name)));
     await this.parts(me, all);
   }
@@ -154,6 +167,26 @@ export class GroupController {
     this.dpGroup = me.group;
     this.peersSig = sig;
     this.d.log.info({ group: me.group, peers: peers.map((p) => p.name) }, `data plane started for node ${me.name} in group ${me.group}`);
+  }
+
+  /**
+   * Node slots here for nodes no longer in the group (parted while this sidecar was down: it never saw the part)
+   * would hold WAL for ever (src/slots/leave-group.ts). Checked every 30 s; a slot is dropped only once it has looked
+   * stale for a minute, so a catalog that lags the log here for a moment never costs a joining node its new slot.
+   */
+  private async sweepStaleSlots(me: DataNode, all: DataNode[]): Promise<void> {
+    const now = Date.now();
+    if (now - this.sweptAt < SWEEP_EVERY_MS) return;
+    this.sweptAt = now;
+    const nodes = all.filter((n) => n.group === me.group && n.name !== me.name && n.state !== "PARTED").map((n) => n.name);
+    const stale = await staleSlots({ localDsn: me.dsn, db: me.dbname, group: me.group, self: me.name, nodes });
+    for (const name of this.staleSince.keys()) if (!stale.includes(name)) this.staleSince.delete(name);
+    for (const name of stale) if (!this.staleSince.has(name)) this.staleSince.set(name, now);
+    const due = stale.filter((name) => now - this.staleSince.get(name)! >= STALE_FOR_MS);
+    if (!due.length) return;
+    const dropped = await dropSlots(me.dsn, due);
+    for (const name of due) this.staleSince.delete(name);
+    if (dropped.length) this.d.log.info({ slots: dropped }, `dropped ${dropped.length} slot(s) of nodes no longer in group ${me.group}`);
   }
 
   private async stopDataPlane(): Promise<void> {

@@ -244,22 +244,24 @@ function insertVersionsSql(table: string, cols: string[]): string {
   const list = cols.join(", ");
   // A table without a column to copy (none, or only generated ones): its rows are inserted as they are, empty.
   const insert = cols.length ? `(${list}) OVERRIDING SYSTEM VALUE SELECT ${list}` : "SELECT";
+  // The block's variables are prefixed and columns win name clashes: a user column may be called n or cur.
   return `DO $pgraft$
-DECLARE n bigint; cur text; v_o text; v_ts timestamptz;
+#variable_conflict use_column
+DECLARE pgraft_n bigint; pgraft_cur text; pgraft_o text; pgraft_ts timestamptz;
 BEGIN
-  SELECT max(${V_GROUP}) INTO n FROM pg_temp.${STAGE};
-  FOR i IN 1 .. coalesce(n, 0) LOOP
-    SELECT ${V_ORIGIN}, ${V_TS} INTO v_o, v_ts FROM pg_temp.${STAGE} WHERE ${V_GROUP} = i LIMIT 1;
-    IF cur IS DISTINCT FROM v_o THEN
-      IF cur IS NOT NULL THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
-      PERFORM pg_catalog.pg_replication_origin_session_setup(v_o);
-      cur := v_o;
+  SELECT max(${V_GROUP}) INTO pgraft_n FROM pg_temp.${STAGE};
+  FOR pgraft_i IN 1 .. coalesce(pgraft_n, 0) LOOP
+    SELECT ${V_ORIGIN}, ${V_TS} INTO pgraft_o, pgraft_ts FROM pg_temp.${STAGE} WHERE ${V_GROUP} = pgraft_i LIMIT 1;
+    IF pgraft_cur IS DISTINCT FROM pgraft_o THEN
+      IF pgraft_cur IS NOT NULL THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
+      PERFORM pg_catalog.pg_replication_origin_session_setup(pgraft_o);
+      pgraft_cur := pgraft_o;
     END IF;
-    PERFORM pg_catalog.pg_replication_origin_xact_setup('0/0', v_ts);
-    INSERT INTO ${table} ${insert} FROM pg_temp.${STAGE} WHERE ${V_GROUP} = i;
+    PERFORM pg_catalog.pg_replication_origin_xact_setup('0/0', pgraft_ts);
+    INSERT INTO ${table} ${insert} FROM pg_temp.${STAGE} WHERE ${V_GROUP} = pgraft_i;
     COMMIT;
   END LOOP;
-  IF cur IS NOT NULL THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
+  IF pgraft_cur IS NOT NULL THEN PERFORM pg_catalog.pg_replication_origin_session_reset(); END IF;
 END $pgraft$`;
 }
 

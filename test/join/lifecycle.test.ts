@@ -82,7 +82,7 @@ describe("a node's lifecycle while members update", { timeout: 300_000 }, () => 
     await n1.query(`
       CREATE SCHEMA app;
       CREATE TABLE app.accounts (id int PRIMARY KEY, v int NOT NULL, note text);
-      CREATE TABLE app.nopk (msg text, n int);
+      CREATE TABLE app.nopk (msg text, n int, cur int DEFAULT 0); -- column names the copy's DO block must not confuse with its variables
       INSERT INTO app.accounts SELECT g, 0, 'initial' FROM generate_series(1, ${ROWS}) g;
       INSERT INTO app.nopk VALUES ('updated by alpha', 0), ('constant', 1), ('constant', 1);`);
     await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
