@@ -56,7 +56,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   { key: "initialCluster", flag: "--initial-cluster <list>", env: "PGRAFT_INITIAL_CLUSTER", yaml: "initial_cluster", help: "bootstrap a new cluster: 1=host:port,2=host:port,..." },
   { key: "join", flag: "--join <list>", env: "PGRAFT_JOIN", yaml: "join", help: "join an existing cluster through any of these members: host:port,..." },
   { key: "tlsCa", flag: "--tls-ca <file>", env: "PGRAFT_TLS_CA", yaml: "tls_ca", help: "CA that signs every peer's certificate (mTLS)" },
-  { key: "tlsCert", flag: "--tls-cert <file>", env: "PGRAFT_TLS_CERT", yaml: "tls_cert", help: "this node's certificate (mTLS)" },
+  { key: "tlsCert", flag: "--tls-cert <file>", env: "PGRAFT_TLS_CERT", yaml: "tls_cert", help: "this node's certificate (mTLS); it must name the node: URI SAN pgraft://<cluster-id>/node/<id>, or CN node-<id>" },
   { key: "tlsKey", flag: "--tls-key <file>", env: "PGRAFT_TLS_KEY", yaml: "tls_key", help: "this node's private key (mTLS)" },
   { key: "plaintext", flag: "--plaintext", env: "PGRAFT_PLAINTEXT", yaml: "plaintext", help: "talk to peers without TLS (loopback or test networks only)" },
   { key: "heartbeat", flag: "--heartbeat-interval <duration>", env: "PGRAFT_HEARTBEAT_INTERVAL", yaml: "heartbeat_interval", help: "Raft heartbeat (e.g. 100ms)", default: "100ms" },

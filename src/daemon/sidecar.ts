@@ -16,6 +16,7 @@ import { PgraftMetrics } from "../metrics/registry.js";
 import { addService, createClient, type ClientOf, type TypedClient } from "../transport/grpc-service.js";
 import { FaultInjector, faultsEnabled, registerFaultsService } from "../transport/faults.js";
 import { GrpcPeerTransport, PEER_SERVER_OPTIONS } from "../transport/peer-transport.js";
+import { checkOwnCertificate } from "../transport/peer-identity.js";
 import { clientCredentials, serverCredentials, type TlsConfig } from "../transport/tls.js";
 import type { PgWireServer } from "../pgwire/index.js";
 import { GroupController } from "../join/group-controller.js";
@@ -65,6 +66,7 @@ export class Sidecar {
   static async start(cfg: SidecarConfig, log: Logger): Promise<Sidecar> {
     const tls = tlsOf(cfg);
     const creds = clientCredentials(tls);
+    if (tls.insecure !== true) checkOwnCertificate(tls.certFile, cfg.clusterId, cfg.nodeId);
     const fresh = !existsSync(join(cfg.dataDir, "wal"));
     const founders = cfg.initialCluster ? [...cfg.initialCluster].map(([id, a]) => ({ id, raftAddress: formatHostPort(a), ...(id === cfg.nodeId ? { name: cfg.nodeName } : {}) })) : [];
     if (fresh && !cfg.initialCluster && !cfg.join) {
@@ -83,8 +85,13 @@ export class Sidecar {
       onReceive: (m) => ref.node?.receive(m),
       onUnreachable: (id) => ref.node?.reportUnreachable(id),
       onSnapshotStatus: (id, ok) => ref.node?.reportSnapshot(id, ok),
-      // Before we know the membership (joining), accept the leader that adds us.
-      isKnownPeer: (id) => state.members().length === 0 || state.member(id) !== undefined,
+      // Every peer that passed the transport's checks (our cluster id; with mTLS, a
+      // certificate of our CA naming the id it claims) may talk: Raft's own rules
+      // (terms, membership of answers and votes) decide what its messages do. Our
+      // catalog is no test: a node catching up may not know yet the leader feeding it.
+      isKnownPeer: () => true,
+      requirePeerCertificate: cfg.tls.mode === "mtls",
+      advertise: formatHostPort(cfg.advertise),
       logger: raftLogger(log, "transport"),
       ...(faults ? { faults } : {}),
     });

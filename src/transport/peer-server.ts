@@ -1,7 +1,8 @@
 // The receiving side of Raft between sidecars: the RaftPeer gRPC service.
 // Every stream and every batch is checked before anything reaches the Raft
 // node: the cluster id must be ours (else FAILED_PRECONDITION, "cluster id
-// mismatch: expected X, got Y"), the sender a known member (else
+// mismatch: expected X, got Y"), the sender the node its TLS certificate names
+// (mTLS; else PERMISSION_DENIED, see peer-identity.ts) and a known peer (else
 // PERMISSION_DENIED), the batch addressed to this node and well formed. A
 // refusal ends the stream, is counted by reason and names its reason in the
 // `pgraft-refusal` trailer so the sender can count it too.
@@ -21,6 +22,7 @@ import {
 } from "../gen/pgraft/v1/raft_pb.js";
 import { LOCAL_MESSAGE_TYPES, WireFormatError, messageFromWire, messageTypeName } from "./convert.js";
 import { addService, statusError } from "./grpc-service.js";
+import { certificateIdentity, identityMismatch, type PeerIdentity } from "./peer-identity.js";
 import { newTransportStats, type RefusalReason, type TransportStats } from "./stats.js";
 
 export interface TransportLogger {
@@ -35,6 +37,8 @@ export const silentLogger: TransportLogger = { info: () => {}, warn: () => {}, d
 export const HEADER_CLUSTER_ID = "pgraft-cluster-id";
 export const HEADER_FROM = "pgraft-from";
 export const HEADER_TO = "pgraft-to";
+/** Request header: the sender's own Raft address, so a node that does not know it yet can answer. */
+export const HEADER_FROM_ADDRESS = "pgraft-from-address";
 /** Response header: the stream was accepted (the sender resets its backoff). */
 export const HEADER_ACCEPTED = "pgraft-accepted";
 /** Trailer of a refusal: its RefusalReason. */
@@ -53,15 +57,29 @@ export const PEER_SERVER_OPTIONS: grpc.ServerOptions = {
 export interface RaftPeerServiceOptions {
   selfId: NodeId;
   clusterId: string;
-  /** Whether `id` may send to this node (a member, or a node being added). */
+  /** Whether `id` may send to this node (checked after the cluster id and the certificate). */
   isKnownPeer: (id: NodeId) => boolean;
   /** A checked message from a peer (RaftNode.receive). */
   onReceive: (m: Message) => void;
+  /**
+   * A peer that passed the checks says where it can be reached (its stream's
+   * `pgraft-from-address` header): the transport can answer it even before the
+   * catalog knows it (a joining node restored an old snapshot).
+   */
+  onPeerAddress?: (id: NodeId, address: string) => void;
+  /**
+   * Refuse peers without a verified TLS certificate (set with mTLS). A peer
+   * that presents one is always held to the node ids it names, whatever this says.
+   */
+  requirePeerCertificate?: boolean;
   stats?: TransportStats;
   logger?: TransportLogger;
   /** Largest snapshot accepted, in bytes (default 2 GiB). */
   maxSnapshotBytes?: number;
 }
+
+/** What the checks read of an incoming call (grpc-js does not export its ServerSurfaceCall). */
+type IncomingCall = Pick<grpc.ServerReadableStream<unknown, unknown>, "metadata" | "getAuthContext">;
 
 interface Refusal {
   reason: RefusalReason;
@@ -118,14 +136,28 @@ export class RaftPeerService {
     return { reason, code, details };
   }
 
-  /** The envelope every batch and chunk carries: cluster, sender, recipient. */
-  private checkEnvelope(clusterId: string, from: NodeId, to: NodeId): Refusal | undefined {
+  /**
+   * Who the peer of `call` is by its TLS certificate: undefined on a plaintext
+   * connection (nothing to bind), a refusal when a certificate is required and missing.
+   */
+  private identityOf(call: IncomingCall): PeerIdentity | Refusal | undefined {
+    const cert = call.getAuthContext().sslPeerCertificate;
+    if (cert) return certificateIdentity(cert, this.opts.clusterId);
+    if (!this.opts.requirePeerCertificate) return undefined;
+    return this.refusal("identity_mismatch", grpc.status.UNAUTHENTICATED, "the peer presented no verified TLS certificate (mTLS is required)");
+  }
+
+  /** The envelope every batch and chunk carries: cluster, sender (bound to `identity` when given), recipient. */
+  private checkEnvelope(clusterId: string, from: NodeId, to: NodeId, identity: PeerIdentity | undefined): Refusal | undefined {
     const { clusterId: ours, selfId } = this.opts;
     if (clusterId !== ours) {
       return this.refusal("cluster_id_mismatch", grpc.status.FAILED_PRECONDITION, `cluster id mismatch: expected ${ours}, got ${clusterId}`);
     }
     if (from === selfId) {
       return this.refusal("unknown_peer", grpc.status.PERMISSION_DENIED, `sender claims node id ${from}, which is this node's own id (two sidecars with one id?)`);
+    }
+    if (identity && !identity.ids.has(from)) {
+      return this.refusal("identity_mismatch", grpc.status.PERMISSION_DENIED, identityMismatch(identity, from, ours));
     }
     if (!this.opts.isKnownPeer(from)) {
       return this.refusal("unknown_peer", grpc.status.PERMISSION_DENIED, `node ${from} is not a known member of cluster ${ours}`);
@@ -136,13 +168,31 @@ export class RaftPeerService {
     return undefined;
   }
 
-  /** The same check on the stream's request headers, before any batch (absent headers are not checked). */
-  private checkHeaders(md: grpc.Metadata): Refusal | undefined {
+  /**
+   * The same check on the stream's request headers, before any batch (absent
+   * headers are not checked). A peer that passes and says where it listens is
+   * reported to onPeerAddress.
+   */
+  private checkHeaders(md: grpc.Metadata, identity: PeerIdentity | undefined): Refusal | undefined {
     const cluster = md.get(HEADER_CLUSTER_ID)[0];
     const from = md.get(HEADER_FROM)[0];
     const to = md.get(HEADER_TO)[0];
     if (cluster === undefined || from === undefined || to === undefined) return undefined;
-    return this.checkEnvelope(String(cluster), Number(String(from)), Number(String(to)));
+    const fromId = Number(String(from));
+    const r = this.checkEnvelope(String(cluster), fromId, Number(String(to)), identity);
+    if (r) return r;
+    const addr = md.get(HEADER_FROM_ADDRESS)[0];
+    if (addr === undefined) return undefined;
+    if (!isHostPort(String(addr))) return this.refusal("malformed", grpc.status.INVALID_ARGUMENT, `header ${HEADER_FROM_ADDRESS} is not a host:port: ${JSON.stringify(String(addr).slice(0, 100))}`);
+    this.opts.onPeerAddress?.(fromId, String(addr));
+    return undefined;
+  }
+
+  /** The identity check and the header check of a new call. */
+  private checkCall(call: IncomingCall): { identity: PeerIdentity | undefined } | Refusal {
+    const identity = this.identityOf(call);
+    if (identity && "reason" in identity) return identity;
+    return this.checkHeaders(call.metadata, identity) ?? { identity };
   }
 
   /** A message inside a batch (or the head of a snapshot) must agree with its envelope. */
@@ -217,8 +267,9 @@ export class RaftPeerService {
     const peer = call.getPeer();
     const t = this.track(call, callback);
     if (this.closed) return t.finish(statusError(grpc.status.UNAVAILABLE, `node ${this.opts.selfId} is shutting down`));
-    const hr = this.checkHeaders(call.metadata);
-    if (hr) return t.finish(this.refuse(hr, peer));
+    const checked = this.checkCall(call);
+    if ("reason" in checked) return t.finish(this.refuse(checked, peer));
+    const { identity } = checked;
     const accepted = new grpc.Metadata();
     accepted.set(HEADER_ACCEPTED, "1");
     call.sendMetadata(accepted);
@@ -226,7 +277,7 @@ export class RaftPeerService {
     let messages = 0;
     call.on("data", (batch: RaftBatch) => {
       if (t.isEnded()) return;
-      const env = this.checkEnvelope(batch.clusterId, batch.from, batch.to);
+      const env = this.checkEnvelope(batch.clusterId, batch.from, batch.to, identity);
       if (env) return t.finish(this.refuse(env, `node ${batch.from} (${peer})`));
       const out: Message[] = [];
       for (const w of batch.messages) {
@@ -250,8 +301,9 @@ export class RaftPeerService {
     const peer = call.getPeer();
     const t = this.track(call, callback);
     if (this.closed) return t.finish(statusError(grpc.status.UNAVAILABLE, `node ${this.opts.selfId} is shutting down`));
-    const hr = this.checkHeaders(call.metadata);
-    if (hr) return t.finish(this.refuse(hr, peer));
+    const checked = this.checkCall(call);
+    if ("reason" in checked) return t.finish(this.refuse(checked, peer));
+    const { identity } = checked;
     call.sendMetadata(new grpc.Metadata());
     let head: RaftMessage | undefined;
     let buf: Uint8Array | undefined;
@@ -259,7 +311,7 @@ export class RaftPeerService {
     const malformed = (details: string): void => t.finish(this.refuse(this.refusal("malformed", grpc.status.INVALID_ARGUMENT, details), peer));
     call.on("data", (c: SnapshotChunk) => {
       if (t.isEnded()) return;
-      const env = this.checkEnvelope(c.clusterId, c.from, c.to);
+      const env = this.checkEnvelope(c.clusterId, c.from, c.to, identity);
       if (env) return t.finish(this.refuse(env, `node ${c.from} (${peer})`));
       if (!head) {
         if (!c.message || c.message.type !== WireMessageType.SNAP || !c.message.snapshot) {
@@ -293,6 +345,11 @@ export class RaftPeerService {
       if (!t.isEnded()) malformed(`snapshot stream ended after ${received} bytes, before its last chunk`);
     });
   }
+}
+
+/** "host:port", "[v6]:port": what a sidecar advertises (a dialable address, never more than 255 characters). */
+function isHostPort(s: string): boolean {
+  return s.length <= 255 && /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):\d{1,5}$/.test(s);
 }
 
 function summary(batches: number, messages: number): StreamSummary {

@@ -8,6 +8,11 @@
 // reset once a peer accepts a stream). Snapshots go by InstallSnapshot in
 // 1 MiB chunks on a connection of their own, so heartbeats never wait behind
 // them; the outcome is reported through onSnapshotStatus.
+//
+// A peer's address comes from the address book (setPeer, kept in sync with the
+// catalog by the daemon) or, failing that, from the peer itself: every stream
+// names its sender's address, so a node whose catalog does not know a peer yet
+// (it restored an old snapshot while joining) can still answer it.
 import { create } from "@bufbuild/protobuf";
 import type { GenService } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
@@ -21,6 +26,7 @@ import {
   HEADER_ACCEPTED,
   HEADER_CLUSTER_ID,
   HEADER_FROM,
+  HEADER_FROM_ADDRESS,
   HEADER_TO,
   LogLimiter,
   MiB,
@@ -60,8 +66,12 @@ export interface GrpcPeerTransportOptions {
   onUnreachable: (id: NodeId) => void;
   /** Outcome of sending a snapshot (RaftNode.reportSnapshot). */
   onSnapshotStatus: (id: NodeId, ok: boolean) => void;
+  /** This node's own RaftPeer address, sent on every stream so that peers can answer before their catalog knows us. */
+  advertise?: string;
   /** Server side: may `id` send to us? Default: it is in the peer map. */
   isKnownPeer?: (id: NodeId) => boolean;
+  /** Server side: refuse peers without a verified TLS certificate naming their node id (set with mTLS). */
+  requirePeerCertificate?: boolean;
   logger?: TransportLogger;
   stats?: TransportStats;
   /** Test-only fault hook (FaultInjector.create() works only with PGRAFT_TEST_FAULTS=1). */
@@ -143,6 +153,7 @@ class PeerSender {
     md.set(HEADER_CLUSTER_ID, this.ctx.o.clusterId);
     md.set(HEADER_FROM, String(this.ctx.o.selfId));
     md.set(HEADER_TO, String(this.id));
+    if (this.ctx.o.advertise !== undefined) md.set(HEADER_FROM_ADDRESS, this.ctx.o.advertise);
     return md;
   }
 
@@ -358,7 +369,10 @@ export class GrpcPeerTransport implements Transport {
   readonly stats: TransportStats;
   private readonly o: GrpcPeerTransportOptions & Resolved;
   private readonly log: TransportLogger;
+  /** The address book (setPeer/removePeer). */
   private readonly addresses = new Map<NodeId, string>();
+  /** Addresses peers gave for themselves on their streams: used for ids the address book lacks. */
+  private readonly learned = new Map<NodeId, string>();
   private readonly senders = new Map<NodeId, PeerSender>();
   private readonly ctx: Context;
   private readonly delayTimers = new Set<NodeJS.Timeout>();
@@ -399,17 +413,41 @@ export class GrpcPeerTransport implements Transport {
     if (id === this.o.selfId || this.closed) return;
     if (this.addresses.get(id) === address) return;
     this.addresses.set(id, address);
-    this.senders.get(id)?.close();
-    this.senders.delete(id);
+    this.retarget(id);
   }
 
+  /**
+   * Drop `id` from the address book. An address the peer gave for itself stays:
+   * the catalog of a node catching up may not know yet the leader that feeds it.
+   */
   removePeer(id: NodeId): void {
-    this.addresses.delete(id);
-    this.senders.get(id)?.close();
+    if (!this.addresses.delete(id)) return;
+    this.retarget(id);
+  }
+
+  /** A peer that passed the server-side checks said where it listens. */
+  private learnAddress(id: NodeId, address: string): void {
+    if (id === this.o.selfId || this.closed || this.learned.get(id) === address) return;
+    // Ids come only from authenticated peers of this cluster; still, keep the map bounded.
+    if (this.learned.size >= 1024 && !this.learned.has(id)) this.learned.clear();
+    this.learned.set(id, address);
+    this.retarget(id);
+  }
+
+  /** Where messages to `id` go: the address book, else what the peer said. */
+  private addressOf(id: NodeId): string | undefined {
+    return this.addresses.get(id) ?? this.learned.get(id);
+  }
+
+  /** Close the sender to `id` if it no longer dials the address messages to `id` should take. */
+  private retarget(id: NodeId): void {
+    const s = this.senders.get(id);
+    if (!s || s.address === this.addressOf(id)) return;
+    s.close();
     this.senders.delete(id);
   }
 
-  /** The peers' addresses. */
+  /** The address book (without the addresses peers gave for themselves). */
   peers(): Map<NodeId, string> {
     return new Map(this.addresses);
   }
@@ -429,6 +467,8 @@ export class GrpcPeerTransport implements Transport {
       clusterId: this.o.clusterId,
       isKnownPeer: this.o.isKnownPeer ?? ((id) => this.hasPeer(id)),
       onReceive: this.o.onReceive,
+      onPeerAddress: (id, address) => this.learnAddress(id, address),
+      ...(this.o.requirePeerCertificate ? { requirePeerCertificate: true } : {}),
       stats: this.stats,
       logger: this.log,
     });
@@ -502,7 +542,7 @@ export class GrpcPeerTransport implements Transport {
   private sender(id: NodeId): PeerSender | undefined {
     let s = this.senders.get(id);
     if (s) return s;
-    const addr = this.addresses.get(id);
+    const addr = this.addressOf(id);
     if (addr === undefined) return undefined;
     s = new PeerSender(id, addr, this.ctx);
     this.senders.set(id, s);

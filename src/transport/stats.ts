@@ -3,9 +3,13 @@
 // and the receiving side (RaftPeerService) of a sidecar.
 import { MESSAGE_TYPE_NAMES, type MessageTypeName } from "./convert.js";
 
-/** Why an incoming stream (or snapshot) was refused. */
-export type RefusalReason = "cluster_id_mismatch" | "unknown_peer" | "wrong_recipient" | "malformed";
-export const REFUSAL_REASONS: readonly RefusalReason[] = ["cluster_id_mismatch", "unknown_peer", "wrong_recipient", "malformed"];
+/**
+ * Why an incoming stream (or snapshot) was refused. identity_mismatch: the node
+ * id the peer claims is not one its TLS certificate names (or, with mTLS, it
+ * presented no certificate).
+ */
+export type RefusalReason = "cluster_id_mismatch" | "identity_mismatch" | "unknown_peer" | "wrong_recipient" | "malformed";
+export const REFUSAL_REASONS: readonly RefusalReason[] = ["cluster_id_mismatch", "identity_mismatch", "unknown_peer", "wrong_recipient", "malformed"];
 
 export interface TransportStats {
   /** Messages written to a peer's stream (Snap: snapshot transfers started), by type. */
@@ -42,8 +46,8 @@ export function newTransportStats(): TransportStats {
     sent: perType(),
     received: perType(),
     dropped: perType(),
-    refused: { cluster_id_mismatch: 0, unknown_peer: 0, wrong_recipient: 0, malformed: 0 },
-    refusedByPeer: { cluster_id_mismatch: 0, unknown_peer: 0, wrong_recipient: 0, malformed: 0, other: 0 },
+    refused: { cluster_id_mismatch: 0, identity_mismatch: 0, unknown_peer: 0, wrong_recipient: 0, malformed: 0 },
+    refusedByPeer: { cluster_id_mismatch: 0, identity_mismatch: 0, unknown_peer: 0, wrong_recipient: 0, malformed: 0, other: 0 },
     reconnects: 0,
     streamFailures: 0,
     faultDropped: 0,

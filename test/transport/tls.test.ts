@@ -3,43 +3,14 @@
 // certificate comes from another CA, or that speaks plaintext, is refused; and
 // unreadable or malformed files fail with the path in the message.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { GrpcPeerTransport } from "../../src/transport/peer-transport.js";
 import { TlsConfigError, clientCredentials, serverCredentials, type MtlsFiles } from "../../src/transport/tls.js";
+import { hasOpenssl, makeCa, makeCert } from "./certs.js";
 import { MessageType, Recorder, msg, startServer, stop, waitFor, type Running } from "./helpers.js";
-
-function hasOpenssl(): boolean {
-  try {
-    execFileSync("openssl", ["version"], { stdio: "ignore" });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const openssl = (dir: string, ...args: string[]): void => {
-  execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
-};
-
-/** A CA (ECDSA P-256) and its key in `dir`. */
-function makeCa(dir: string, name: string): void {
-  openssl(dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.crt`, "-days", "2", "-subj", `/CN=${name}`);
-}
-
-/** A certificate for 127.0.0.1/localhost, usable as server and client, signed by `ca`. */
-function makeCert(dir: string, ca: string, name: string, san = "IP:127.0.0.1,DNS:localhost"): MtlsFiles {
-  writeFileSync(
-    join(dir, `${name}.ext`),
-    `basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${san}\n`,
-  );
-  openssl(dir, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${name}`);
-  openssl(dir, "x509", "-req", "-in", `${name}.csr`, "-CA", `${ca}.crt`, "-CAkey", `${ca}.key`, "-set_serial", String(Date.now()), "-out", `${name}.crt`, "-days", "2", "-extfile", `${name}.ext`);
-  return { caFile: join(dir, `${ca}.crt`), certFile: join(dir, `${name}.crt`), keyFile: join(dir, `${name}.key`) };
-}
 
 describe("mTLS between sidecars", { skip: hasOpenssl() ? false : "the openssl CLI is not installed" }, () => {
   let dir = "";
@@ -54,10 +25,10 @@ describe("mTLS between sidecars", { skip: hasOpenssl() ? false : "the openssl CL
     dir = mkdtempSync(join(tmpdir(), "pgraft-tls-"));
     makeCa(dir, "ca");
     makeCa(dir, "other-ca");
-    n1 = makeCert(dir, "ca", "node1");
-    n2 = makeCert(dir, "ca", "node2");
-    rogue = makeCert(dir, "other-ca", "rogue");
-    named = makeCert(dir, "ca", "named", "DNS:pgraft-peer.test");
+    n1 = makeCert(dir, "ca", "node1", { node: 1 });
+    n2 = makeCert(dir, "ca", "node2", { node: 2 });
+    rogue = makeCert(dir, "other-ca", "rogue", { node: 3 });
+    named = makeCert(dir, "ca", "named", { san: "DNS:pgraft-peer.test,URI:pgraft://c1/node/5" });
   });
 
   after(() => {
@@ -141,18 +112,19 @@ describe("mTLS between sidecars", { skip: hasOpenssl() ? false : "the openssl CL
     await waitFor("the name check failing", () => r1.unreachable.includes(5));
     assert.equal(rn.received.length, 0);
 
-    const r6 = new Recorder();
-    const t6 = new GrpcPeerTransport({
-      selfId: 6,
+    // Node 2's certificate, for node 2 (its id is bound to it).
+    const rn2 = new Recorder();
+    const tn2 = new GrpcPeerTransport({
+      selfId: 2,
       clusterId: "c1",
       credentials: clientCredentials({ ...n2, serverName: "pgraft-peer.test" }),
       peers: [[5, srv.s.address]],
       onReceive: () => {},
-      onUnreachable: (p) => r6.unreachable.push(p),
+      onUnreachable: (p) => rn2.unreachable.push(p),
       onSnapshotStatus: () => {},
     });
-    transports.push(t6);
-    t6.send([msg({ type: MessageType.Heartbeat, from: 6, to: 5 })]);
+    transports.push(tn2);
+    tn2.send([msg({ type: MessageType.Heartbeat, from: 2, to: 5 })]);
     await waitFor("the heartbeat with serverName", () => rn.received.length === 1);
   });
 
