@@ -153,6 +153,9 @@ export class RaftPeerService {
     if (clusterId !== ours) {
       return this.refusal("cluster_id_mismatch", grpc.status.FAILED_PRECONDITION, `cluster id mismatch: expected ${ours}, got ${clusterId}`);
     }
+    if (!Number.isInteger(from) || from < 1 || from > 0xffffffff) {
+      return this.refusal("malformed", grpc.status.INVALID_ARGUMENT, `sender ${from} is not a node id (1..4294967295)`);
+    }
     if (from === selfId) {
       return this.refusal("unknown_peer", grpc.status.PERMISSION_DENIED, `sender claims node id ${from}, which is this node's own id (two sidecars with one id?)`);
     }
@@ -178,6 +181,9 @@ export class RaftPeerService {
     const from = md.get(HEADER_FROM)[0];
     const to = md.get(HEADER_TO)[0];
     if (cluster === undefined || from === undefined || to === undefined) return undefined;
+    if (!/^\d{1,10}$/.test(String(from))) {
+      return this.refusal("malformed", grpc.status.INVALID_ARGUMENT, `header ${HEADER_FROM} is not a node id: ${JSON.stringify(String(from).slice(0, 100))}`);
+    }
     const fromId = Number(String(from));
     const r = this.checkEnvelope(String(cluster), fromId, Number(String(to)), identity);
     if (r) return r;

@@ -68,7 +68,7 @@ describe("answering a peer at the address it gave", () => {
     assert.equal(rl.received.length, 0);
   });
 
-  test("a malformed address header is refused", async (t) => {
+  test("a malformed address header or sender id is refused", async (t) => {
     const rj = new Recorder();
     const joiner = transport(rj, { selfId: 5, clusterId: "c1", isKnownPeer: () => true });
     t.after(() => joiner.close());
@@ -88,5 +88,24 @@ describe("answering a peer at the address it gave", () => {
     assert.equal(err?.code, grpc.status.INVALID_ARGUMENT);
     assert.match(err?.details ?? "", /pgraft-from-address is not a host:port/);
     assert.equal(joiner.stats.refused.malformed, 1);
+
+    // Every peer of the cluster may talk to a joiner, but only under a node id.
+    const attempt = (from: string, batchFrom: number): Promise<grpc.ServiceError | null> => {
+      const m = new grpc.Metadata();
+      m.set(HEADER_CLUSTER_ID, "c1");
+      m.set(HEADER_FROM, from);
+      m.set(HEADER_TO, "5");
+      return new Promise((resolve) => {
+        const call = client.methods.stream((e) => resolve(e), { metadata: m });
+        call.write(create(RaftBatchSchema, { clusterId: "c1", from: batchFrom, to: 5, messages: [] }));
+      });
+    };
+    const byHeader = await attempt("four", 4);
+    assert.equal(byHeader?.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(byHeader?.details ?? "", /header pgraft-from is not a node id: "four"/);
+    const byBatch = await attempt("4", 0);
+    assert.match(byBatch?.details ?? "", /sender 0 is not a node id/);
+    assert.equal(joiner.stats.refused.malformed, 3);
+    assert.equal(rj.received.length, 0);
   });
 });
