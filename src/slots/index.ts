@@ -9,15 +9,20 @@
 //   await dp.catchUp({ source: "b", parting: "p" }); // …but what b has of p's changes and we lack
 //   await dp.stop();                  // or dp.abort(): drop everything, as a crash would
 //
+// Its PostgreSQL may restart under it: the admin connection (slots, the
+// group slot's advance, status) is a ReconnectingClient, the receivers run
+// their own reconnecting session loop (receiver.ts), and status() answers
+// while the server is down (slots `unknown`, `connection` says since when).
+//
 // See README.md for the pieces and the guarantees.
-import type pg from "pg";
 import { Applier, type NodeRef } from "./applier.js";
 import { catchUpFrom, type CatchUpResult } from "./catchup.js";
-import { connectClient, destroyClient, sqlState } from "./connection.js";
+import { sqlState } from "./connection.js";
 import { ensureLocalObjects } from "./local-objects.js";
 import { formatLsn, parseLsn } from "./lsn.js";
 import { catchupSlotName, originName } from "./naming.js";
 import { Provider, type SlotInfo } from "./provider.js";
+import { ReconnectingClient, type ConnectionState } from "./reconnect.js";
 import { Receiver, type ReceiverStatus, type StateChange } from "./receiver.js";
 import { checkSettings, SettingsError } from "./settings-check.js";
 import { errorText, silentLogger, type PeerSpec, type SlotsLogger } from "./types.js";
@@ -31,6 +36,7 @@ export { dropPgraftSlot, type SlotInfo, type SlotState } from "./provider.js";
 export { dropSlots, leaveGroup, staleSlots, type LeaveGroupOptions, type LeaveGroupResult, type StaleSlotsOptions } from "./leave-group.js";
 export { ensureOrigin, recreateOrigin, retireOrigin, retiredOriginName, unknownWriterOriginName } from "./origins.js";
 export type { ReceiverState, ReceiverStatus, StateChange } from "./receiver.js";
+export type { ConnectionState } from "./reconnect.js";
 export type { PeerSpec, SlotsLogger } from "./types.js";
 
 export interface DataPlaneOptions {
@@ -86,6 +92,8 @@ export interface DataPlaneStatus {
   receivers: ReceiverStatus[];
   /** Peers we do not receive from (stopReceiving, or a part's catch-up): their slots and origins stay. */
   notReceiving: string[];
+  /** The admin connection to this node's PostgreSQL (down: the slots are `unknown`). */
+  connection: ConnectionState;
 }
 
 export class DataPlane {
@@ -103,11 +111,12 @@ export class DataPlane {
   private readonly catchups = new Map<string, AbortController>();
   private timer: NodeJS.Timeout | undefined;
   private maintaining = false;
+  private maintenanceError = "";
   private stopped = false;
 
   private constructor(
     private readonly opts: DataPlaneOptions,
-    private readonly admin: pg.Client,
+    private readonly admin: ReconnectingClient,
     private readonly provider: Provider,
     private readonly log: SlotsLogger,
   ) {
@@ -122,12 +131,20 @@ export class DataPlane {
   static async start(opts: DataPlaneOptions): Promise<DataPlane> {
     validate(opts, opts.peers);
     const log = opts.log ?? silentLogger;
-    const admin = await connectClient(opts.localDsn, "pgraft_slots", (e) => log.warn("data plane admin connection lost", { error: e.message }));
+    const admin = new ReconnectingClient({
+      dsn: opts.localDsn,
+      applicationName: "pgraft_slots",
+      what: "data plane admin connection to the local PostgreSQL",
+      log,
+      minMs: opts.reconnectMinMs,
+      maxMs: opts.reconnectMaxMs,
+    });
     try {
-      const report = await checkSettings(admin, { peers: opts.peers.length });
+      const c = await admin.open();
+      const report = await checkSettings(c, { peers: opts.peers.length });
       for (const w of report.warnings) log.warn(w);
       if (!report.ok) throw new SettingsError(report);
-      await ensureLocalObjects(admin);
+      await ensureLocalObjects(c);
       const provider = new Provider(admin, { db: opts.db, group: opts.group, log, catchupThresholdBytes: opts.catchupThresholdBytes });
       await provider.ensurePublication();
       await provider.ensureReplicaIdentity();
@@ -141,7 +158,7 @@ export class DataPlane {
       }
       return dp;
     } catch (e) {
-      await admin.end().catch(() => undefined);
+      await admin.close();
       throw e;
     }
   }
@@ -175,12 +192,16 @@ export class DataPlane {
     }
     for (const p of peers) {
       this.known.set(originName(this.opts.db, this.opts.group, p.name), { name: p.name, id: p.id });
-      await this.provider.ensureNodeSlot(p.name, { fromGroupSlot: o.newSlotsFromGroupSlot === true });
+      await this.provider.ensureNodeSlot(this.slotPeer(p), { fromGroupSlot: o.newSlotsFromGroupSlot === true });
     }
     this.peers = peers.map((p) => ({ ...p }));
     this.held = held;
     for (const p of this.peers) if (!held.has(p.name)) this.startReceiver(p);
     await this.dropPendingOrigins();
+  }
+
+  private slotPeer(p: PeerSpec): { name: string; dsn: string; originForUs: string } {
+    return { name: p.name, dsn: p.dsn, originForUs: originName(this.opts.db, this.opts.group, this.opts.nodeName) };
   }
 
   private startReceiver(p: PeerSpec): void {
@@ -318,17 +339,25 @@ export class DataPlane {
     return p;
   }
 
-  /** Slots here and receivers from each peer. */
+  /** Slots here and receivers from each peer; while this node's PostgreSQL cannot be reached, the slots are `unknown` (or `slot_lost`). */
   async status(): Promise<DataPlaneStatus> {
+    const names = this.peers.map((p) => p.name);
+    let slots: SlotInfo[];
+    try {
+      slots = await this.provider.slots(names);
+    } catch (e) {
+      slots = this.provider.offlineSlots(names, `this node's PostgreSQL cannot be reached: ${errorText(e)}`);
+    }
     return {
       node: this.opts.nodeName,
       group: this.opts.group,
       db: this.opts.db,
       publication: this.provider.publication,
       groupSlot: this.provider.groupSlot,
-      slots: await this.provider.slots(this.peers.map((p) => p.name)),
+      slots,
       receivers: [...this.receivers.values()].map((r) => r.status()),
       notReceiving: [...this.held],
+      connection: this.admin.state(),
     };
   }
 
@@ -344,11 +373,18 @@ export class DataPlane {
     if (this.maintaining || this.stopped) return;
     this.maintaining = true;
     try {
+      // A node slot that vanished is found lost (not made again).
+      for (const p of this.peers) await this.provider.ensureNodeSlot(this.slotPeer(p));
       await this.provider.ensureReplicaIdentity();
       await this.advanceGroupSlot();
       await this.dropPendingOrigins();
+      this.maintenanceError = "";
     } catch (e) {
-      this.log.warn("data plane maintenance failed", { error: errorText(e) });
+      // Once per distinct error; an outage of the server itself is the admin connection's to report (once).
+      const error = errorText(e);
+      if (error !== this.maintenanceError && this.admin.state().connected) this.log.warn("data plane maintenance failed", { error });
+      else this.log.debug("data plane maintenance failed", { error });
+      this.maintenanceError = error;
     } finally {
       this.maintaining = false;
     }
@@ -362,7 +398,7 @@ export class DataPlane {
     for (const c of this.catchups.values()) c.abort();
     await Promise.all([...this.receivers.values()].map((r) => r.stop()));
     this.receivers.clear();
-    await this.admin.end().catch(() => undefined);
+    await this.admin.close();
   }
 
   /** Drop every connection at once, as if the sidecar were killed (kill -9). The slots stay. */
@@ -373,8 +409,26 @@ export class DataPlane {
     for (const c of this.catchups.values()) c.abort();
     for (const r of this.receivers.values()) r.abort();
     this.receivers.clear();
-    destroyClient(this.admin);
+    this.admin.destroy();
   }
+}
+
+/**
+ * The data plane's line of pgraft_health_check(): critical while a slot is
+ * lost (here, or the one we stream from a peer), warning while this node's
+ * PostgreSQL cannot be reached, ok otherwise.
+ */
+export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warning" | "critical"; detail: string } {
+  const lost = [
+    ...st.slots.filter((s) => s.state === "slot_lost").map((s) => s.error ?? `slot ${s.name} lost`),
+    ...st.receivers.filter((r) => r.state === "slot_lost").map((r) => r.lastError ?? `the slot ${r.slot} on ${r.peer} is lost`),
+  ];
+  if (lost.length) return { severity: "critical", detail: lost.join("; ") };
+  if (!st.connection.connected && st.connection.downSince) {
+    return { severity: "warning", detail: `the data plane cannot reach this node's PostgreSQL since ${st.connection.downSince.toISOString()}: ${st.connection.lastError ?? "not connected"}` };
+  }
+  const streaming = st.receivers.filter((r) => r.state === "streaming" || r.state === "catchup").length;
+  return { severity: "ok", detail: `node ${st.node} in group ${st.group}: ${st.slots.length - 1} node slot(s), ${streaming} of ${st.receivers.length} stream(s) from peers running` };
 }
 
 /** DataPlane.start, as a function. */

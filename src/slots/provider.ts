@@ -6,6 +6,21 @@
 //
 // Only pgraft's own slots (prefix `bdr_`, named by naming.ts) are created,
 // advanced or dropped; an operator's slots are never touched.
+//
+// A node slot is made once per membership of its peer, never again behind its
+// back (issue 10): a slot that vanished (dropped by hand, or invalidated by
+// max_slot_wal_keep_size) after its peer streamed from it means the peer may
+// lack changes made here since, and a new slot would start now and skip them
+// silently. Such a slot is `slot_lost` (node_slots, the log once, the health
+// check) until the peer is resynced (parted and joined again; forgetting the
+// peer clears it). "Its peer streamed from it": this process saw the slot, or
+// the peer's origin for this node has progress (a slot missing at start; a
+// peer that cannot be asked then gets a new slot, with a warning — its own
+// receiver is the second line, see receiver.ts).
+//
+// The admin connection comes from a ReconnectingClient (reconnect.ts): each
+// operation takes the live client once and uses it throughout, so a
+// transaction never straddles two sessions.
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, parseLsn } from "./lsn.js";
@@ -14,7 +29,7 @@ import { assertPgraftSlot, groupSlotName, nodeSlotName, publicationName } from "
 import { APPLY_LOCK_KEY, quoteIdent } from "./statements.js";
 import { errorText, sleep, within, type SlotsLogger } from "./types.js";
 
-export type SlotState = "streaming" | "catchup" | "disconnected" | "missing" | "inactive";
+export type SlotState = "streaming" | "catchup" | "disconnected" | "missing" | "inactive" | "slot_lost" | "unknown";
 
 export interface SlotInfo {
   name: string;
@@ -24,9 +39,14 @@ export interface SlotInfo {
   /**
    * node slot: `streaming` (a peer streams it and is within the threshold),
    * `catchup` (streams it, further behind), `disconnected` (nobody streams it:
-   * the peer is down), `missing`; group slot: `inactive` (never streamed) or `missing`.
+   * the peer is down), `missing` (not made yet), `slot_lost` (it vanished or
+   * was invalidated after the peer streamed from it: see `error`); group
+   * slot: `inactive` (never streamed) or `missing`; any: `unknown` (this
+   * node's PostgreSQL cannot be reached now).
    */
   state: SlotState;
+  /** Why the slot is `slot_lost` (and how to recover), or why its state is `unknown`. */
+  error?: string;
   active: boolean;
   confirmedFlushLsn: string | null;
   restartLsn: string | null;
@@ -48,6 +68,7 @@ interface SlotRow {
   slot_type: string;
   database: string | null;
   active: string | boolean;
+  wal_status: string | null;
   confirmed_flush_lsn: string | null;
   restart_lsn: string | null;
   lag: string | null;
@@ -77,6 +98,21 @@ const MAX_CANDIDATES = 32;
 /** How long a peer may take to answer the hold-back's progress question before the slot stays where it is this time. */
 const PEER_TIMEOUT_MS = 5_000;
 
+/** Where the provider gets its admin connection (a ReconnectingClient). */
+export interface ClientSource {
+  client(): Promise<pg.Client>;
+}
+
+/** A peer as ensureNodeSlot needs it: to ask, when its slot is missing, whether it has streamed from it before. */
+export interface NodeSlotPeer {
+  name: string;
+  dsn: string;
+  /** The peer's origin for this node (originName(db, group, this node)): progress there means it has streamed from us. */
+  originForUs: string;
+}
+
+export type NodeSlotOutcome = "created" | "copied" | "exists" | "slot_lost";
+
 export class Provider {
   readonly groupSlot: string;
   readonly publication: string;
@@ -84,9 +120,15 @@ export class Provider {
   private lock: Promise<unknown> = Promise.resolve();
   /** Where the group slot may go, oldest first (see advanceGroupSlot). */
   private candidates: Candidate[] = [];
+  /** The client of the operation running now (exclusive() takes the live one from the source each time). */
+  private client!: pg.Client;
+  /** Node slots seen to exist in this process (while their peer was a peer). */
+  private readonly seen = new Set<string>();
+  /** Node slots lost, with why (see the header); cleared only when the peer is forgotten (dropNodeSlot). */
+  private readonly lost = new Map<string, { peer: string; error: string; at: Date }>();
 
   constructor(
-    private readonly client: pg.Client,
+    private readonly source: ClientSource,
     private readonly opts: ProviderOptions,
   ) {
     this.groupSlot = groupSlotName(opts.db, opts.group);
@@ -94,7 +136,11 @@ export class Provider {
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.lock.then(fn, fn);
+    const take = async (): Promise<T> => {
+      this.client = await this.source.client();
+      return fn();
+    };
+    const run = this.lock.then(take, take);
     this.lock = run.catch(() => undefined);
     return run;
   }
@@ -134,15 +180,47 @@ export class Provider {
    * The slot `peer` streams from. `fromGroupSlot`: a copy of the group slot,
    * so the peer starts at the oldest position every member has confirmed
    * (what a join or part needs); otherwise a new slot starts now.
+   *
+   * Made only for a peer that has not streamed from it before (see the
+   * header): `slot_lost` when it vanished or was invalidated after that
+   * (logged once; it is not made again). A missing slot whose peer cannot be
+   * asked is made (with a warning): a new peer must not miss what is written
+   * here meanwhile.
    */
-  ensureNodeSlot(peer: string, o: { fromGroupSlot?: boolean } = {}): Promise<"created" | "copied" | "exists"> {
+  ensureNodeSlot(peer: NodeSlotPeer, o: { fromGroupSlot?: boolean } = {}): Promise<NodeSlotOutcome> {
     return this.exclusive(() => this.ensureNodeSlotNow(peer, o));
   }
 
-  private async ensureNodeSlotNow(peer: string, o: { fromGroupSlot?: boolean } = {}): Promise<"created" | "copied" | "exists"> {
-    const name = this.nodeSlot(peer);
+  private async ensureNodeSlotNow(peer: NodeSlotPeer, o: { fromGroupSlot?: boolean } = {}): Promise<NodeSlotOutcome> {
+    const name = this.nodeSlot(peer.name);
+    if (this.lost.has(name)) return "slot_lost";
+    const row = await this.slotRow(name);
+    if (row) {
+      if (this.lostIfInvalid(peer.name, name, row)) return "slot_lost";
+      const r = await this.ensureSlot(name);
+      this.seen.add(name);
+      return r;
+    }
+    if (this.seen.has(name)) {
+      this.markLost(peer.name, name, "vanished (dropped?) while this node ran");
+      return "slot_lost";
+    }
+    const streamed = await peerHasStreamed(peer);
+    if (streamed === undefined) {
+      // Made anyway: a new peer (a joiner's first start with a member down) must not lose what is written here meanwhile.
+      // Its receiver still refuses a slot that stands beyond what it confirmed in its process (receiver.ts).
+      this.opts.log.warn("node slot missing and its peer cannot be asked whether it streamed from it before: made now", { slot: name, peer: peer.name });
+    } else if (streamed) {
+      this.markLost(peer.name, name, `is missing, though ${peer.name} has streamed from it (its origin ${peer.originForUs} has progress)`);
+      return "slot_lost";
+    }
+    const made = await this.makeNodeSlot(peer.name, name, o);
+    this.seen.add(name);
+    return made;
+  }
+
+  private async makeNodeSlot(peer: string, name: string, o: { fromGroupSlot?: boolean }): Promise<"created" | "copied" | "exists"> {
     if (!o.fromGroupSlot) return this.ensureSlot(name);
-    if (await this.slotRow(name)) return this.ensureSlot(name);
     try {
       await this.client.query("SELECT pg_copy_logical_replication_slot($1, $2)", [this.groupSlot, name]);
       this.opts.log.info("node slot copied from the group slot", { slot: name, peer });
@@ -155,7 +233,7 @@ export class Provider {
 
   private async slotRow(name: string): Promise<SlotRow | undefined> {
     const r = await this.client.query<SlotRow>(
-      `SELECT slot_name, plugin, slot_type, database, active::text AS active, confirmed_flush_lsn::text, restart_lsn::text,
+      `SELECT slot_name, plugin, slot_type, database, active::text AS active, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
               pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS lag
          FROM pg_replication_slots WHERE slot_name = $1`,
       [name],
@@ -184,12 +262,36 @@ export class Provider {
     }
   }
 
+  /** A node slot that PostgreSQL invalidated (max_slot_wal_keep_size): lost. */
+  private lostIfInvalid(peer: string, name: string, row: SlotRow): boolean {
+    if (row.wal_status !== "lost") return false;
+    this.markLost(peer, name, "was invalidated by PostgreSQL (wal_status lost: it fell behind max_slot_wal_keep_size)");
+    return true;
+  }
+
+  private markLost(peer: string, name: string, how: string): void {
+    if (this.lost.has(name)) return;
+    const error =
+      `replication slot ${name}, which ${peer} streams this node's changes from, ${how}: ${peer} may lack changes made here since it last confirmed. ` +
+      `The slot is not made again (a new one would start now and skip them silently); resync ${peer}: part it, drop it, empty its database and join it again (README: "Resyncing a node")`;
+    this.lost.set(name, { peer, error, at: new Date() });
+    this.opts.log.error("node slot lost", { slot: name, peer, error });
+  }
+
   /**
    * Drop the node slot of a parted peer. A walsender still streaming it is
-   * terminated first (the peer is leaving). False when there was none.
+   * terminated first (the peer is leaving). False when there was none. The
+   * peer's slot is then no longer known here, nor lost: a new membership of
+   * the same name gets a new slot.
    */
   dropNodeSlot(peer: string, timeoutMs = 10_000): Promise<boolean> {
-    return this.exclusive(() => this.dropSlotNow(this.nodeSlot(peer), timeoutMs, { peer }));
+    const name = this.nodeSlot(peer);
+    return this.exclusive(async () => {
+      const dropped = await this.dropSlotNow(name, timeoutMs, { peer });
+      this.seen.delete(name);
+      this.lost.delete(name);
+      return dropped;
+    });
   }
 
   /** Drop one of pgraft's slots here (a walsender streaming it is terminated first). False when there was none. */
@@ -377,13 +479,45 @@ export class Provider {
     return this.exclusive(() => this.slotsNow(peers));
   }
 
+  /** The same rows without asking PostgreSQL (it cannot be reached: `error` says why): `unknown`, or `slot_lost` as known here. */
+  offlineSlots(peers: string[], error: string): SlotInfo[] {
+    const row = (name: string, kind: "group" | "node", peer?: string): SlotInfo => {
+      const lost = this.lost.get(name);
+      return {
+        name,
+        kind,
+        ...(peer !== undefined ? { peer } : {}),
+        state: lost ? "slot_lost" : "unknown",
+        error: lost ? lost.error : error,
+        active: false,
+        confirmedFlushLsn: null,
+        restartLsn: null,
+        lagBytes: null,
+      };
+    };
+    return [row(this.groupSlot, "group"), ...peers.map((p) => row(this.nodeSlot(p), "node", p))];
+  }
+
+  /** The node slots lost here (see the header), by peer. */
+  lostSlots(): { slot: string; peer: string; error: string; at: Date }[] {
+    return [...this.lost].map(([slot, l]) => ({ slot, ...l }));
+  }
+
   private async slotsNow(peers: string[]): Promise<SlotInfo[]> {
     const threshold = BigInt(this.opts.catchupThresholdBytes ?? 1 << 20);
     const info = (name: string, kind: "group" | "node", row: SlotRow | undefined, peer?: string): SlotInfo => {
+      if (kind === "node" && peer !== undefined) {
+        // A node slot seen here that is gone now, or invalidated: lost (it stays so, even if one appears again).
+        if (row) {
+          if (!this.lostIfInvalid(peer, name, row)) this.seen.add(name);
+        } else if (this.seen.has(name)) this.markLost(peer, name, "vanished (dropped?) while this node ran");
+      }
+      const lost = this.lost.get(name);
       const lag = row?.lag ? BigInt(row.lag) : null;
       const active = row ? truthy(row.active) : false;
       let state: SlotState;
-      if (!row) state = "missing";
+      if (lost) state = "slot_lost";
+      else if (!row) state = "missing";
       else if (kind === "group") state = "inactive";
       else if (!active) state = "disconnected";
       else state = lag !== null && lag > threshold ? "catchup" : "streaming";
@@ -392,6 +526,7 @@ export class Provider {
         kind,
         ...(peer !== undefined ? { peer } : {}),
         state,
+        ...(lost ? { error: lost.error } : {}),
         active,
         confirmedFlushLsn: row?.confirmed_flush_lsn ?? null,
         restartLsn: row?.restart_lsn ?? null,
@@ -429,6 +564,28 @@ async function peerView(p: HoldBackPeer, peers: HoldBackPeer[], o: { db: string;
   } finally {
     await within(c.end(), 2_000);
     destroyClient(c);
+  }
+}
+
+/**
+ * Whether `p` has streamed from its node slot here before: its origin for
+ * this node has progress (set at its first session, or by its join).
+ * Undefined when it cannot be asked now.
+ */
+async function peerHasStreamed(p: NodeSlotPeer): Promise<boolean | undefined> {
+  let c: pg.Client | undefined;
+  try {
+    c = await connectClient(p.dsn, "pgraft_slotcheck", () => undefined, { connectionTimeoutMillis: PEER_TIMEOUT_MS, statement_timeout: PEER_TIMEOUT_MS });
+    const r = await c.query<{ lsn: string | null }>("SELECT pg_replication_origin_progress(roname, false)::text AS lsn FROM pg_replication_origin WHERE roname = $1", [p.originForUs]);
+    const lsn = r.rows[0]?.lsn;
+    return lsn !== undefined && lsn !== null && parseLsn(lsn) > 0n;
+  } catch {
+    return undefined;
+  } finally {
+    if (c) {
+      await within(c.end(), 2_000);
+      destroyClient(c);
+    }
   }
 }
 

@@ -23,7 +23,26 @@
 // State (seed 004's node_slots.state, seen from the receiving side):
 // `catchup` while the peer's current WAL position is more than a threshold
 // ahead of what is durable here, `streaming` once within it, `disconnected`
-// between sessions (reconnecting with backoff), `stopped` after stop().
+// between sessions (reconnecting with backoff), `slot_lost` (below),
+// `stopped` after stop().
+//
+// Either PostgreSQL may restart (or crash) under a session: every connection
+// of the session (the probe and the walsender on the peer, the applier and
+// its flusher here) is then closed and a new session starts after a capped
+// exponential backoff, from the origin's progress again (exactly once: what
+// the server lost in an immediate restart was never confirmed). An outage is
+// logged once (warn), its end once (info).
+//
+// A lost slot (issue 10) never lets changes be skipped: once this node has
+// streamed from its slot on the peer (our origin for the peer has progress,
+// or this process confirmed a position), the slot missing for longer than
+// SLOT_GRACE_MS, missing and then back, invalidated (wal_status lost), or
+// ahead of anything this process confirmed or applied (made again, or moved,
+// by hand) means the peer's changes in between may never reach this node. The
+// receiver then stops for good in state `slot_lost`, with the error in
+// lastError and the log (error, once); a resync of this node repairs it (part
+// it and join it again). The grace covers a part: the peer drops its slot
+// for a parted node a moment before that node's data plane stops.
 import type pg from "pg";
 import { LogicalReplicationService } from "pg-logical-replication";
 import { Applier, type ApplierStats, type NodeRef } from "./applier.js";
@@ -31,9 +50,16 @@ import { clientConfig, connectClient, destroyClient, sqlState } from "./connecti
 import { TextPgoutputPlugin, TransactionAssembler } from "./decoder.js";
 import { formatLsn, maxLsn, parseLsn } from "./lsn.js";
 import { nodeSlotName, originName, publicationName } from "./naming.js";
+import { Backoff, Outage } from "./reconnect.js";
 import { errorText, within, type PeerSpec, type SlotsLogger } from "./types.js";
 
-export type ReceiverState = "disconnected" | "catchup" | "streaming" | "stopped";
+export type ReceiverState = "disconnected" | "catchup" | "streaming" | "slot_lost" | "stopped";
+
+/** How long our slot on the peer may be missing (after we streamed from it) before it is taken for lost. */
+export const SLOT_GRACE_MS = 10_000;
+
+/** The slot we stream from is lost (see the header): no new session. */
+export class SlotLostError extends Error {}
 
 export interface StateChange {
   peer: string;
@@ -119,12 +145,18 @@ export class Receiver {
   private upstream: bigint | undefined;
   private lastError: string | null = null;
   private sessions = 0;
+  /** The highest position this process confirmed on the slot, or saw it at (the slot cannot legitimately be ahead of it). */
+  private everConfirmed = 0n;
+  /** When the slot was first found missing although we had streamed from it. */
+  private vanishedAt: number | undefined;
+  private readonly outage: Outage;
   private readonly totals: ApplierStats = { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, conflicts: 0, slowPathTransactions: 0 };
 
   constructor(opts: ReceiverOptions) {
     this.opts = opts;
     this.slot = nodeSlotName(opts.db, opts.group, opts.localNode.name);
     this.origin = originName(opts.db, opts.group, opts.peer.name);
+    this.outage = new Outage(opts.log, `replication from peer ${opts.peer.name}`, { peer: opts.peer.name, slot: this.slot });
   }
 
   get peerName(): string {
@@ -182,23 +214,25 @@ export class Receiver {
   // ------------------------------------------------------------------ the session loop
 
   private async run(): Promise<void> {
-    const min = this.opts.reconnectMinMs ?? 200;
-    const max = this.opts.reconnectMaxMs ?? 10_000;
-    let delay = min;
+    const backoff = new Backoff(this.opts.reconnectMinMs ?? 200, this.opts.reconnectMaxMs ?? 10_000);
+    let lost: SlotLostError | undefined;
     while (!this.stopping) {
       const began = Date.now();
+      let failure: unknown;
       try {
         await this.session();
       } catch (e) {
-        if (!this.stopping) {
-          this.lastError = errorText(e);
-          this.opts.log.warn("replication from peer interrupted", { peer: this.opts.peer.name, slot: this.slot, error: this.lastError });
-        }
+        failure = e;
+        if (e instanceof SlotLostError) lost = e;
       }
       await this.teardown();
       if (this.stopping) break;
+      if (lost) break;
+      if (Date.now() - began > 30_000) backoff.reset(); // a long session was healthy: start the backoff over
+      const delay = backoff.next();
+      this.lastError = errorText(failure ?? new Error(`the replication stream from ${this.opts.peer.name} ended`));
+      this.outage.failed(this.lastError, delay);
       this.setState("disconnected");
-      if (Date.now() - began > 30_000) delay = min; // a long session was healthy: start the backoff over
       await new Promise<void>((r) => {
         const t = setTimeout(r, delay);
         this.wake = () => {
@@ -207,7 +241,14 @@ export class Receiver {
         };
       });
       this.wake = undefined;
-      delay = Math.min(delay * 2, max);
+    }
+    if (lost && !this.stopping) {
+      // Stopped for good: nothing more is streamed from this slot until this node is resynced (the receiver is then replaced).
+      this.lastError = lost.message;
+      this.opts.log.error("replication from peer stopped: slot lost", { peer: this.opts.peer.name, slot: this.slot, error: lost.message });
+      this.setState("slot_lost");
+      if (!this.stopping) await new Promise<void>((r) => (this.wake = r));
+      this.wake = undefined;
     }
     this.setState("stopped");
   }
@@ -221,9 +262,20 @@ export class Receiver {
     this.idleAck = 0n;
     this.floor = 0n;
     this.probe = await connectClient(o.peer.dsn, "pgraft_probe", () => undefined);
-    const slot = await this.probe.query<{ confirmed: string | null }>("SELECT confirmed_flush_lsn::text AS confirmed FROM pg_replication_slots WHERE slot_name = $1", [this.slot]);
-    if (!slot.rows[0]) throw new Error(`replication slot ${this.slot} does not exist on ${o.peer.name} yet (its data plane creates it)`);
-    this.floor = slot.rows[0].confirmed ? parseLsn(slot.rows[0].confirmed) : 0n;
+    const slot = await this.probe.query<{ confirmed: string | null; wal_status: string | null }>(
+      "SELECT confirmed_flush_lsn::text AS confirmed, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+      [this.slot],
+    );
+    const row = slot.rows[0];
+    if (!row) return this.slotMissing();
+    const lostBecause = (how: string): SlotLostError =>
+      new SlotLostError(
+        `replication slot ${this.slot} on ${o.peer.name} ${how}: ${o.peer.name}'s changes after what this node has applied (origin ${this.origin}) may never reach it. ` +
+          `The stream from ${o.peer.name} is stopped; resync node ${o.localNode.name}: part it, drop it, empty its database and join it again (README: "Resyncing a node")`,
+      );
+    if (row.wal_status === "lost") throw lostBecause("was invalidated by PostgreSQL (wal_status lost: it fell behind max_slot_wal_keep_size)");
+    if (this.vanishedAt !== undefined) throw lostBecause("was missing and is back: it was made again");
+    this.floor = row.confirmed ? parseLsn(row.confirmed) : 0n;
     if (this.stopping) return;
     await startOriginAtSlot(o.localDsn, this.origin, this.floor, o.log);
     const applier = new Applier({
@@ -240,6 +292,11 @@ export class Receiver {
     this.applier = applier;
     const resume = await applier.connect();
     if (this.stopping) return;
+    // We are the slot's only client: it cannot stand beyond what we confirmed, unless someone made it again or moved it.
+    if (this.everConfirmed > 0n && this.floor > maxLsn(this.everConfirmed, resume)) {
+      throw lostBecause(`stands at ${formatLsn(this.floor)}, past anything this node confirmed on it (${formatLsn(this.everConfirmed)}) or applied (${formatLsn(resume)}): it was made again or moved by hand`);
+    }
+    this.everConfirmed = maxLsn(this.everConfirmed, this.floor);
     this.durable = resume;
     this.confirmed = 0n;
     await this.sampleUpstream();
@@ -263,6 +320,7 @@ export class Receiver {
         return;
       }
       this.lastError = null;
+      this.outage.recovered();
       o.log.info("streaming from peer", { peer: o.peer.name, slot: this.slot, from: formatLsn(resume) });
       this.updateState(true);
     });
@@ -284,6 +342,24 @@ export class Receiver {
 
   private currentError(): Error | undefined {
     return this.sessionError;
+  }
+
+  /**
+   * Our slot on the peer does not exist. Not made yet, when we never streamed
+   * from it (a new peer's data plane makes it); otherwise lost once it stays
+   * missing for SLOT_GRACE_MS (see the header). Always throws.
+   */
+  private async slotMissing(): Promise<never> {
+    const o = this.opts;
+    const progress = this.everConfirmed > 0n ? this.everConfirmed : await originProgress(o.localDsn, this.origin);
+    if (progress === 0n) throw new Error(`replication slot ${this.slot} does not exist on ${o.peer.name} yet (its data plane creates it)`);
+    this.vanishedAt ??= Date.now();
+    const missing = `replication slot ${this.slot} on ${o.peer.name} does not exist, though this node has streamed from it (up to ${formatLsn(progress)})`;
+    if (Date.now() - this.vanishedAt < SLOT_GRACE_MS) throw new Error(`${missing}; taken for lost unless this stream is stopped within ${SLOT_GRACE_MS / 1000} s (a part)`);
+    throw new SlotLostError(
+      `${missing}: it was dropped or lost, and ${o.peer.name}'s changes after what this node has applied may never reach it. ` +
+        `The stream from ${o.peer.name} is stopped; resync node ${o.localNode.name}: part it, drop it, empty its database and join it again (README: "Resyncing a node")`,
+    );
   }
 
   /** End the session (the applier failed, or a message could not be decoded); the loop reconnects. */
@@ -384,6 +460,7 @@ export class Receiver {
     const pos = this.position();
     if (!svc || pos === 0n || (!force && pos <= this.confirmed)) return;
     this.confirmed = maxLsn(this.confirmed, pos);
+    this.everConfirmed = maxLsn(this.everConfirmed, pos);
     // The library reports lsn + 1 as written/flushed/applied: give it one less (see the header).
     void svc.acknowledge(formatLsn(pos - 1n)).catch(() => undefined);
     this.updateState(false);
@@ -451,6 +528,19 @@ export class Receiver {
     this.totals.skippedTransactions += s.skippedTransactions;
     this.totals.conflicts += s.conflicts;
     this.totals.slowPathTransactions += s.slowPathTransactions;
+  }
+}
+
+/** Our progress for `origin` here (0: none, or no such origin). */
+async function originProgress(localDsn: string, origin: string): Promise<bigint> {
+  const c = await connectClient(localDsn, "pgraft_origin", () => undefined);
+  try {
+    const r = await c.query<{ lsn: string | null }>("SELECT pg_replication_origin_progress(roname, false)::text AS lsn FROM pg_replication_origin WHERE roname = $1", [origin]);
+    const lsn = r.rows[0]?.lsn;
+    return lsn ? parseLsn(lsn) : 0n;
+  } finally {
+    await within(c.end(), 5_000);
+    destroyClient(c);
   }
 }
 

@@ -18,7 +18,7 @@ import { probeDsn, withDsn } from "./dsn-probe.js";
 import { JOIN_KEY } from "../join/group-controller.js";
 import { parseRecord, statusKey, type PartStatusRecord } from "../part/part-keys.js";
 import { checkTargetEmpty, JoinCopyError } from "../join/snapshot-copy.js";
-import { groupSlotName } from "../slots/index.js";
+import { dataPlaneHealth, groupSlotName } from "../slots/index.js";
 import { invalidParameter, nullArgument } from "./errors.js";
 
 /** One text-format value per column; null = SQL NULL. */
@@ -597,6 +597,12 @@ const IMPLS: Record<string, Impl> = {
     if (d.postgresNodes) {
       const all = await d.postgresNodes();
       rows.push(["postgres_nodes", all.severity, all.detail]);
+    }
+    // This node's data plane, when it is in a group: a lost slot (critical), its PostgreSQL out of reach (warning).
+    const dp = await d.groups?.status();
+    if (dp) {
+      const h = dataPlaneHealth(dp);
+      rows.push(["data_plane", h.severity, h.detail]);
     }
     return rows;
   },

@@ -1,0 +1,194 @@
+// A PostgreSQL restart under a running sidecar (issue 10, section 3): a group
+// of two nodes with their sidecars, both writing (inserts and updates); node
+// alpha's PostgreSQL is restarted as `pg_ctl restart -m fast` and then
+// `-m immediate` would (SIGINT / SIGQUIT to the postmaster, then a start on
+// the same data dir and port) while its sidecar keeps running. Every
+// connection that sidecar holds must come back by itself: afterwards the
+// nodes hold the same rows, pgraft.node_slots answers on both, the health
+// check is clean, and alpha's group slot moves past what was written after
+// the restart (the WAL it held is released) — with the same sidecar process.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { sleep, until } from "../sql/helpers.js";
+import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
+
+const SEED_ROWS = 100;
+
+/** An order-independent fingerprint of app.t. */
+async function contents(n: PgNode): Promise<string> {
+  const r = await n.query<{ n: string; h: string | null }>("SELECT count(*)::text AS n, md5(string_agg(t::text, ',' ORDER BY id)) AS h FROM app.t t");
+  return `${r.rows[0]!.n}/${r.rows[0]!.h ?? ""}`;
+}
+
+/** Every writer started, so `after` stops any a failed test left running. */
+const writers = new Set<{ stop(): Promise<number> }>();
+
+/**
+ * Inserts of new rows and updates of the seed rows this node owns (alpha the
+ * even ones, beta the odd ones: no conflicts needed to converge), one- and
+ * several-statement transactions, until stopped. Failures (the server is
+ * restarting) are only counted as not committed. Returns the commits.
+ */
+function load(n: PgNode, prefix: string, parity: 0 | 1): { stop(): Promise<number> } {
+  let running = true;
+  let committed = 0;
+  const loop = (async () => {
+    for (let i = 0; running; i++) {
+      const seed = 2 * (i % (SEED_ROWS / 2)) + parity + 1;
+      try {
+        if (i % 3 === 0) {
+          await n.query(
+            `BEGIN; INSERT INTO app.t (id, v, who) SELECT '${prefix}-${i}-' || g, g, '${prefix}' FROM generate_series(1, 5) g;
+             UPDATE app.t SET v = v + 1, who = '${prefix}' WHERE id = 'seed-${seed}'; COMMIT;`,
+          );
+        } else if (i % 3 === 1) {
+          await n.query("INSERT INTO app.t (id, v, who) VALUES ($1, $2, $3)", [`${prefix}-${i}`, i, prefix]);
+        } else {
+          await n.query("UPDATE app.t SET v = v + 1, who = $1 WHERE id = $2", [prefix, `seed-${seed}`]);
+        }
+        committed++;
+      } catch {
+        await n.query("ROLLBACK").catch(() => undefined);
+        await sleep(50);
+      }
+      await sleep(2);
+    }
+  })();
+  const w = {
+    async stop() {
+      running = false;
+      await loop;
+      writers.delete(w);
+      return committed;
+    },
+  };
+  writers.add(w);
+  return w;
+}
+
+describe("PostgreSQL restarted under a running sidecar", { timeout: 400_000 }, () => {
+  let c: PgCluster | undefined;
+  // Interface DSNs carry no password (they are in the replicated catalog): libpq's password file has it.
+  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
+
+  before(async () => {
+    c = await startPgCluster({ nodes: 2, name: "pg-restart" });
+    const [n1, n2] = c.nodes as [PgNode, PgNode];
+    try {
+      await n1.query(`CREATE SCHEMA app; CREATE TABLE app.t (id text PRIMARY KEY, v int NOT NULL, who text);
+        INSERT INTO app.t SELECT 'seed-' || g, 0, 'seed' FROM generate_series(1, ${SEED_ROWS}) g;`);
+      await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
+      await n1.query("SELECT bdr.create_node_group('g1')");
+      await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
+      const s = await n2.connect();
+      try {
+        await s.query("SET statement_timeout = '120s'");
+        await s.query("SELECT bdr.join_node_group($1)", [dsn(n1)]);
+      } finally {
+        await s.end();
+      }
+    } catch (e) {
+      process.stderr.write(c.tails(60));
+      throw e;
+    }
+  });
+
+  after(async () => {
+    await Promise.all([...writers].map((w) => w.stop()));
+    await c?.destroy();
+  });
+
+  for (const mode of ["fast", "immediate"] as const) {
+    test(`pg_ctl restart -m ${mode} of alpha's PostgreSQL under load: the same sidecar recovers every connection, the group converges and its slot advances`, async (t) => {
+      const [n1, n2] = c!.nodes as [PgNode, PgNode];
+      const pid = n1.sidecar.child?.pid;
+      const logFrom = n1.sidecar.logRecords().length;
+      try {
+        const w1 = load(n1, `a${mode}`, 0);
+        const w2 = load(n2, `b${mode}`, 1);
+        let commits: number[];
+        try {
+          await sleep(1_500);
+          await n1.pg.server.stop({ mode });
+          await n1.pg.server.start();
+          await sleep(2_000);
+        } finally {
+          commits = await Promise.all([w1.stop(), w2.stop()]);
+        }
+        t.diagnostic(`commits during the test: alpha ${commits[0]}, beta ${commits[1]}`);
+        assert.ok(commits[0]! > 0 && commits[1]! > 0, "both nodes wrote");
+
+        const converged = await until("both nodes to hold the same rows", async () => {
+          const [a, b] = await Promise.all([contents(n1), contents(n2)]);
+          return a === b ? a : undefined;
+        }, 90_000, 250);
+        t.diagnostic(`converged: ${converged}`);
+
+        // pgraft.node_slots answers on both nodes, with the node slots streaming again.
+        for (const n of [n1, n2]) {
+          await until(`node ${n.id}'s node_slots to show its node slot streaming`, async () => {
+            const r = await n.query<{ slot_name: string; state: string; is_group_slot: boolean }>("SELECT slot_name, state, is_group_slot FROM pgraft.node_slots");
+            return r.rows.length === 2 && r.rows.every((x) => x.is_group_slot || x.state === "streaming");
+          }, 60_000, 250);
+        }
+
+        // Alpha's group slot moves past what was written after the restart (the maintenance tick: every 10 s).
+        const mark = (await n1.query<{ l: string }>("SELECT pg_current_wal_lsn()::text AS l")).rows[0]!.l;
+        const held = async (): Promise<{ confirmed: string; restart: string; retained: number }> => {
+          const r = await n1.query<{ confirmed: string; restart: string; retained: string }>(
+            `SELECT confirmed_flush_lsn::text AS confirmed, restart_lsn::text AS restart, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained
+               FROM pg_replication_slots WHERE slot_name = 'bdr_postgres_g1'`,
+          );
+          return { ...r.rows[0]!, retained: Number(r.rows[0]!.retained) };
+        };
+        const before = await held();
+        // Something to confirm past the mark on each side, so both node slots move beyond it.
+        await n1.query("INSERT INTO app.t VALUES ($1, 0, 'mark')", [`mark-a-${mode}`]);
+        await n2.query("INSERT INTO app.t VALUES ($1, 0, 'mark')", [`mark-b-${mode}`]);
+        // Its restart point follows a tick or two later (PostgreSQL moves it to a candidate found while decoding).
+        const after = await until("alpha's group slot to advance past the mark and release the WAL before it", async () => {
+          const h = await held();
+          return (await lsnAtLeast(n1, h.confirmed, mark)) && (await lsnAtLeast(n1, h.restart, mark)) ? h : undefined;
+        }, 120_000, 500);
+        t.diagnostic(`group slot: confirmed ${before.confirmed} → ${after.confirmed}, restart ${before.restart} → ${after.restart}, WAL held ${before.retained} → ${after.retained} bytes`);
+        t.diagnostic(`alpha's slots: ${JSON.stringify((await n1.query("SELECT slot_name, restart_lsn::text, confirmed_flush_lsn::text, catalog_xmin::text, active FROM pg_replication_slots")).rows)}`);
+        t.diagnostic(`alpha's transactions: ${JSON.stringify((await n1.query("SELECT pid, application_name, backend_xid::text, backend_xmin::text, xact_start::text, state, left(query, 80) AS q FROM pg_stat_activity WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL")).rows)}`);
+        t.diagnostic(`alpha's prepared: ${JSON.stringify((await n1.query("SELECT gid, prepared::text FROM pg_prepared_xacts")).rows)}`);
+        assert.ok(await lsnAfter(n1, after.restart, before.restart), "the group slot's restart point moved forward");
+
+        // The health check is clean on both nodes.
+        for (const n of [n1, n2]) {
+          await until(`node ${n.id}'s health check to show no critical row`, async () => {
+            const r = await n.query<{ check_name: string; severity: string }>("SELECT check_name, severity FROM pgraft_health_check()");
+            return r.rows.every((x) => x.severity !== "critical");
+          }, 30_000, 250);
+        }
+
+        assert.equal(n1.sidecar.child?.pid, pid, "alpha's sidecar is the same process");
+        assert.equal(n1.sidecar.state, "running");
+        const records = n1.sidecar.logRecords().slice(logFrom);
+        const msgs = records.map((r) => String(r["msg"]));
+        // The shim installer's connection came back too: it verified the shim in the restarted server.
+        assert.ok(msgs.some((m) => /^local PostgreSQL: shim .* verified/.test(m)), "the shim installer reconnected");
+        // Each outage is logged once per connection, not once per retry or tick.
+        const warnings = records.filter((r) => r["level"] === 40 || r["level"] === "warn").map((r) => String(r["msg"]));
+        t.diagnostic(`alpha's warnings since the restart: ${JSON.stringify(warnings)}`);
+        assert.equal(msgs.filter((m) => m === "data plane maintenance failed").length, 0, "no failed maintenance tick");
+        for (const m of new Set(warnings)) assert.ok(warnings.filter((x) => x === m).length <= 2, `logged once per outage, not per retry: ${m}`);
+      } catch (e) {
+        t.diagnostic(c!.tails(80));
+        throw e;
+      }
+    });
+  }
+});
+
+/** a > b, as LSNs. */
+async function lsnAfter(n: PgNode, a: string, b: string): Promise<boolean> {
+  return (await n.query<{ ok: boolean }>("SELECT $1::pg_lsn > $2::pg_lsn AS ok", [a, b])).rows[0]!.ok;
+}
+
+/** a >= b, as LSNs. */
+async function lsnAtLeast(n: PgNode, a: string, b: string): Promise<boolean> {
+  return (await n.query<{ ok: boolean }>("SELECT $1::pg_lsn >= $2::pg_lsn AS ok", [a, b])).rows[0]!.ok;
+}
