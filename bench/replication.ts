@@ -114,6 +114,12 @@ class Server {
     return keyValueDsn({ ...this.params, database: db });
   }
 
+  /** An interface DSN for create_node / join_node_group: no password (it is replicated), the node's passfile instead. */
+  iface(db: string): string {
+    const { password: _pw, ...params } = this.params;
+    return keyValueDsn({ ...params, database: db, passfile: this.info.passfile });
+  }
+
   async connect(db: string): Promise<pg.Client> {
     const c = new pg.Client({ connectionString: uriDsn({ ...this.params, database: db }), application_name: "pgraft_bench_replication" });
     c.on("error", () => {});
@@ -333,9 +339,9 @@ const nodeState = async (s: Server): Promise<string | undefined> => (await s.que
 
 /** pgraft: B's empty group database joins through the SQL API; done when B is ACTIVE. */
 async function pgraftJoin(a: Server, b: Server): Promise<number> {
-  await b.query(GROUP_DB, "SELECT bdr.create_node($1, $2)", [b.name, b.kv(GROUP_DB)]);
+  await b.query(GROUP_DB, "SELECT bdr.create_node($1, $2)", [b.name, b.iface(GROUP_DB)]);
   const t0 = performance.now();
-  await b.query(GROUP_DB, "SELECT bdr.join_node_group($1, wait_for_completion := false)", [a.kv(GROUP_DB)]);
+  await b.query(GROUP_DB, "SELECT bdr.join_node_group($1, wait_for_completion := false)", [a.iface(GROUP_DB)]);
   let last = "";
   await until(
     `node ${b.name} to be ACTIVE (join)`,
@@ -412,7 +418,7 @@ async function main(): Promise<void> {
     alive();
 
     // ---- 2. the group on A, the join data set, native copy, pgraft join
-    await a.query(GROUP_DB, "SELECT bdr.create_node($1, $2)", [a.name, a.kv(GROUP_DB)]);
+    await a.query(GROUP_DB, "SELECT bdr.create_node($1, $2)", [a.name, a.iface(GROUP_DB)]);
     await a.query(GROUP_DB, "SELECT bdr.create_node_group('bench')");
     await until(`node ${a.name} to be ACTIVE`, async () => (await nodeState(a)) === "ACTIVE", 30_000);
     const scale = Math.max(1, Math.round(JOIN_MB / 15));

@@ -24,6 +24,7 @@ export interface DemoCliOptions {
 const MAIN_JS = join(fileURLToPath(new URL(".", import.meta.url)), "main.js");
 const READY_FILE = "ready.json";
 const out = (s: string): void => void process.stdout.write(s + "\n");
+const sqlLiteral = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 
 function describe(baseDir: string, nodes: DemoNodeInfo[]): string {
   const lines = [`pgraft demo: ${nodes.length} nodes ready (PostgreSQL + sidecar each), data in ${baseDir}`, ""];
@@ -35,6 +36,17 @@ function describe(baseDir: string, nodes: DemoNodeInfo[]): string {
     lines.push(`  logs:     ${n.sidecarLog}, ${n.postgresLog}`);
   }
   lines.push("", "try:  SELECT * FROM pgraft_get_nodes();   SELECT pgraft_kv_put('k', '{\"a\": 1}');   SELECT pgraft_kv_get('k');");
+  const [a, b] = nodes;
+  if (a && b) {
+    // Interface DSNs are replicated to every node: no password in them, the node's pgpass file instead.
+    lines.push(
+      "",
+      "node groups (interface DSNs carry no password: passfile= names each node's 0600 pgpass file):",
+      `  on node ${a.id}:  SELECT bdr.create_node('node${a.id}', ${sqlLiteral(a.interfaceDsn)});  SELECT bdr.create_node_group('demo');`,
+      `  on node ${b.id}:  SELECT bdr.create_node('node${b.id}', ${sqlLiteral(b.interfaceDsn)});  SELECT bdr.join_node_group(${sqlLiteral(a.interfaceDsn)});`,
+      "           SELECT * FROM bdr.node_summary;",
+    );
+  }
   return lines.join("\n");
 }
 
@@ -55,7 +67,7 @@ export async function runDemoCommand(o: DemoCliOptions): Promise<void> {
   const demo = await startDemo({ nodes: o.nodes, baseDir, mainJs: MAIN_JS, progress });
   await recordOwner(baseDir, process.pid);
   if (o.background) {
-    await writeFile(join(baseDir, READY_FILE), JSON.stringify({ baseDir, nodes: demo.nodes }, null, 2) + "\n");
+    await writeFile(join(baseDir, READY_FILE), JSON.stringify({ baseDir, nodes: demo.nodes }, null, 2) + "\n", { mode: 0o600 });
   } else if (o.json) out(JSON.stringify({ baseDir, nodes: demo.nodes }, null, 2));
   else out(describe(baseDir, demo.nodes) + "\n\nCtrl-C stops the cluster (nothing is removed).");
 

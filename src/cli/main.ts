@@ -20,7 +20,7 @@ const program = new Command()
 
 program
   .command("demo")
-  .description("start a local cluster: N PostgreSQL servers (initdb'd here) with a pgraft sidecar each, the shim installed; prints a psql command and metrics URL per node")
+  .description("start a local cluster: N PostgreSQL servers (initdb'd here) with a pgraft sidecar each, the shim installed; prints a psql command, metrics URL and node-group examples per node (no password on any command line: DSNs name each node's 0600 pgpass file)")
   .option("--nodes <n>", "number of nodes (1..7)", positiveInt("--nodes", 7), 3)
   .option("--base-dir <dir>", "where the nodes keep PostgreSQL, Raft data and logs (default: a new dir under the system temp dir); an existing demo dir is restarted")
   .option("--json", "print the nodes' DSNs and endpoints as JSON once the cluster is ready", false)

@@ -43,6 +43,11 @@ ${SIDECAR_OPTIONS.filter((o) => o.yaml)
   .join("\n")}
 Precedence: flag > environment > file > default.
 
+Passwords: a DSN the sidecar connects to without a password in it (interface DSNs must not have one:
+they are replicated to every node) gets it as libpq would: $PGPASSWORD, else the password file named
+by passfile= in the DSN, else $PGPASSFILE, else ~/.pgpass of the user the sidecar runs as (lines
+host:port:dbname:user:password; a file group or others can read is ignored).
+
 Examples:
   pgraft sidecar --node-id 1 --cluster-id prod --data-dir /var/lib/pgraft --plaintext \\
       --initial-cluster 1=127.0.0.1:7400,2=127.0.0.1:7410,3=127.0.0.1:7420

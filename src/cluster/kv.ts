@@ -122,9 +122,10 @@ export class KvStore {
 
   /**
    * Entries whose key starts with `prefix` ("" = all), in key order, at most
-   * `limit` (0 or absent = no limit), starting after `startAfter` when given.
+   * `limit` (0 or absent = no limit), starting after `startAfter` when given;
+   * keys starting with `exclude` (when given) are neither returned nor counted.
    */
-  list(prefix: string, opts: { limit?: number; startAfter?: string } = {}): KvListResult {
+  list(prefix: string, opts: { limit?: number; startAfter?: string; exclude?: string } = {}): KvListResult {
     const limit = opts.limit ?? 0;
     if (!Number.isSafeInteger(limit) || limit < 0) throw new ClusterError("INVALID", `limit must be a non-negative integer, got ${String(limit)}`);
     let i = this.lowerBound(prefix);
@@ -138,6 +139,7 @@ export class KvStore {
     for (; i < this.sorted.length; i++) {
       const k = this.sorted[i]!;
       if (!k.startsWith(prefix)) break;
+      if (opts.exclude && k.startsWith(opts.exclude)) continue;
       count++;
       if (limit === 0 || kvs.length < limit) kvs.push(copy(this.entries.get(k)!));
     }

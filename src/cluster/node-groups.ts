@@ -46,6 +46,17 @@ export const MAX_NAME_BYTES = 63;
 /** Longest interface DSN kept in the catalog. */
 export const MAX_DSN_BYTES = 4096;
 
+/**
+ * Interface DSNs are replicated to every node (Raft WAL, snapshots): one with
+ * a password is refused before it is proposed (by create_node and
+ * alter_node_interface, and by the leader for any client), with this message
+ * and hint. (Not on apply: a log written before the check must replay as it did.)
+ */
+export const INTERFACE_DSN_PASSWORD = "interface DSN must not contain a password: it would be stored in the replicated catalog in plaintext";
+export const INTERFACE_DSN_PASSWORD_HINT =
+  "put the password in a password file that every sidecar can read instead: passfile=/path/to/pgpass in the DSN, or PGPASSFILE, or ~/.pgpass of the user each sidecar runs as " +
+  "(lines host:port:dbname:user:password, mode 0600); psql and pg_dump read the same file";
+
 export interface DataNode {
   name: string;
   /** Stable 32-bit id derived from the name. */

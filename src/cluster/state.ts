@@ -180,8 +180,8 @@ export class ClusterState implements StateMachine {
     return this.kv.get(key);
   }
 
-  /** Entries under `prefix` ("" = all) in UTF-8 byte order of their keys; limit 0 = no limit. */
-  kvList(prefix: string, opts: { limit?: number; startAfter?: string } = {}): KvListResult {
+  /** Entries under `prefix` ("" = all) in UTF-8 byte order of their keys; limit 0 = no limit; none under `exclude`. */
+  kvList(prefix: string, opts: { limit?: number; startAfter?: string; exclude?: string } = {}): KvListResult {
     return this.kv.list(prefix, opts);
   }
 

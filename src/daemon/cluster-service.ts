@@ -12,6 +12,8 @@ import { Role, type NodeId } from "../consensus/types.js";
 import { encodeCommand, encodeMemberContext, validateCommand, type Command } from "../cluster/commands.js";
 import { getSetting, normalize } from "../cluster/config-registry.js";
 import { ClusterError } from "../cluster/errors.js";
+import { INTERFACE_DSN_PASSWORD, INTERFACE_DSN_PASSWORD_HINT } from "../cluster/node-groups.js";
+import { dsnHasPassword } from "../postgres/dsn.js";
 import type { ClusterState } from "../cluster/state.js";
 import type { CommandOk, CommandResult, ConfigRow, KeyValue } from "../cluster/types.js";
 import * as pb from "../gen/pgraft/v1/client_pb.js";
@@ -21,11 +23,11 @@ import { postgresHealthMessage } from "./postgres-status.js";
 import { effectiveTiming } from "./control-loop.js";
 import { invalidArgument, toServiceError } from "./grpc-errors.js";
 import { handOverTarget } from "./hand-over.js";
+import { autoPromoteKey, INTERNAL_HEADER, INTERNAL_PREFIX, isInternalCall, isInternalKey, joinKeyOf, partPrefixOf, reservedKeyError } from "./internal-keys.js";
 
 export const FORWARDED_HEADER = "pgraft-forwarded";
-/** KV keys under this prefix belong to pgraft itself (join bookkeeping). */
-export const INTERNAL_PREFIX = "pgraft.internal/";
-export const autoPromoteKey = (id: NodeId): string => `${INTERNAL_PREFIX}promote/${id}`;
+/** KV keys under this prefix belong to pgraft itself: see internal-keys.ts. */
+export { INTERNAL_PREFIX, autoPromoteKey };
 
 export interface ClusterServiceDeps {
   clusterId: string;
@@ -100,7 +102,23 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
     if (!client) throw new NotLeaderError(leader);
     const md = new grpc.Metadata();
     md.set(FORWARDED_HEADER, String(d.selfId));
+    if (isInternalCall(call.metadata)) md.set(INTERNAL_HEADER, "1");
     return forward(client, md);
+  }
+
+  /** A user's call may not touch pgraft's own keys (internal-keys.ts). */
+  const guardKey = (key: string, call: { metadata: grpc.Metadata }): void => {
+    if (isInternalKey(key) && !isInternalCall(call.metadata)) throw reservedKeyError(`key ${JSON.stringify(key)}`);
+  };
+
+  /** Delete pgraft's own keys about something just removed (the control loop sweeps whatever this misses). */
+  async function dropInternalKeys(keys: string[], prefixes: string[] = []): Promise<void> {
+    try {
+      for (const key of keys) if (d.state.kvGet(key)) await propose({ op: "kv.delete", key });
+      for (const prefix of prefixes) if (d.state.kvList(prefix, { limit: 1 }).count > 0) await propose({ op: "kv.deletePrefix", prefix });
+    } catch {
+      // The removal itself succeeded; the leader's control loop deletes what is left.
+    }
   }
 
   const opts = (md: grpc.Metadata) => ({ metadata: md, timeoutMs: d.requestTimeoutMs });
@@ -243,6 +261,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
             return client.removeMember(req, opts(md));
           }
           await confChange({ type: "removeNode", nodeId: req.id });
+          await dropInternalKeys([autoPromoteKey(req.id)]);
           return { header: header(), members: members() };
         },
         (c, md) => c.removeMember(req, opts(md)),
@@ -321,15 +340,20 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
           }
           const cmd = validateCommand(parsed);
           if (!cmd.op.startsWith("pgd.")) throw invalidArgument(`only pgd.* commands may be sent here, got ${cmd.op}`);
+          if ((cmd.op === "pgd.node.create" || cmd.op === "pgd.node.interface") && dsnHasPassword(cmd.dsn)) {
+            throw invalidArgument(`${cmd.op}: ${INTERFACE_DSN_PASSWORD}; ${INTERFACE_DSN_PASSWORD_HINT}`);
+          }
           const ok = okOrThrow(await propose(cmd));
+          if (cmd.op === "pgd.node.drop" && ok.dataNode) await dropInternalKeys([joinKeyOf(ok.dataNode.name)], [partPrefixOf(ok.dataNode)]);
           return { header: header(), result: JSON.stringify(ok.dataNode ?? ok.nodeGroup ?? {}) };
         },
         (c, md) => c.nodeGroupCommand(req, opts(md)),
       ),
     ),
 
-    kvPut: unary(pb.KvPutRequestSchema, pb.KvPutResponseSchema, (req, call) =>
-      onLeader(
+    kvPut: unary(pb.KvPutRequestSchema, pb.KvPutResponseSchema, (req, call) => {
+      guardKey(req.key, call);
+      return onLeader(
         pb.KvPutResponseSchema,
         call,
         async () => {
@@ -356,18 +380,20 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
           return { header: { ...header(), revision: BigInt(ok.revision) }, succeeded: true, kv: kvOut(kv), ...(req.prevKv && prev ? { prevKv: kvOut(prev) } : {}) };
         },
         (c, md) => c.kvPut(req, opts(md)),
-      ),
-    ),
+      );
+    }),
 
-    kvGet: unary(pb.KvGetRequestSchema, pb.KvGetResponseSchema, async (req) => {
+    kvGet: unary(pb.KvGetRequestSchema, pb.KvGetResponseSchema, async (req, call) => {
       if (!req.key) throw invalidArgument("key must not be empty");
+      guardKey(req.key, call);
       if (!req.serializable) await d.node.read({ timeoutMs: d.requestTimeoutMs });
       const kv = d.state.kvGet(req.key);
       return { header: header(), ...(kv ? { kv: kvOut(kv) } : {}) };
     }),
 
-    kvDelete: unary(pb.KvDeleteRequestSchema, pb.KvDeleteResponseSchema, (req, call) =>
-      onLeader(
+    kvDelete: unary(pb.KvDeleteRequestSchema, pb.KvDeleteResponseSchema, (req, call) => {
+      guardKey(req.key, call);
+      return onLeader(
         pb.KvDeleteResponseSchema,
         call,
         async () => {
@@ -378,13 +404,20 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
           return { header: { ...header(), revision: BigInt(ok.revision) }, succeeded: true, deleted: 1n, ...(req.prevKv && ok.prev ? { prevKv: kvOut(ok.prev) } : {}) };
         },
         (c, md) => c.kvDelete(req, opts(md)),
-      ),
-    ),
+      );
+    }),
 
-    kvList: unary(pb.KvListRequestSchema, pb.KvListResponseSchema, async (req) => {
+    kvList: unary(pb.KvListRequestSchema, pb.KvListResponseSchema, async (req, call) => {
       if (req.limit < 0n) throw invalidArgument("limit must not be negative");
+      // A user's listing never shows pgraft's own keys, and may not look inside their namespace.
+      const internal = isInternalCall(call.metadata);
+      if (!internal && isInternalKey(req.prefix)) throw reservedKeyError(`prefix ${JSON.stringify(req.prefix)}`);
       if (!req.serializable) await d.node.read({ timeoutMs: d.requestTimeoutMs });
-      const r = d.state.kvList(req.prefix, { ...(req.limit ? { limit: Number(req.limit) } : {}), ...(req.startAfter ? { startAfter: req.startAfter } : {}) });
+      const r = d.state.kvList(req.prefix, {
+        ...(req.limit ? { limit: Number(req.limit) } : {}),
+        ...(req.startAfter ? { startAfter: req.startAfter } : {}),
+        ...(internal ? {} : { exclude: INTERNAL_PREFIX }),
+      });
       return {
         header: header(),
         kvs: r.kvs.map((kv) => kvOut(req.keysOnly ? { ...kv, value: "" } : kv)),

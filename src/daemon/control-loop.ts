@@ -10,7 +10,7 @@ import { parseDurationMs } from "../cluster/config-registry.js";
 import type { ClusterState } from "../cluster/state.js";
 import { Role } from "../consensus/types.js";
 import type { GrpcPeerTransport } from "../transport/peer-transport.js";
-import { autoPromoteKey } from "./cluster-service.js";
+import { autoPromoteKey, INTERNAL_PREFIX, StaleKeySweeper, staleInternalKeys } from "./internal-keys.js";
 
 export interface ControlLoopDeps {
   cfg: SidecarConfig;
@@ -28,9 +28,12 @@ export class ControlLoop {
   private running = false;
   private lastDecision = "";
   private timing: { heartbeatMs: number; electionMs: number };
+  /** Internal keys whose subject is gone, deleted once stale this long (twice a client request's bound, over a join's put-then-add). */
+  private readonly sweeper: StaleKeySweeper;
 
   constructor(private readonly d: ControlLoopDeps) {
     this.timing = { heartbeatMs: d.cfg.heartbeatMs, electionMs: d.cfg.electionMs };
+    this.sweeper = new StaleKeySweeper(2 * Math.max(5000, 5 * d.cfg.electionMs));
   }
 
   start(): void {
@@ -64,6 +67,7 @@ export class ControlLoop {
     if (t) actions.push(t);
     const st = this.d.node.status();
     if (st.role !== Role.Leader) {
+      this.sweeper.forget();
       const base = st.leader ? `no action: following leader ${st.leader} (term ${st.term})` : `no action: no leader known (term ${st.term}, ${st.role})`;
       return actions.length ? `${actions.join("; ")}; ${base}` : base;
     }
@@ -81,7 +85,17 @@ export class ControlLoop {
       await this.d.node.propose(encodeCommand({ op: "kv.delete", key: autoPromoteKey(id) }));
       actions.push(`promoted learner ${id} to voter (caught up to ${p.match}/${st.lastIndex})`);
     }
+    const swept = await this.sweepInternalKeys(new Set([...st.conf.voters, ...st.conf.learners]));
+    if (swept.length) actions.push(`deleted stale internal keys ${swept.join(", ")}`);
     return actions.length ? actions.join("; ") : `no action: I am the leader (term ${st.term}, ${st.conf.voters.length} voters)`;
+  }
+
+  /** Delete pgraft's own keys about removed members and dropped data nodes (see internal-keys.ts). */
+  private async sweepInternalKeys(members: ReadonlySet<number>): Promise<string[]> {
+    const keys = this.d.state.kvList(INTERNAL_PREFIX).kvs.map((kv) => kv.key);
+    const due = this.sweeper.due(staleInternalKeys(keys, members, this.d.state.dataNodes()), Date.now());
+    for (const key of due) await this.d.node.propose(encodeCommand({ op: "kv.delete", key }));
+    return due;
   }
 
   /** The transport dials every member at the address the catalog has for it. */

@@ -29,6 +29,7 @@ import { ControlLoop, effectiveTiming } from "./control-loop.js";
 import { NOT_CONFIGURED, PostgresMonitor } from "../postgres/monitor.js";
 import { ClusterPostgres, postgresNodesCheck } from "./postgres-status.js";
 import { handOverTarget } from "./hand-over.js";
+import { internalCall } from "./internal-keys.js";
 import { raftLogger, setTreeLevel } from "./logger.js";
 
 export const VERSION = "0.1.0";
@@ -174,10 +175,11 @@ export class Sidecar {
           selfId: cfg.nodeId,
           state,
           pgd: async (cmd) => local.nodeGroupCommand({ clusterId: cfg.clusterId, command: JSON.stringify(cmd) }),
+          // The join and part records are pgraft's own keys (internal-keys.ts).
           kvPut: async (key, value) => {
-            await local.kvPut({ clusterId: cfg.clusterId, key, value });
+            await local.kvPut({ clusterId: cfg.clusterId, key, value }, internalCall());
           },
-          kvGet: async (key) => (await local.kvGet({ clusterId: cfg.clusterId, key })).kv?.value,
+          kvGet: async (key) => (await local.kvGet({ clusterId: cfg.clusterId, key }, internalCall())).kv?.value,
           log: log.child({ component: "node-groups" }),
           leaderId: () => n.status().leader,
         });

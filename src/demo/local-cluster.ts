@@ -4,9 +4,15 @@
 // one ready-to-paste psql command and metrics URL per node.
 //
 // Everything lives under the base dir: node<i>/pg (the PostgreSQL cluster and
-// its log), node<i>/raft (the sidecar's data dir), node<i>/sidecar.log and
-// demo.json (ports and passwords, so a second run on the same dir restarts the
-// same cluster). Nothing is ever removed by the demo.
+// its log), node<i>/pg/pgpass (the superuser's password for libpq, mode 0600),
+// node<i>/raft (the sidecar's data dir), node<i>/sidecar.log and demo.json
+// (ports and passwords, mode 0600, so a second run on the same dir restarts
+// the same cluster). Nothing is ever removed by the demo.
+//
+// No password is ever on a command line (`ps` shows those to every local
+// user): a sidecar gets its PostgreSQL DSN in $PGRAFT_POSTGRES_DSN, and the
+// DSNs the demo prints (psql, interface DSNs for create_node) name the node's
+// pgpass file instead (`passfile=`), which psql, pg_dump and the sidecars read.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, openSync, closeSync } from "node:fs";
@@ -18,7 +24,12 @@ import { findPostgresBinaries, LocalPostgres, type PostgresBinaries } from "../p
 
 export interface DemoNodeInfo {
   id: number;
+  /** postgresql://postgres:<password>@127.0.0.1:<port>/postgres, for programs (not for command lines). */
   dsn: string;
+  /** key=value with `passfile=` and no password: for create_node / join_node_group, psql, pg_dump. */
+  interfaceDsn: string;
+  /** The node's password file (mode 0600). */
+  passfile: string;
   psql: string;
   grpc: string;
   http: string;
@@ -163,7 +174,7 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
       const nodeDir = join(o.baseDir, `node${n.id}`);
       const server = servers.find((s) => s.port === n.ports.pg)!;
       const logPath = join(nodeDir, "sidecar.log");
-      const fd = openSync(logPath, "a");
+      const fd = openSync(logPath, "a", 0o600);
       let child: ChildProcess;
       try {
         child = spawn(
@@ -179,9 +190,9 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
             "--http-listen", `127.0.0.1:${n.ports.http}`,
             "--sql-listen", `127.0.0.1:${n.ports.sql}`,
             "--initial-cluster", initial,
-            "--postgres-dsn", server.dsn(),
           ],
-          { stdio: ["ignore", fd, fd] },
+          // The DSN holds the password: the environment, not the command line.
+          { stdio: ["ignore", fd, fd], env: { ...process.env, PGRAFT_POSTGRES_DSN: server.dsn() } },
         );
       } finally {
         closeSync(fd);
@@ -229,6 +240,8 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
     return {
       id: n.id,
       dsn: server.dsn(),
+      interfaceDsn: server.passfileDsn(),
+      passfile: server.passfile,
       psql: server.psqlCommand(),
       grpc: `127.0.0.1:${n.ports.grpc}`,
       http: `http://127.0.0.1:${n.ports.http}`,

@@ -434,10 +434,13 @@ export class LocalPostgres {
     return keyValueDsn({ host: "127.0.0.1", port: this.port, user: this.superuser, database, passfile: this.passfile });
   }
 
-  /** A shell command that opens psql on this server; append psql options (`-c 'select 1'`) as needed. */
+  /**
+   * A shell command that opens psql on this server (password from the
+   * passfile, never on the command line); append psql options (`-c 'select 1'`) as needed.
+   */
   psqlCommand(database = "postgres"): string {
     const psql = this.bins && existsSync(this.bins.bin("psql")) ? this.bins.bin("psql") : "psql";
-    return `${shellQuote(psql)} ${shellQuote(this.dsn(database))}`;
+    return `${shellQuote(psql)} ${shellQuote(this.passfileDsn(database))}`;
   }
 
   clientConfig(database = "postgres"): pg.ClientConfig {

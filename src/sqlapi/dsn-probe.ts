@@ -4,7 +4,8 @@
 import pg from "pg";
 import { dsnProblem } from "../config/sidecar-config.js";
 import { PgWireError } from "../pgwire/index.js";
-import { dsnClientConfig } from "../postgres/dsn.js";
+import { INTERFACE_DSN_PASSWORD, INTERFACE_DSN_PASSWORD_HINT } from "../cluster/node-groups.js";
+import { dsnClientConfig, dsnHasPassword } from "../postgres/dsn.js";
 
 const PROBE_TIMEOUT_MS = 5_000;
 
@@ -22,12 +23,17 @@ export async function withDsn<T>(fn: string, dsn: string, f: (c: pg.Client) => P
       await c.connect();
     } catch (e) {
       const msg = (e instanceof Error ? e.message : String(e)).replace(/password=\S+/gi, "password=…");
-      throw new PgWireError({ code: "08001", message: `${fn}: cannot connect with the DSN given: ${msg}`, hint: "the DSN must reach that database from every node (host, port, dbname, user, and a password or .pgpass)" });
+      throw new PgWireError({ code: "08001", message: `${fn}: cannot connect with the DSN given: ${msg}`, hint: "the DSN must reach that database from every node (host, port, dbname, user; the password from passfile=…, PGPASSFILE or ~/.pgpass of the sidecar's user)" });
     }
     return await f(c);
   } finally {
     await c.end().catch(() => undefined);
   }
+}
+
+/** An interface DSN (kept in the replicated catalog) must not carry a password: 22023, before anything is tried. */
+export function checkInterfaceDsn(fn: string, dsn: string): void {
+  if (dsnHasPassword(dsn)) throw new PgWireError({ code: "22023", message: `${fn}: ${INTERFACE_DSN_PASSWORD}`, hint: INTERFACE_DSN_PASSWORD_HINT });
 }
 
 /** The database a reachable DSN names. */

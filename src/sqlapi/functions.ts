@@ -14,7 +14,8 @@ import type { ClusterState } from "../cluster/state.js";
 import type { DataNode } from "../cluster/node-groups.js";
 import type { GroupController } from "../join/group-controller.js";
 import type { SqlFunction } from "./catalog.js";
-import { probeDsn, withDsn } from "./dsn-probe.js";
+import { checkInterfaceDsn, probeDsn, withDsn } from "./dsn-probe.js";
+import { internalCall } from "../daemon/internal-keys.js";
 import { JOIN_KEY } from "../join/group-controller.js";
 import { parseRecord, statusKey, type PartStatusRecord } from "../part/part-keys.js";
 import { checkTargetEmpty, JoinCopyError } from "../join/snapshot-copy.js";
@@ -207,7 +208,7 @@ async function waitForPart(d: SqlApiDeps, p: DataNode): Promise<void> {
     const n = d.state.dataNodes().find((x) => x.name === p.name);
     if (!n) throw new PgWireError({ code: "55000", message: `node ${JSON.stringify(p.name)} was dropped while waiting for PARTED` });
     if (n.state === "PARTED") return;
-    const r = await d.cluster.kvGet({ clusterId: d.clusterId, key: statusKey(n) });
+    const r = await d.cluster.kvGet({ clusterId: d.clusterId, key: statusKey(n) }, internalCall());
     const said = parseRecord<PartStatusRecord>(r.kv?.value);
     if (said?.message.includes("needs a majority")) {
       if (stuck?.state !== n.state) stuck = { state: n.state, since: Date.now() };
@@ -416,6 +417,7 @@ const IMPLS: Record<string, Impl> = {
     const kind = optArg(a, 2) ?? "data";
     const existing = localNode(d);
     if (existing) throw new PgWireError({ code: "42710", message: `${f.name}: this database is already node ${JSON.stringify(existing.name)}`, hint: "drop_node it first to create it again under another name" });
+    checkInterfaceDsn(f.name, dsn);
     const { dbname } = await probeDsn(f.name, dsn);
     const n = await pgd<DataNode>(d, { op: "pgd.node.create", name, dsn, kind, dbname, raftMemberId: d.selfId });
     return one(num(n.nodeId));
@@ -444,6 +446,7 @@ const IMPLS: Record<string, Impl> = {
     const name = arg(f, a, 0);
     const dsn = arg(f, a, 1);
     if (!d.state.dataNodes().some((n) => n.name === name)) throw new PgWireError({ code: "42704", message: `${f.name}: node ${JSON.stringify(name)} does not exist` });
+    checkInterfaceDsn(f.name, dsn);
     await probeDsn(f.name, dsn);
     await pgd(d, { op: "pgd.node.interface", name, dsn });
     return one("t");
@@ -488,7 +491,7 @@ const IMPLS: Record<string, Impl> = {
       if (e instanceof JoinCopyError) throw new PgWireError({ code: e.sqlstate, message: `${f.name}: ${e.message}`, ...(e.hint ? { hint: e.hint } : {}) });
       throw e;
     }
-    await d.cluster.kvPut({ clusterId: d.clusterId, key: JOIN_KEY(me.name), value: JSON.stringify({ source: source.name, synchronizeStructure: sync }) });
+    await d.cluster.kvPut({ clusterId: d.clusterId, key: JOIN_KEY(me.name), value: JSON.stringify({ source: source.name, synchronizeStructure: sync }) }, internalCall());
     await pgd(d, { op: "pgd.node.state", name: me.name, state: "JOIN_START", group });
     if (!wait) return one(`node ${me.name} is joining group ${group} from ${source.name}; wait_for_join_completion() waits for it`);
     await waitForState(d, me.name, "ACTIVE");

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { TestCluster, type PB, pb, waitFor, withLogs, type ClusterTestBody } from "./harness.js";
+import { internalCall } from "../../src/daemon/internal-keys.js";
 
 describe("membership and leadership with sidecar processes", () => {
   let cluster: TestCluster | undefined;
@@ -63,7 +64,7 @@ describe("membership and leadership with sidecar processes", () => {
     // The join bookkeeping key goes away once the node is promoted (the control loop's next proposal).
     await waitFor(
       "the promotion bookkeeping key to be deleted",
-      async () => (await c.client(1).kvList({ clusterId: c.clusterId, prefix: "pgraft.internal/promote/" })).count === 0n,
+      async () => (await c.client(1).kvList({ clusterId: c.clusterId, prefix: "pgraft.internal/promote/" }, internalCall())).count === 0n,
       { context: () => c.tails() },
     );
   });

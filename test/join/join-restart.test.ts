@@ -18,7 +18,7 @@ describe("a join whose source dies", { timeout: 180_000 }, () => {
     const [n1] = c.nodes as [PgNode];
     await n1.query(`CREATE SCHEMA app; CREATE TABLE app.big (id int PRIMARY KEY, pad text);
       INSERT INTO app.big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 400000) g;`);
-    await n1.query("SELECT pgraft.create_node('src', $1)", [n1.pg.server.keyValueDsn()]);
+    await n1.query("SELECT pgraft.create_node('src', $1)", [n1.pg.server.passfileDsn()]);
     await n1.query("SELECT bdr.create_node_group('g')");
   });
 
@@ -29,8 +29,8 @@ describe("a join whose source dies", { timeout: 180_000 }, () => {
   test("is restarted from the beginning once the source is back, and finishes with the same rows", async (t) => {
     const [n1, n2] = c!.nodes as [PgNode, PgNode];
     try {
-      await n2.query("SELECT bdr.create_node('dst', $1)", [n2.pg.server.keyValueDsn()]);
-      await n2.query("SELECT bdr.join_node_group($1, wait_for_completion := false)", [n1.pg.server.keyValueDsn()]);
+      await n2.query("SELECT bdr.create_node('dst', $1)", [n2.pg.server.passfileDsn()]);
+      await n2.query("SELECT bdr.join_node_group($1, wait_for_completion := false)", [n1.pg.server.passfileDsn()]);
       await until("the join to be copying", async () => (await n2.query<{ s: string }>("SELECT peer_state_name AS s FROM pgraft.local_node_summary")).rows[0]?.s === "JOINING", 30_000, 20);
       await n1.pg.server.kill();
       await sleep(1_500);

@@ -74,7 +74,7 @@ async function joinWithin(n: PgNode, sql: string, params: unknown[]): Promise<vo
 
 describe("a node's lifecycle while members update", { timeout: 300_000 }, () => {
   let c: PgCluster | undefined;
-  const dsn = (n: PgNode): string => n.pg.server.keyValueDsn();
+  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
 
   before(async () => {
     c = await startPgCluster({ nodes: 3, name: "lifecycle" });

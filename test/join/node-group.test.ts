@@ -60,7 +60,7 @@ function writer(n: PgNode, prefix: string): { stop(): Promise<string[]> } {
 
 describe("node groups over logical replication", { timeout: 240_000 }, () => {
   let c: PgCluster | undefined;
-  const dsn = (n: PgNode): string => n.pg.server.keyValueDsn();
+  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
 
   before(async () => {
     c = await startPgCluster({ nodes: 3, name: "groups" });

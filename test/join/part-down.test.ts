@@ -173,7 +173,7 @@ async function within(n: PgNode, sql: string, params: unknown[] = []): Promise<s
 
 describe("part a node that is down", { timeout: 180_000 }, () => {
   let c: PgCluster | undefined;
-  const dsn = (n: PgNode): string => n.pg.server.keyValueDsn();
+  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
 
   before(async () => {
     c = await startPgCluster({ nodes: 3, name: "part-down" });

@@ -11,7 +11,7 @@ import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-clust
 
 describe("a part without a majority of the nodes that stay", { timeout: 180_000 }, () => {
   let c: PgCluster | undefined;
-  const dsn = (n: PgNode): string => n.pg.server.keyValueDsn();
+  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
 
   before(async () => {
     c = await startPgCluster({ nodes: 3, name: "part-majority" });

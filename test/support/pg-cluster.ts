@@ -28,6 +28,8 @@ export interface PgClusterOptions {
   name?: string;
   heartbeatMs?: number;
   electionMs?: number;
+  /** Extra environment of every sidecar (e.g. PGPASSFILE). */
+  sidecarEnv?: Record<string, string>;
 }
 
 /** One PostgreSQL + sidecar pair. */
@@ -132,7 +134,7 @@ export async function startPgCluster(opts: PgClusterOptions = {}): Promise<PgClu
     const httpPort = (i: number): number => ports[3 * i + 1]!;
     const sqlPort = (i: number): number => ports[3 * i + 2]!;
     const initial = Array.from({ length: n }, (_, i) => `${i + 1}=127.0.0.1:${raftPort(i)}`).join(",");
-    const common = { clusterId, heartbeat: `${heartbeatMs}ms`, election: `${electionMs}ms`, env: {} };
+    const common = { clusterId, heartbeat: `${heartbeatMs}ms`, election: `${electionMs}ms`, env: opts.sidecarEnv ?? {} };
     const pgArgs = (i: number): string[] => ["--postgres-dsn", servers[i]!.server.dsn(), "--sql-listen", `127.0.0.1:${sqlPort(i)}`];
     const rejoins = new Map<number, number>();
 

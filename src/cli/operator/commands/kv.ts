@@ -49,7 +49,7 @@ async function listAll(ctx: ActionContext, prefix: string, limit: number, keysOn
 }
 
 export function registerKv(program: Command): Command[] {
-  const kv = operatorCommand(program, "kv", "read and write the replicated KV store (values are JSON text)");
+  const kv = operatorCommand(program, "kv", 'read and write the replicated KV store (values are JSON text; keys under "pgraft.internal/" are pgraft\'s own: refused, and left out of listings)');
 
   operatorCommand(kv, "get <key>", "print a key's value and revisions (exit 1 if it does not exist)")
     .option("--serializable", "answer from the sidecar's local state, without the ReadIndex round (may be stale)")
