@@ -47,6 +47,8 @@ Passwords: a DSN the sidecar connects to without a password in it (interface DSN
 they are replicated to every node) gets it as libpq would: $PGPASSWORD, else the password file named
 by passfile= in the DSN, else $PGPASSFILE, else ~/.pgpass of the user the sidecar runs as (lines
 host:port:dbname:user:password; a file group or others can read is ignored).
+Files: the data dir is 0700 and everything the sidecar writes in it 0600, whatever the umask; what is
+found wider at start (an older version's WAL) is tightened, with a warning.
 
 Examples:
   pgraft sidecar --node-id 1 --cluster-id prod --data-dir /var/lib/pgraft --plaintext \\

@@ -30,6 +30,7 @@ import { NOT_CONFIGURED, PostgresMonitor } from "../postgres/monitor.js";
 import { ClusterPostgres, postgresNodesCheck } from "./postgres-status.js";
 import { handOverTarget } from "./hand-over.js";
 import { internalCall } from "./internal-keys.js";
+import { exposedKeyFile, secureDataDir } from "./data-dir.js";
 import { raftLogger, setTreeLevel } from "./logger.js";
 
 export const VERSION = "0.1.0";
@@ -67,6 +68,12 @@ export class Sidecar {
   static async start(cfg: SidecarConfig, log: Logger): Promise<Sidecar> {
     const tls = tlsOf(cfg);
     const creds = clientCredentials(tls);
+    // Raft WAL, snapshots, shim password: 0600 files in a 0700 dir (data-dir.ts).
+    for (const change of await secureDataDir(cfg.dataDir)) log.warn(`data dir: tightened ${change}`);
+    if (cfg.tls.mode === "mtls") {
+      const exposed = await exposedKeyFile(cfg.tls.key);
+      if (exposed) log.warn(exposed);
+    }
     if (tls.insecure !== true) checkOwnCertificate(tls.certFile, cfg.clusterId, cfg.nodeId);
     const fresh = !existsSync(join(cfg.dataDir, "wal"));
     const founders = cfg.initialCluster ? [...cfg.initialCluster].map(([id, a]) => ({ id, raftAddress: formatHostPort(a), ...(id === cfg.nodeId ? { name: cfg.nodeName } : {}) })) : [];

@@ -7,6 +7,9 @@
 // nodes hold the same rows, pgraft.node_slots answers on both, the health
 // check is clean, and alpha's group slot moves past what was written after
 // the restart (the WAL it held is released) — with the same sidecar process.
+// Nothing is applied twice: a table without a primary key would then hold a
+// row twice, and the other table an insert_exists conflict (the nodes write
+// disjoint rows).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { sleep, until } from "../sql/helpers.js";
@@ -14,10 +17,14 @@ import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-clust
 
 const SEED_ROWS = 100;
 
-/** An order-independent fingerprint of app.t. */
+/** An order-independent fingerprint of app.t and app.log. */
 async function contents(n: PgNode): Promise<string> {
-  const r = await n.query<{ n: string; h: string | null }>("SELECT count(*)::text AS n, md5(string_agg(t::text, ',' ORDER BY id)) AS h FROM app.t t");
-  return `${r.rows[0]!.n}/${r.rows[0]!.h ?? ""}`;
+  const r = await n.query<{ n: string; h: string | null; ln: string; lh: string | null }>(
+    `SELECT (SELECT count(*) FROM app.t)::text AS n, (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM app.t t) AS h,
+            (SELECT count(*) FROM app.log)::text AS ln, (SELECT md5(string_agg(l::text, ',' ORDER BY l::text)) FROM app.log l) AS lh`,
+  );
+  const x = r.rows[0]!;
+  return `${x.n}/${x.h ?? ""} log ${x.ln}/${x.lh ?? ""}`;
 }
 
 /** Every writer started, so `after` stops any a failed test left running. */
@@ -42,7 +49,7 @@ function load(n: PgNode, prefix: string, parity: 0 | 1): { stop(): Promise<numbe
              UPDATE app.t SET v = v + 1, who = '${prefix}' WHERE id = 'seed-${seed}'; COMMIT;`,
           );
         } else if (i % 3 === 1) {
-          await n.query("INSERT INTO app.t (id, v, who) VALUES ($1, $2, $3)", [`${prefix}-${i}`, i, prefix]);
+          await n.query(`BEGIN; INSERT INTO app.t (id, v, who) VALUES ('${prefix}-${i}', ${i}, '${prefix}'); INSERT INTO app.log VALUES ('${prefix}-${i}', ${i}); COMMIT;`);
         } else {
           await n.query("UPDATE app.t SET v = v + 1, who = $1 WHERE id = $2", [prefix, `seed-${seed}`]);
         }
@@ -75,7 +82,7 @@ describe("PostgreSQL restarted under a running sidecar", { timeout: 400_000 }, (
     c = await startPgCluster({ nodes: 2, name: "pg-restart" });
     const [n1, n2] = c.nodes as [PgNode, PgNode];
     try {
-      await n1.query(`CREATE SCHEMA app; CREATE TABLE app.t (id text PRIMARY KEY, v int NOT NULL, who text);
+      await n1.query(`CREATE SCHEMA app; CREATE TABLE app.t (id text PRIMARY KEY, v int NOT NULL, who text); CREATE TABLE app.log (msg text, n int);
         INSERT INTO app.t SELECT 'seed-' || g, 0, 'seed' FROM generate_series(1, ${SEED_ROWS}) g;`);
       await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
       await n1.query("SELECT bdr.create_node_group('g1')");
@@ -123,6 +130,15 @@ describe("PostgreSQL restarted under a running sidecar", { timeout: 400_000 }, (
           return a === b ? a : undefined;
         }, 90_000, 250);
         t.diagnostic(`converged: ${converged}`);
+        for (const n of [n1, n2]) {
+          const doubled = await n.query("SELECT msg FROM app.log GROUP BY msg HAVING count(*) > 1 LIMIT 5");
+          assert.deepEqual(doubled.rows, [], `node ${n.id}: no row of the table without a primary key applied twice`);
+          // The only conflicts: the first update from beta of a seed row alpha wrote (its writer changes). An insert applied twice would be insert_exists.
+          const conflicts = await n.query(
+            "SELECT conflict_type, key::text, count(*)::int AS n FROM pgraft.conflict_history WHERE conflict_type <> 'update_differing' OR key::text NOT LIKE '%seed-%' GROUP BY 1, 2 LIMIT 5",
+          );
+          assert.deepEqual(conflicts.rows, [], `node ${n.id}: no conflict but a seed row's change of writer`);
+        }
 
         // pgraft.node_slots answers on both nodes, with the node slots streaming again.
         for (const n of [n1, n2]) {

@@ -1,7 +1,12 @@
 // The few file-system operations the WAL and the snapshot store need, behind an
 // interface so tests can inject layers that count fsyncs, stall them, or
 // simulate a crash that keeps only what was made durable.
-import { open, readFile, readdir, unlink, rename, mkdir, truncate, stat, type FileHandle } from "node:fs/promises";
+//
+// What they hold (the replicated catalog, KV values, DSNs) is nobody else's
+// business: the real layer creates files 0600 and directories 0700 whatever
+// the umask, and tightens one it opens or a directory it is asked to make when
+// it finds them wider (written by an older version).
+import { chmod, open, readFile, readdir, unlink, rename, mkdir, truncate, stat, type FileHandle } from "node:fs/promises";
 
 /** An open file. Opaque to callers: only the layer that opened it may use it. */
 export interface FsHandle {
@@ -47,10 +52,23 @@ function nodeHandle(h: FsHandle): NodeHandle {
   return h;
 }
 
+/** Mode of every file the WAL and the snapshot store write. */
+export const FILE_MODE = 0o600;
+/** Mode of their directories. */
+export const DIR_MODE = 0o700;
+
 /** The real file system (node:fs/promises). */
 export const nodeFs: FsLayer = {
   async open(path, mode) {
-    return new NodeHandle(path, await open(path, mode === "append" ? "a" : "w"));
+    const fh = await open(path, mode === "append" ? "a" : "w", FILE_MODE);
+    try {
+      // The mode above applies to a new file only (and minus the umask): make an existing one private too.
+      if (((await fh.stat()).mode & 0o777) !== FILE_MODE) await fh.chmod(FILE_MODE);
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    return new NodeHandle(path, fh);
   },
   async write(h, data) {
     const { fh } = nodeHandle(h);
@@ -81,7 +99,8 @@ export const nodeFs: FsLayer = {
     await rename(from, to);
   },
   async mkdirp(dir) {
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: DIR_MODE });
+    if (((await stat(dir)).mode & 0o077) !== 0) await chmod(dir, DIR_MODE);
   },
   async truncate(path, len) {
     await truncate(path, len);
