@@ -119,6 +119,11 @@ export class Raft {
     this.cfg.logger.info(`node ${this.id}: ${msg}`);
   }
 
+  /** Elections and lost leadership: what an operator must see even at warn level. */
+  private alarm(msg: string): void {
+    this.cfg.logger.warn(`node ${this.id}: ${msg}`);
+  }
+
   isVoter(id: NodeId): boolean {
     return this.conf.voters.includes(id);
   }
@@ -193,7 +198,7 @@ export class Raft {
     this.reset(term);
     this.leader = leader;
     this.role = Role.Follower;
-    if (was === Role.Leader) this.say(`stepped down to follower at term ${term}`);
+    if (was === Role.Leader) this.alarm(`stepped down to follower at term ${term}`);
     else if (leader !== NONE && leader !== prevLeader) this.say(`following leader ${leader} at term ${term}`);
   }
 
@@ -202,14 +207,14 @@ export class Raft {
     this.votes = new Map();
     this.leader = NONE;
     this.role = Role.PreCandidate;
-    this.say(`became pre-candidate at term ${this.term}`);
+    this.alarm(`became pre-candidate at term ${this.term}`);
   }
 
   private becomeCandidate(): void {
     this.reset(this.term + 1);
     this.vote = this.id;
     this.role = Role.Candidate;
-    this.say(`became candidate at term ${this.term}`);
+    this.alarm(`became candidate at term ${this.term}`);
   }
 
   private becomeLeader(): void {
@@ -418,7 +423,7 @@ export class Raft {
         return this.bcastHeartbeat(undefined);
       case MessageType.CheckQuorum:
         if (!this.quorumActive()) {
-          this.say(`stepped down: lost quorum (no answer from a majority within ${this.cfg.electionTick} ticks) at term ${this.term}`);
+          this.alarm(`stepped down: lost quorum (no answer from a majority within ${this.cfg.electionTick} ticks) at term ${this.term}`);
           this.becomeFollower(this.term, NONE);
         }
         for (const [id, pr] of this.prs) if (id !== this.id) pr.recentActive = false;

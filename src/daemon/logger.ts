@@ -1,6 +1,8 @@
 // Structured JSON logs (pino), one line per decision, tagged with the node.
 // The consensus core and the transport take a tiny {info, warn, debug} logger;
-// this adapts pino to it so every layer writes the same stream.
+// this adapts pino to it so every layer writes the same stream. Every line
+// names its level ("level":"warn", not pino's 40) and its component: the
+// child's ("raft", "transport", "control-loop", ...) or "sidecar" for the root.
 import { pino, type Logger, type LevelWithSilent } from "pino";
 import type { RaftLogger } from "../consensus/config.js";
 
@@ -15,6 +17,9 @@ export function createLogger(opts: { level: LevelWithSilent; nodeId: number; clu
       level: opts.level,
       base: { node_id: opts.nodeId, cluster_id: opts.clusterId },
       timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      // A line of a logger without a component of its own is the sidecar's.
+      mixin: (_obj, _level, logger) => (hasComponent(logger) ? {} : { component: ROOT_COMPONENT }),
       onChild: (child) => {
         members.add(new WeakRef(child));
       },
@@ -24,6 +29,18 @@ export function createLogger(opts: { level: LevelWithSilent; nodeId: number; clu
   members.add(new WeakRef(root));
   trees.set(root, members);
   return root;
+}
+
+export const ROOT_COMPONENT = "sidecar";
+
+const withComponent = new WeakMap<Logger, boolean>();
+function hasComponent(logger: Logger): boolean {
+  let v = withComponent.get(logger);
+  if (v === undefined) {
+    v = typeof logger.bindings()["component"] === "string";
+    withComponent.set(logger, v);
+  }
+  return v;
 }
 
 /** Set the level of `root` and of every logger derived from it. */

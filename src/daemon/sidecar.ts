@@ -121,7 +121,9 @@ export class Sidecar {
         onPersist: (s) => metricsRef.m?.fsyncSeconds.observe(s),
         onLeaderChange: (leader, term) => {
           metricsRef.m?.leaderChanges.inc();
-          log.info({ leader, term }, leader === cfg.nodeId ? `became leader term ${term}` : leader ? `following leader ${leader} term ${term}` : `no leader at term ${term}`);
+          // Losing the leader is what an operator must see: at warn, like every election (raft.ts).
+          if (leader) log.info({ leader, term }, leader === cfg.nodeId ? `became leader term ${term}` : `following leader ${leader} term ${term}`);
+          else log.warn({ leader, term }, `lost the leader: no leader at term ${term}`);
         },
       },
     });

@@ -74,12 +74,12 @@ function httpGet(port: number, path: string, timeoutMs = 2_000): Promise<{ code:
 function compactLine(line: string): string {
   try {
     const o = JSON.parse(line) as Record<string, unknown>;
-    const lvl = ({ 10: "TRACE", 20: "DEBUG", 30: "INFO", 40: "WARN", 50: "ERROR", 60: "FATAL" } as Record<number, string>)[o.level as number] ?? String(o.level);
+    const lvl = String(o.level).toUpperCase();
     const time = typeof o.time === "string" ? o.time.slice(11, 23) : "";
     const comp = typeof o.component === "string" ? `[${o.component}] ` : "";
     const msg = typeof o.msg === "string" ? o.msg : JSON.stringify(o);
     // A warning's reason is in its fields: without it the tail of a failed test says little.
-    const why = (o.level as number) >= 40 ? (o.error ?? o.err) : undefined;
+    const why = ["warn", "error", "fatal"].includes(String(o.level)) ? (o.error ?? o.err) : undefined;
     return `${time} ${lvl} ${comp}${msg}${why === undefined ? "" : `: ${typeof why === "string" ? why : JSON.stringify(why)}`}`;
   } catch {
     return line;

@@ -133,7 +133,7 @@ describe("a node slot dropped by hand", { timeout: 600_000 }, () => {
         assert.equal(h?.severity, "critical", `node ${n.id}'s health check: ${JSON.stringify(h)}`);
         assert.match(h.detail, names);
       }
-      const lostLogs = (n: PgNode, msg: string): number => n.sidecar.logRecords().filter((r) => r["msg"] === msg && r["level"] === 50).length;
+      const lostLogs = (n: PgNode, msg: string): number => n.sidecar.logRecords().filter((r) => r["msg"] === msg && r["level"] === "error").length;
       assert.equal(lostLogs(n1, "node slot lost"), 1, "alpha logs the lost slot once");
       assert.equal(lostLogs(n2, "replication from peer stopped: slot lost"), 1, "beta logs its stopped stream once");
 

@@ -40,11 +40,11 @@ async function postgresNodes(node: PgNode): Promise<Check | undefined> {
 }
 
 /** The sidecar's log lines about its PostgreSQL changing state (component postgres-probe). */
-function transitions(node: PgNode): { level: number; msg: string }[] {
+function transitions(node: PgNode): { level: string; msg: string }[] {
   return node.sidecar
     .logRecords()
     .filter((r) => r.component === "postgres-probe" && typeof r.msg === "string" && /^local PostgreSQL is (up|down)/.test(r.msg))
-    .map((r) => ({ level: Number(r.level), msg: r.msg as string }));
+    .map((r) => ({ level: String(r.level), msg: r.msg as string }));
 }
 
 /** Start the node's PostgreSQL again if a failed test left it stopped. */
@@ -147,8 +147,8 @@ describe("a node whose PostgreSQL is dead does not look healthy", () => {
     assert.deepEqual(
       lines.map((l) => [l.level, l.msg.replace(/:.*|\(.*$/s, "").trim()]),
       [
-        [40, "local PostgreSQL is down"],
-        [30, "local PostgreSQL is up again"],
+        ["warn", "local PostgreSQL is down"],
+        ["info", "local PostgreSQL is up again"],
       ],
       JSON.stringify(lines),
     );
