@@ -203,7 +203,7 @@ export class RaftPeerService {
 
   /** A message inside a batch (or the head of a snapshot) must agree with its envelope. */
   private convert(w: RaftMessage, env: { clusterId: string; from: NodeId; to: NodeId }, data?: Uint8Array): Message | Refusal {
-    if (w.clusterId !== env.clusterId || w.from !== env.from || w.to !== env.to) {
+    if (w.clusterId !== env.clusterId || (w.from !== env.from && !isRelayed(w)) || w.to !== env.to) {
       return this.refusal(
         "malformed",
         grpc.status.INVALID_ARGUMENT,
@@ -351,6 +351,20 @@ export class RaftPeerService {
       if (!t.isEnded()) malformed(`snapshot stream ended after ${received} bytes, before its last chunk`);
     });
   }
+}
+
+/**
+ * A request a follower passes on to its leader keeps its requester in `from`
+ * (the leader answers the requester directly, as in etcd): a ReadIndex, or a
+ * TransferLeader (whose `from` is the transferee), sent term-less. A node that
+ * thinks a follower leads sends it such a request, and that follower relays it
+ * — so these alone may name another sender than their batch. The batch's
+ * sender is still the authenticated one; a relayed `from` only decides where
+ * the leader sends a read's answer, or whom it hands leadership to (which any
+ * member may ask for anyway).
+ */
+function isRelayed(w: RaftMessage): boolean {
+  return w.term === 0n && w.from !== 0 && (w.type === WireMessageType.READ_INDEX || w.type === WireMessageType.TRANSFER_LEADER);
 }
 
 /** "host:port", "[v6]:port": what a sidecar advertises (a dialable address, never more than 255 characters). */

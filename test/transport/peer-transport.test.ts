@@ -202,6 +202,31 @@ describe("GrpcPeerTransport between two sidecars", () => {
     assert.match(err?.details ?? "", /node 9 is not a known member of cluster c1/);
   });
 
+  test("a follower relays a ReadIndex or TransferLeader with its requester in from; nothing else may name another sender", async (t) => {
+    // Node 3 took node 1 for the leader; node 1 passes the requests on to node 2 as the core does.
+    b.received = [];
+    const relayed = [
+      msg({ type: MessageType.ReadIndex, from: 3, to: 2, context: bytes(7, 7) }),
+      msg({ type: MessageType.TransferLeader, from: 3, to: 2 }),
+    ];
+    ta!.send(relayed);
+    await waitFor("the relayed requests at node 2", () => b.received.length === 2);
+    assert.deepStrictEqual(b.received, relayed);
+
+    // With a term (not a relay), or of another type, the mismatch is refused.
+    const x = new Recorder();
+    const tx = transport(x, { selfId: 1, clusterId: "c1", peers: [[2, sb!.address]] });
+    t.after(() => tx.close());
+    const refusedBefore = tb!.stats.refused.malformed;
+    tx.send([msg({ type: MessageType.ReadIndex, from: 3, to: 2, term: 4 })]);
+    await waitFor("the refusal", () => tb!.stats.refused.malformed > refusedBefore);
+    const tx2 = transport(x, { selfId: 1, clusterId: "c1", peers: [[2, sb!.address]] });
+    t.after(() => tx2.close());
+    tx2.send([msg({ type: MessageType.HeartbeatResp, from: 3, to: 2 })]);
+    await waitFor("the second refusal", () => tb!.stats.refused.malformed > refusedBefore + 1);
+    assert.equal(b.received.length, 2);
+  });
+
   test("malformed batches are refused: local types, Snap on Stream, mismatched envelope", async (t) => {
     const client = createClient(RaftPeer, sb!.address, insecureClient());
     t.after(() => client.close());
