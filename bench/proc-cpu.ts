@@ -23,7 +23,7 @@ interface Stat {
   children: number;
 }
 
-function readStat(pid: number): Stat | undefined {
+export function readStat(pid: number): Stat | undefined {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, "utf8");
