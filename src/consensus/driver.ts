@@ -50,6 +50,11 @@ export interface DriverObserver {
   onPersist?(seconds: number, entries: number): void;
   onLeaderChange?(leader: NodeId, term: number, role: Role): void;
   onApply?(index: number): void;
+  /**
+   * Every proposal (command or membership change) once settled: "applied", or
+   * the lower-case RaftError code it failed with ("not_leader", "timeout", ...).
+   */
+  onProposal?(outcome: string, seconds: number): void;
 }
 
 export interface RaftNodeOptions {
@@ -371,6 +376,24 @@ export class RaftNode {
   }
 
   private proposeEntry(doPropose: () => { index: number; term: number }, o: RequestOptions): Promise<unknown> {
+    const observer = this.opts.observer;
+    if (!observer?.onProposal) return this.proposeUnobserved(doPropose, o);
+    const observe = (outcome: string, seconds: number): void => observer.onProposal?.(outcome, seconds);
+    const t0 = process.hrtime.bigint();
+    const seconds = (): number => Number(process.hrtime.bigint() - t0) / 1e9;
+    return this.proposeUnobserved(doPropose, o).then(
+      (r) => {
+        observe("applied", seconds());
+        return r;
+      },
+      (e: unknown) => {
+        observe(e instanceof RaftError ? e.code.toLowerCase() : "error", seconds());
+        throw e;
+      },
+    );
+  }
+
+  private proposeUnobserved(doPropose: () => { index: number; term: number }, o: RequestOptions): Promise<unknown> {
     try {
       this.checkUsable();
       const { index, term } = doPropose();

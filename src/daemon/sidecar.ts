@@ -118,9 +118,10 @@ export class Sidecar {
       logger: raftLogger(log, "raft"),
       requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
       observer: {
-        onPersist: (s) => metricsRef.m?.fsyncSeconds.observe(s),
-        onLeaderChange: (leader, term) => {
-          metricsRef.m?.leaderChanges.inc();
+        onPersist: (s, entries) => metricsRef.m?.events.onPersist(s, entries),
+        onProposal: (result, seconds) => metricsRef.m?.events.onProposal(result, seconds),
+        onLeaderChange: (leader, term, role) => {
+          metricsRef.m?.events.onLeaderChange(leader, term, role);
           // Losing the leader is what an operator must see: at warn, like every election (raft.ts).
           if (leader) log.info({ leader, term }, leader === cfg.nodeId ? `became leader term ${term}` : `following leader ${leader} term ${term}`);
           else log.warn({ leader, term }, `lost the leader: no leader at term ${term}`);
@@ -139,7 +140,7 @@ export class Sidecar {
       transport: () => transport.stats,
       lastContactMs: () => n.lastContactMs(),
       ...pgHealth,
-    });
+    }, { nodeId: cfg.nodeId, clusterId: cfg.clusterId, version: VERSION, nodeName: cfg.nodeName });
     metricsRef.m = metrics;
 
     const server = new grpc.Server(PEER_SERVER_OPTIONS);

@@ -2,6 +2,7 @@
 // read at scrape time from a MetricsSource; event metrics (proposals, fsyncs,
 // leader changes) are recorded by the daemon as they happen.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { DriverObserver } from "../consensus/driver.js";
 import { MessageType, Role, type RaftStatus } from "../consensus/types.js";
 import type { PostgresHealth } from "../postgres/monitor.js";
 
@@ -22,7 +23,16 @@ export interface MetricsSource {
   postgres?(): PostgresHealth;
 }
 
-const ROLE_VALUE: Record<Role, number> = { [Role.Follower]: 0, [Role.PreCandidate]: 1, [Role.Candidate]: 2, [Role.Leader]: 3 };
+/** The role label values of pgraft_raft_role, one series each (1 for the role held, 0 for the others). */
+export const ROLE_LABELS: Readonly<Record<Role, string>> = { [Role.Follower]: "follower", [Role.PreCandidate]: "pre-candidate", [Role.Candidate]: "candidate", [Role.Leader]: "leader" };
+
+/** What pgraft_node_info says about the node. */
+export interface NodeInfo {
+  nodeId: number;
+  clusterId: string;
+  version: string;
+  nodeName?: string;
+}
 
 export class PgraftMetrics {
   readonly registry = new Registry();
@@ -32,7 +42,10 @@ export class PgraftMetrics {
   readonly leaderChanges: Counter;
   private readonly counterState = new Map<string, number>();
 
-  constructor(private readonly source: MetricsSource) {
+  constructor(
+    private readonly source: MetricsSource,
+    info?: NodeInfo,
+  ) {
     const r = this.registry;
     // Standard names (process_*, nodejs_*) so stock dashboards and alerts work.
     collectDefaultMetrics({ register: r });
@@ -40,7 +53,29 @@ export class PgraftMetrics {
       new Gauge({ name, help, registers: [r], collect() { this.set(read(source.status())); } });
     };
     gauge("pgraft_raft_term", "Current Raft term", (s) => s.term);
-    gauge("pgraft_raft_role", "Role: 0 follower, 1 pre-candidate, 2 candidate, 3 leader", (s) => ROLE_VALUE[s.role]);
+    // The Prometheus way for a state: one series per role, 1 for the one held.
+    new Gauge({
+      name: "pgraft_raft_role",
+      help: "This node's Raft role: 1 for the role it holds (label role: leader, follower, candidate, pre-candidate), 0 for the others",
+      labelNames: ["role"],
+      registers: [r],
+      collect() {
+        const role = source.status().role;
+        for (const [k, label] of Object.entries(ROLE_LABELS) as [Role, string][]) this.set({ role: label }, k === role ? 1 : 0);
+      },
+    });
+    if (info) {
+      const labels = { node_id: String(info.nodeId), cluster_id: info.clusterId, version: info.version, node_name: info.nodeName ?? "" };
+      new Gauge({
+        name: "pgraft_node_info",
+        help: "Always 1; the labels say which node this is: node_id, node_name, cluster_id and the sidecar's version",
+        labelNames: Object.keys(labels),
+        registers: [r],
+        collect() {
+          this.set(labels, 1);
+        },
+      });
+    }
     gauge("pgraft_raft_is_leader", "1 on the leader, 0 elsewhere", (s) => (s.role === Role.Leader ? 1 : 0));
     gauge("pgraft_raft_leader_id", "Id of the leader this node knows (0: none)", (s) => s.leader);
     gauge("pgraft_raft_commit_index", "Highest log index known committed", (s) => s.commit);
@@ -138,10 +173,15 @@ export class PgraftMetrics {
       });
     }
 
-    this.proposals = new Counter({ name: "pgraft_proposals_total", help: "Proposals by outcome", labelNames: ["result"], registers: [r] });
+    this.proposals = new Counter({
+      name: "pgraft_proposals_total",
+      help: "Proposals made on this node (commands and membership changes), by result: applied, or the error (not_leader, timeout, no_quorum, proposal_dropped, ...)",
+      labelNames: ["result"],
+      registers: [r],
+    });
     this.proposalSeconds = new Histogram({
       name: "pgraft_proposal_duration_seconds",
-      help: "Time from proposal to apply on this node",
+      help: "Time from proposal to apply on this node, of the proposals applied",
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers: [r],
     });
@@ -152,6 +192,19 @@ export class PgraftMetrics {
       registers: [r],
     });
     this.leaderChanges = new Counter({ name: "pgraft_raft_leader_changes_total", help: "Times the known leader changed", registers: [r] });
+  }
+
+  /** The driver's events this registry records: fsyncs, leader changes, proposals. */
+  readonly events: Required<Pick<DriverObserver, "onPersist" | "onLeaderChange" | "onProposal">> = {
+    onPersist: (seconds) => this.fsyncSeconds.observe(seconds),
+    onLeaderChange: () => this.leaderChanges.inc(),
+    onProposal: (result, seconds) => this.recordProposal(result, seconds),
+  };
+
+  /** One proposal settled (the driver's onProposal): counted by result, timed when applied. */
+  recordProposal(result: string, seconds: number): void {
+    this.proposals.inc({ result });
+    if (result === "applied") this.proposalSeconds.observe(seconds);
   }
 
   metrics(): Promise<string> {
