@@ -4,8 +4,11 @@
 // bounded queue in front of it. What cannot be sent (queue full, peer
 // disconnected or unknown) is dropped and reported through onUnreachable, as
 // Raft expects of a lossy network: it retries on its own. A stream that fails
-// is reopened after an exponential backoff with jitter (50 ms doubling to 5 s,
-// reset once a peer accepts a stream). Snapshots go by InstallSnapshot in
+// is reopened after an exponential backoff with jitter (50 ms doubling to 1 s,
+// reset once a peer accepts a stream); a stream that never got through drops
+// its channel too, so the next attempt dials afresh instead of waiting out
+// gRPC's own reconnect backoff on top of ours — a restarted peer is reached
+// again within about a second, however long it was away. Snapshots go by InstallSnapshot in
 // 1 MiB chunks on a connection of their own, so heartbeats never wait behind
 // them; the outcome is reported through onSnapshotStatus.
 //
@@ -41,6 +44,9 @@ export { PEER_SERVER_OPTIONS, RaftPeerService, type RaftPeerServiceOptions, type
 export { newTransportStats, type RefusalReason, type TransportStats } from "./stats.js";
 
 /** Channel options of every peer connection. */
+/** The stream's reconnect backoff: short enough that a restarted peer hears from us within about a second. */
+export const PEER_BACKOFF: Readonly<{ initialMs: number; maxMs: number }> = { initialMs: 50, maxMs: 1_000 };
+
 export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   // Notice a dead peer (or a dead path to it) within ~15 s even when idle.
   "grpc.keepalive_time_ms": 10_000,
@@ -49,7 +55,7 @@ export const PEER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
   "grpc.max_send_message_length": 64 * MiB,
   "grpc.max_receive_message_length": 64 * MiB,
   "grpc.initial_reconnect_backoff_ms": 50,
-  "grpc.max_reconnect_backoff_ms": 5_000,
+  "grpc.max_reconnect_backoff_ms": 1_000,
   // Each client its own connection: a snapshot never shares one with heartbeats.
   "grpc.use_local_subchannel_pool": 1,
 };
@@ -84,7 +90,7 @@ export interface GrpcPeerTransportOptions {
   maxMessageBytes?: number;
   /** A stream the peer has not accepted within this time is abandoned (default 5 s). */
   acceptTimeoutMs?: number;
-  /** Reconnect backoff (default 50 ms doubling to 5 s, with jitter). */
+  /** Reconnect backoff (default 50 ms doubling to 1 s, with jitter). */
   backoff?: { initialMs: number; maxMs: number };
   snapshotChunkBytes?: number;
   /** Deadline of one snapshot transfer (default 10 min). */
@@ -258,6 +264,11 @@ class PeerSender {
       log.debug(text);
     }
     this.ctx.unreachable(this.id);
+    if (!this.accepted) {
+      // Never got through: a fresh channel next time (see the top of the file).
+      this.client?.close();
+      this.client = undefined;
+    }
     this.state = "backoff";
     // A refusal will not go away by itself soon: never retry it on the shortest backoff.
     if (reason) this.backoffMs = Math.max(this.backoffMs, Math.min(1_000, o.backoff.maxMs));
@@ -388,7 +399,7 @@ export class GrpcPeerTransport implements Transport {
       maxBatchBytes: 4 * MiB,
       maxMessageBytes: 60 * MiB,
       acceptTimeoutMs: 5_000,
-      backoff: { initialMs: 50, maxMs: 5_000 },
+      backoff: PEER_BACKOFF,
       snapshotChunkBytes: MiB,
       snapshotTimeoutMs: 10 * 60_000,
       random: Math.random,

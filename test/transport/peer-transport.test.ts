@@ -8,7 +8,7 @@ import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { RaftBatchSchema, RaftMessageSchema, RaftPeer, MessageType as WireMessageType, type StreamSummary } from "../../src/gen/pgraft/v1/raft_pb.js";
 import { createClient, isServiceError } from "../../src/transport/grpc-service.js";
-import type { GrpcPeerTransport } from "../../src/transport/peer-transport.js";
+import { PEER_BACKOFF, type GrpcPeerTransport } from "../../src/transport/peer-transport.js";
 import type { Message } from "../../src/consensus/types.js";
 import { EntryType, MessageType, Recorder, bytes, insecureClient, msg, restartServer, sleep, startServer, stop, transport, waitFor, type Running } from "./helpers.js";
 
@@ -359,5 +359,31 @@ describe("GrpcPeerTransport when a peer is away", () => {
       commits,
       [...commits].sort((x, y) => x - y),
     );
+  });
+
+  test("a peer away long enough for the backoff to reach its cap is reached again within about one cap of its return", async (t) => {
+    const r = new Recorder();
+    const rb = new Recorder();
+    const tb = transport(rb, { selfId: 2, clusterId: "c1", peers: [[1, "127.0.0.1:1"]] });
+    let sb: Running | undefined = await startServer((s) => tb.register(s));
+    const port = sb.port;
+    // The longest jitter every time: the worst case of the default backoff.
+    const tx = transport(r, { selfId: 1, clusterId: "c1", peers: [[2, sb.address]], random: () => 1 });
+    const timer = setInterval(() => tx.send([msg({ type: MessageType.Heartbeat, from: 1, to: 2 })]), 10);
+    t.after(() => {
+      clearInterval(timer);
+      tx.close();
+      tb.close();
+      stop(sb);
+    });
+    await waitFor("first heartbeat", () => rb.received.length >= 1);
+    stop(sb);
+    sb = undefined;
+    // 50, 100, ... ms: after seven failed attempts the backoff is at its cap (it was 5 s; PEER_BACKOFF.maxMs now).
+    await waitFor("seven failed attempts", () => tx.stats.streamFailures >= 7, 20_000);
+    const before = rb.received.length;
+    sb = await restartServer((s) => tb.register(s), port);
+    // One cap (1 s) plus a new connection; a 5 s cap, or gRPC's own reconnect backoff stacked on ours, misses this.
+    await waitFor("heartbeats again", () => rb.received.length > before, 2.5 * PEER_BACKOFF.maxMs);
   });
 });
