@@ -41,8 +41,15 @@ sim-long: install
 
 # The main job: a local 3-node cluster of PostgreSQL + sidecars with the SQL shim;
 # prints a psql command per node; Ctrl-C stops it (DEMO_ARGS="--nodes 5 --base-dir DIR").
-run: build postgres
-	node dist/src/cli/main.js demo $(DEMO_ARGS)
+# It builds only when a source changed since its last build (dist/.run-build-stamp).
+RUN_SOURCES := $(shell find src bench proto -path src/gen -prune -o -type f \( -name '*.ts' -o -name '*.proto' \) -print) tsconfig.json buf.gen.yaml
+dist/.run-build-stamp: node_modules/.install-stamp $(RUN_SOURCES)
+	npm run gen
+	npx tsc -p tsconfig.json
+	@touch $@
+
+run: dist/.run-build-stamp postgres
+	./pgraft demo $(DEMO_ARGS)
 
 # The shim as a PostgreSQL extension in `pg_config --sharedir`/extension (CREATE EXTENSION pgraft CASCADE).
 install-extension: build postgres

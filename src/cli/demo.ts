@@ -1,15 +1,27 @@
 // `pgraft demo`: start (or restart) a local cluster of PostgreSQL + sidecars
 // and print how to reach each node. In the foreground it runs until Ctrl-C
 // (or SIGTERM), then stops everything and removes nothing; --detach runs the
-// same foreground process in the background and returns once it is ready;
-// --stop asks that background process to stop.
+// same foreground process in the background and returns once it is ready
+// (what happens later goes to DIR/demo.log); --stop stops every process of
+// the directory, however it was left. A sidecar or PostgreSQL that exits on
+// its own is reported and restarted after a backoff; the others keep running.
 import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { openSync, closeSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, openSync, closeSync } from "node:fs";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { reachableTempDir } from "../postgres/index.js";
-import { demoExists, recordOwner, startDemo, stopDetachedDemo, type DemoNodeInfo } from "../demo/local-cluster.js";
+import {
+  DEMO_CLUSTER_ID,
+  DemoRunningError,
+  demoExists,
+  recordOwner,
+  runningProcesses,
+  startDemo,
+  stopDemoDir,
+  type DemoNodeInfo,
+  type DemoPids,
+} from "../demo/local-cluster.js";
 
 export interface DemoCliOptions {
   nodes: number;
@@ -26,14 +38,50 @@ const READY_FILE = "ready.json";
 const out = (s: string): void => void process.stdout.write(s + "\n");
 const sqlLiteral = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 
-function describe(baseDir: string, nodes: DemoNodeInfo[]): string {
-  const lines = [`pgraft demo: ${nodes.length} nodes ready (PostgreSQL + sidecar each), data in ${baseDir}`, ""];
+/**
+ * How to run pgraft from where the user is: the `./pgraft` wrapper at the
+ * repository root (relative when we are there, else its absolute path), or
+ * `node <main.js>` when there is no wrapper (an installed copy).
+ */
+export function pgraftCommand(mainJs = MAIN_JS, cwd = process.cwd()): string {
+  const root = resolve(mainJs, "..", "..", "..", "..");
+  const wrapper = join(root, "pgraft");
+  if (!existsSync(wrapper)) return `node ${mainJs}`;
+  const rel = relative(cwd, wrapper);
+  return rel === "pgraft" ? "./pgraft" : wrapper;
+}
+
+/** What --json prints (and --detach reads back from DIR/ready.json); documented in docs/cli-json.md. */
+export interface DemoJson {
+  cluster_id: string;
+  base_dir: string;
+  supervisor_pid: number;
+  nodes: (DemoNodeInfo & { sidecar_pid: number | null; postgres_pid: number | null })[];
+}
+
+function demoJson(baseDir: string, nodes: DemoNodeInfo[], pids: DemoPids): DemoJson {
+  return {
+    cluster_id: DEMO_CLUSTER_ID,
+    base_dir: baseDir,
+    supervisor_pid: pids.supervisor,
+    nodes: nodes.map((n) => {
+      const p = pids.nodes.find((x) => x.id === n.id);
+      return { ...n, sidecar_pid: p?.sidecar ?? null, postgres_pid: p?.postgres ?? null };
+    }),
+  };
+}
+
+export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
+  const { nodes } = doc;
+  const lines = [`pgraft demo: ${nodes.length} nodes ready (PostgreSQL + sidecar each), cluster ${doc.cluster_id}, data in ${doc.base_dir}`, ""];
   for (const n of nodes) {
     lines.push(`node ${n.id}:`);
     lines.push(`  psql:     ${n.psql}`);
-    lines.push(`  metrics:  ${n.metrics}   (health: ${n.http}/health, routing: ${n.http}/primary, ${n.http}/replica)`);
-    lines.push(`  gRPC:     ${n.grpc}   (pgraft status --endpoint ${n.grpc} --cluster-id pgraft-demo --plaintext)`);
+    lines.push(`  metrics:  ${n.metrics}`);
+    lines.push(`  HTTP:     ${n.http}/health  ${n.http}/ready  ${n.http}/leader  ${n.http}/primary  ${n.http}/replica`);
+    lines.push(`  gRPC:     ${n.grpc}   (${cmd} status --endpoint ${n.grpc} --cluster-id ${doc.cluster_id} --plaintext)`);
     lines.push(`  logs:     ${n.sidecarLog}, ${n.postgresLog}`);
+    lines.push(`  pids:     sidecar ${n.sidecar_pid ?? "-"}, PostgreSQL ${n.postgres_pid ?? "-"}`);
   }
   lines.push("", "try:  SELECT * FROM pgraft_get_nodes();   SELECT pgraft_kv_put('k', '{\"a\": 1}');   SELECT pgraft_kv_get('k');");
   const [a, b] = nodes;
@@ -47,47 +95,64 @@ function describe(baseDir: string, nodes: DemoNodeInfo[]): string {
       "           SELECT * FROM bdr.node_summary;",
     );
   }
+  lines.push(
+    "",
+    `failover: kill -9 a sidecar or a postmaster (pids above); the others keep running, the exit is reported and the process restarted after a backoff (1s doubling to 30s).`,
+  );
   return lines.join("\n");
 }
 
+const logEvent = (line: string): void => void process.stderr.write(`${new Date().toISOString()} pgraft demo: ${line}\n`);
+
 export async function runDemoCommand(o: DemoCliOptions): Promise<void> {
+  const cmd = pgraftCommand();
   if (o.stop) {
-    if (!o.baseDir) throw new Error("--stop needs --base-dir DIR (the dir the demo was started with)");
-    const pid = await stopDetachedDemo(resolve(o.baseDir));
-    out(pid ? `stopped the demo in ${o.baseDir} (process ${pid}); its data is kept there` : `no demo is running in ${o.baseDir}`);
+    if (!o.baseDir) throw new Error(`--stop needs --base-dir DIR (the dir the demo was started with)`);
+    const dir = resolve(o.baseDir);
+    const stopped = await stopDemoDir(dir);
+    out(
+      stopped.length
+        ? `stopped the demo in ${dir} (${stopped.map((p) => `${p.what}: pid ${p.pid}`).join(", ")}); its data is kept there`
+        : `no process of the demo in ${dir} is running; its data is kept there`,
+    );
     return;
   }
   let baseDir: string;
   if (o.baseDir) baseDir = resolve(o.baseDir);
   else baseDir = await reachableTempDir("pgraft-demo-");
-  if (o.detach) return detach(o, baseDir);
+  if (o.detach) return detach(o, baseDir, cmd);
+  if (!o.background) {
+    const running = await runningProcesses(baseDir);
+    if (running.length) throw new DemoRunningError(baseDir, running, cmd);
+  }
 
   const progress = o.json || o.background ? () => {} : (l: string) => process.stderr.write(`  ${l}\n`);
   if (!o.json && !o.background) process.stderr.write(`pgraft demo: ${demoExists(baseDir) ? "restarting" : "starting"} ${o.nodes} nodes in ${baseDir}\n`);
-  const demo = await startDemo({ nodes: o.nodes, baseDir, mainJs: MAIN_JS, progress });
+  const demo = await startDemo({ nodes: o.nodes, baseDir, mainJs: MAIN_JS, progress, event: logEvent });
   await recordOwner(baseDir, process.pid);
+  const doc = demoJson(baseDir, demo.nodes, demo.pids());
   if (o.background) {
-    await writeFile(join(baseDir, READY_FILE), JSON.stringify({ baseDir, nodes: demo.nodes }, null, 2) + "\n", { mode: 0o600 });
-  } else if (o.json) out(JSON.stringify({ baseDir, nodes: demo.nodes }, null, 2));
-  else out(describe(baseDir, demo.nodes) + "\n\nCtrl-C stops the cluster (nothing is removed).");
+    logEvent(`ready: ${demo.nodes.length} nodes (supervisor pid ${process.pid})`);
+    await writeFile(join(baseDir, READY_FILE), JSON.stringify(doc, null, 2) + "\n", { mode: 0o600 });
+  } else if (o.json) out(JSON.stringify(doc, null, 2));
+  else out(describe(doc, cmd) + "\n\nCtrl-C stops the cluster (nothing is removed).");
 
   const why = await new Promise<string>((resolveWhy) => {
-    const onSignal = (sig: string) => resolveWhy(`received ${sig}`);
-    process.once("SIGINT", () => onSignal("SIGINT"));
-    process.once("SIGTERM", () => onSignal("SIGTERM"));
-    demo.unexpectedExit.then(resolveWhy, () => {});
+    process.once("SIGINT", () => resolveWhy("received SIGINT"));
+    process.once("SIGTERM", () => resolveWhy("received SIGTERM"));
   });
-  if (!o.json && !o.background) process.stderr.write(`pgraft demo: ${why}; stopping the sidecars and PostgreSQL servers\n`);
+  if (!o.json) logEvent(`${why}; stopping the sidecars and PostgreSQL servers`);
   await demo.stop();
   await recordOwner(baseDir, undefined);
-  if (!o.json && !o.background) process.stderr.write(`pgraft demo: stopped; data kept in ${baseDir} (run again with --base-dir ${baseDir}, or rm -rf it)\n`);
-  if (!why.startsWith("received")) process.exitCode = 1;
+  if (!o.json) logEvent(`stopped; data kept in ${baseDir} (run again with --base-dir ${baseDir}, or rm -rf it)`);
   process.exit();
 }
 
 /** Start the foreground demo as a background process and wait until it is ready. */
-async function detach(o: DemoCliOptions, baseDir: string): Promise<void> {
+async function detach(o: DemoCliOptions, baseDir: string, cmd: string): Promise<void> {
   await mkdir(baseDir, { recursive: true });
+  const running = await runningProcesses(baseDir);
+  if (running.length) throw new DemoRunningError(baseDir, running, cmd);
   await rm(join(baseDir, READY_FILE), { force: true });
   const logPath = join(baseDir, "demo.log");
   const fd = openSync(logPath, "a");
@@ -100,9 +165,9 @@ async function detach(o: DemoCliOptions, baseDir: string): Promise<void> {
   const deadline = Date.now() + 120_000;
   for (;;) {
     try {
-      const ready = JSON.parse(await readFile(join(baseDir, READY_FILE), "utf8")) as { baseDir: string; nodes: DemoNodeInfo[] };
+      const ready = JSON.parse(await readFile(join(baseDir, READY_FILE), "utf8")) as DemoJson;
       if (o.json) out(JSON.stringify(ready, null, 2));
-      else out(describe(baseDir, ready.nodes) + `\n\nrunning in the background (process ${child.pid}); stop it with: pgraft demo --stop --base-dir ${baseDir}`);
+      else out(describe(ready, cmd) + `\n\nrunning in the background (process ${child.pid}; what happens goes to ${logPath}); stop it with: ${cmd} demo --stop --base-dir ${baseDir}`);
       return;
     } catch {
       // not ready yet

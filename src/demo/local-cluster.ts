@@ -15,7 +15,7 @@
 // pgpass file instead (`passfile=`), which psql, pg_dump and the sidecars read.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, openSync, closeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -31,6 +31,8 @@ export interface DemoNodeInfo {
   /** The node's password file (mode 0600). */
   passfile: string;
   psql: string;
+  /** The node's PostgreSQL, host:port. */
+  postgres: string;
   grpc: string;
   http: string;
   metrics: string;
@@ -82,10 +84,18 @@ export async function saveState(baseDir: string, st: DemoState): Promise<void> {
 export interface RunningDemo {
   baseDir: string;
   nodes: DemoNodeInfo[];
+  /** The process ids now (they change when a process is restarted; pids.json in the base dir follows them). */
+  pids(): DemoPids;
   /** Stop the sidecars (SIGTERM), then the PostgreSQL servers (fast shutdown). Removes nothing. */
   stop(): Promise<void>;
-  /** Resolves when a sidecar or a server exits on its own (the demo then stops). */
+  /** Resolves at the first exit the demo did not ask for (the demo restarts the process; a benchmark stops on it). */
   unexpectedExit: Promise<string>;
+}
+
+export interface DemoPids {
+  /** The demo process that supervises the others (`pgraft demo`, or its background half with --detach). */
+  supervisor: number;
+  nodes: { id: number; sidecar: number | null; postgres: number | null }[];
 }
 
 export interface StartDemoOptions {
@@ -93,7 +103,38 @@ export interface StartDemoOptions {
   baseDir: string;
   mainJs: string;
   progress: (line: string) => void;
+  /**
+   * What happens after the start: a process exited on its own, is restarted,
+   * is back. The demo keeps the other processes running and restarts the dead
+   * one after a backoff (1 s doubling to 30 s; back to 1 s once it stayed up a minute).
+   */
+  event?: (line: string) => void;
   readyTimeoutMs?: number;
+}
+
+export const PIDS_FILE = "pids.json";
+export const DEMO_CLUSTER_ID = "pgraft-demo";
+const FIRST_RESTART_DELAY_MS = 1_000;
+const MAX_RESTART_DELAY_MS = 30_000;
+const STABLE_AFTER_MS = 60_000;
+
+/** The next restart delay: doubled, capped; the first again once the process had stayed up a while. */
+export function nextRestartDelay(previousMs: number, upForMs: number): number {
+  if (previousMs === 0 || upForMs >= STABLE_AFTER_MS) return FIRST_RESTART_DELAY_MS;
+  return Math.min(previousMs * 2, MAX_RESTART_DELAY_MS);
+}
+
+interface Supervised {
+  id: number;
+  server: LocalPostgres;
+  sidecar: ChildProcess | undefined;
+  sidecarLog: string;
+  sidecarSince: number;
+  sidecarDelay: number;
+  /** The postmaster is being (re)started: its exits are start() attempts, not crashes. */
+  pgStarting: boolean;
+  pgSince: number;
+  pgDelay: number;
 }
 
 export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
@@ -104,6 +145,8 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
     throw new Error(`pgraft demo needs the PostgreSQL server binaries: ${e instanceof Error ? e.message : String(e)}`);
   }
   await mkdir(o.baseDir, { recursive: true, mode: 0o755 });
+  const running = await runningProcesses(o.baseDir);
+  if (running.length) throw new DemoRunningError(o.baseDir, running);
   let state = await loadState(o.baseDir);
   if (state && state.nodes.length !== o.nodes) {
     throw new Error(`${o.baseDir} holds a ${state.nodes.length}-node demo; run it with --nodes ${state.nodes.length}, or choose another --base-dir`);
@@ -118,19 +161,122 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
   }
   const st = state;
 
-  const servers: LocalPostgres[] = [];
-  const children: ChildProcess[] = [];
+  const supervised: Supervised[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  const restarts = new Set<Promise<void>>();
   let stopping = false;
-  let reportExit: (why: string) => void = () => {};
-  const unexpectedExit = new Promise<string>((resolve) => (reportExit = resolve));
+  let firstExit: (why: string) => void = () => {};
+  const unexpectedExit = new Promise<string>((resolve) => (firstExit = resolve));
+  const event = (line: string): void => {
+    if (/ exited /.test(line)) firstExit(line);
+    (o.event ?? (() => {}))(line);
+  };
+
+  const pids = (): DemoPids => ({
+    supervisor: process.pid,
+    nodes: supervised.map((s) => ({ id: s.id, sidecar: s.sidecar?.pid ?? null, postgres: s.server.pid ?? null })),
+  });
+  const writePids = (): void => {
+    try {
+      writeFileSync(join(o.baseDir, PIDS_FILE), JSON.stringify(pids(), null, 2) + "\n", { mode: 0o600 });
+    } catch {
+      // the base dir is gone: nothing to record
+    }
+  };
+  const later = (ms: number, f: () => void): void => {
+    const t = setTimeout(() => {
+      timers.delete(t);
+      if (!stopping) f();
+    }, ms);
+    timers.add(t);
+  };
+  const track = (p: Promise<void>): void => {
+    restarts.add(p);
+    void p.finally(() => restarts.delete(p));
+  };
+
+  const initial = st.nodes.map((n) => `${n.id}=127.0.0.1:${n.ports.grpc}`).join(",");
+  const spawnSidecar = (s: Supervised): void => {
+    const n = st.nodes.find((x) => x.id === s.id)!;
+    const nodeDir = join(o.baseDir, `node${n.id}`);
+    const fd = openSync(s.sidecarLog, "a", 0o600);
+    let child: ChildProcess;
+    try {
+      child = spawn(
+        process.execPath,
+        [
+          o.mainJs,
+          "sidecar",
+          "--node-id", String(n.id),
+          "--cluster-id", DEMO_CLUSTER_ID,
+          "--data-dir", join(nodeDir, "raft"),
+          "--plaintext",
+          "--listen", `127.0.0.1:${n.ports.grpc}`,
+          "--http-listen", `127.0.0.1:${n.ports.http}`,
+          "--sql-listen", `127.0.0.1:${n.ports.sql}`,
+          "--initial-cluster", initial,
+        ],
+        // The DSN holds the password: the environment, not the command line.
+        { stdio: ["ignore", fd, fd], env: { ...process.env, PGRAFT_POSTGRES_DSN: s.server.dsn() } },
+      );
+    } finally {
+      closeSync(fd);
+    }
+    s.sidecar = child;
+    s.sidecarSince = Date.now();
+    writePids();
+    child.once("error", () => {}); // a failed spawn also ends in "exit"
+    child.once("exit", (code, signal) => {
+      if (s.sidecar === child) s.sidecar = undefined;
+      writePids();
+      if (stopping) return;
+      s.sidecarDelay = nextRestartDelay(s.sidecarDelay, Date.now() - s.sidecarSince);
+      event(`node ${s.id}: the sidecar (pid ${child.pid}) exited (${signal ? `signal ${signal}` : `code ${code}`}); the other processes keep running; restarting it in ${s.sidecarDelay / 1000}s (log ${s.sidecarLog})`);
+      later(s.sidecarDelay, () => {
+        spawnSidecar(s);
+        event(`node ${s.id}: sidecar restarted (pid ${s.sidecar?.pid})`);
+      });
+    });
+  };
+
+  const restartPostgres = (s: Supervised): void => {
+    later(s.pgDelay, () => {
+      s.pgStarting = true;
+      track(
+        s.server.start().then(
+          async () => {
+            s.pgStarting = false;
+            s.pgSince = Date.now();
+            writePids();
+            if (stopping) {
+              await s.server.stop({ mode: "fast" }).catch(() => undefined);
+              return;
+            }
+            event(`node ${s.id}: PostgreSQL restarted (pid ${s.server.pid})`);
+          },
+          (e: unknown) => {
+            s.pgStarting = false;
+            if (stopping) return;
+            s.pgDelay = nextRestartDelay(s.pgDelay, 0);
+            event(`node ${s.id}: PostgreSQL did not start again (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); trying again in ${s.pgDelay / 1000}s`);
+            restartPostgres(s);
+          },
+        ),
+      );
+    });
+  };
 
   const stop = async (): Promise<void> => {
     stopping = true;
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
+    await Promise.all([...restarts]);
     await Promise.all(
-      children.map(
-        (c) =>
+      supervised.map(
+        (s) =>
           new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            const c = s.sidecar;
+            if (!c || c.exitCode !== null || c.signalCode !== null) return resolve();
             const force = setTimeout(() => c.kill("SIGKILL"), 10_000);
             c.once("exit", () => {
               clearTimeout(force);
@@ -140,7 +286,8 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
           }),
       ),
     );
-    await Promise.all(servers.map((s) => s.stop({ mode: "fast" }).catch(() => undefined)));
+    await Promise.all(supervised.map((s) => s.server.stop({ mode: "fast" }).catch(() => undefined)));
+    writePids();
   };
 
   try {
@@ -149,74 +296,64 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
       st.nodes.map(async (n) => {
         const nodeDir = join(o.baseDir, `node${n.id}`);
         await mkdir(nodeDir, { recursive: true, mode: 0o755 });
-        const server = new LocalPostgres({
+        const s: Supervised = {
+          id: n.id,
+          server: undefined as unknown as LocalPostgres,
+          sidecar: undefined,
+          sidecarLog: join(nodeDir, "sidecar.log"),
+          sidecarSince: 0,
+          sidecarDelay: 0,
+          pgStarting: true,
+          pgSince: 0,
+          pgDelay: 0,
+        };
+        s.server = new LocalPostgres({
           dataDir: join(nodeDir, "pg", "data"),
           port: n.ports.pg,
           password: n.password,
           binaries: bins,
           keepProcessAlive: true,
+          onSpawn: () => writePids(),
           onExit: (x) => {
-            if (!stopping) reportExit(`PostgreSQL of node ${n.id} exited (${JSON.stringify(x)}); see ${server.logFile}`);
+            writePids();
+            if (stopping || s.pgStarting) return;
+            s.pgDelay = nextRestartDelay(s.pgDelay, Date.now() - s.pgSince);
+            const how = x.signal ? `signal ${x.signal}` : `code ${x.code}`;
+            event(`node ${n.id}: PostgreSQL exited (${how}); the other processes keep running; restarting it in ${s.pgDelay / 1000}s (log ${s.server.logFile})`);
+            restartPostgres(s);
           },
         });
-        servers.push(server);
-        if (!server.isInitialized()) {
-          o.progress(`node ${n.id}: initdb ${server.dataDir}`);
-          await server.initdb();
+        supervised.push(s);
+        if (!s.server.isInitialized()) {
+          o.progress(`node ${n.id}: initdb ${s.server.dataDir}`);
+          await s.server.initdb();
         }
-        await server.start();
+        await s.server.start();
+        s.pgStarting = false;
+        s.pgSince = Date.now();
         o.progress(`node ${n.id}: PostgreSQL ${bins.version ?? ""} on 127.0.0.1:${n.ports.pg}`);
       }),
     );
+    supervised.sort((a, b) => a.id - b.id);
     // 2. Sidecars.
-    const initial = st.nodes.map((n) => `${n.id}=127.0.0.1:${n.ports.grpc}`).join(",");
-    for (const n of st.nodes) {
-      const nodeDir = join(o.baseDir, `node${n.id}`);
-      const server = servers.find((s) => s.port === n.ports.pg)!;
-      const logPath = join(nodeDir, "sidecar.log");
-      const fd = openSync(logPath, "a", 0o600);
-      let child: ChildProcess;
-      try {
-        child = spawn(
-          process.execPath,
-          [
-            o.mainJs,
-            "sidecar",
-            "--node-id", String(n.id),
-            "--cluster-id", "pgraft-demo",
-            "--data-dir", join(nodeDir, "raft"),
-            "--plaintext",
-            "--listen", `127.0.0.1:${n.ports.grpc}`,
-            "--http-listen", `127.0.0.1:${n.ports.http}`,
-            "--sql-listen", `127.0.0.1:${n.ports.sql}`,
-            "--initial-cluster", initial,
-          ],
-          // The DSN holds the password: the environment, not the command line.
-          { stdio: ["ignore", fd, fd], env: { ...process.env, PGRAFT_POSTGRES_DSN: server.dsn() } },
-        );
-      } finally {
-        closeSync(fd);
-      }
-      children.push(child);
-      child.once("exit", (code, signal) => {
-        if (!stopping) reportExit(`the sidecar of node ${n.id} exited (code ${code}, signal ${signal}); see ${logPath}`);
-      });
-      o.progress(`node ${n.id}: sidecar gRPC 127.0.0.1:${n.ports.grpc}, HTTP 127.0.0.1:${n.ports.http}, log ${logPath}`);
+    for (const s of supervised) {
+      spawnSidecar(s);
+      const n = st.nodes.find((x) => x.id === s.id)!;
+      o.progress(`node ${n.id}: sidecar gRPC 127.0.0.1:${n.ports.grpc}, HTTP 127.0.0.1:${n.ports.http}, log ${s.sidecarLog}`);
     }
     // 3. Ready when every node's shim answers and agrees on a leader.
     const deadline = Date.now() + (o.readyTimeoutMs ?? 90_000);
-    for (const [i, n] of st.nodes.entries()) {
-      const server = servers.find((s) => s.port === n.ports.pg)!;
+    for (const s of supervised) {
       let last = "";
       for (;;) {
         if (stopping) throw new Error("stopped while starting");
-        const c = new pg.Client({ ...server.clientConfig(), connectionTimeoutMillis: 2_000 });
+        const c = new pg.Client({ ...s.server.clientConfig(), connectionTimeoutMillis: 2_000 });
         c.on("error", () => {});
         try {
           await c.connect();
           const r = await c.query<{ leader: number | null }>("SELECT pgraft_get_leader() AS leader");
           if (r.rows[0]?.leader) {
-            o.progress(`node ${n.id}: shim installed; leader is node ${r.rows[0].leader}`);
+            o.progress(`node ${s.id}: shim installed; leader is node ${r.rows[0].leader}`);
             break;
           }
           last = "no leader yet";
@@ -225,57 +362,194 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
         } finally {
           await c.end().catch(() => undefined);
         }
-        if (Date.now() > deadline) throw new Error(`node ${n.id} was not ready in time (last: ${last}); see ${join(o.baseDir, `node${n.id}`, "sidecar.log")}`);
+        if (Date.now() > deadline) throw new Error(`node ${s.id} was not ready in time (last: ${last}); see ${s.sidecarLog}`);
         await new Promise((r) => setTimeout(r, 250));
       }
-      void i;
     }
   } catch (e) {
     await stop();
     throw e;
   }
 
-  const nodes: DemoNodeInfo[] = st.nodes.map((n) => {
-    const server = servers.find((s) => s.port === n.ports.pg)!;
+  const nodes: DemoNodeInfo[] = supervised.map((s) => {
+    const n = st.nodes.find((x) => x.id === s.id)!;
     return {
       id: n.id,
-      dsn: server.dsn(),
-      interfaceDsn: server.passfileDsn(),
-      passfile: server.passfile,
-      psql: server.psqlCommand(),
+      dsn: s.server.dsn(),
+      interfaceDsn: s.server.passfileDsn(),
+      passfile: s.server.passfile,
+      psql: s.server.psqlCommand(),
+      postgres: `127.0.0.1:${n.ports.pg}`,
       grpc: `127.0.0.1:${n.ports.grpc}`,
       http: `http://127.0.0.1:${n.ports.http}`,
       metrics: `http://127.0.0.1:${n.ports.http}/metrics`,
       sql: `127.0.0.1:${n.ports.sql}`,
-      postgresLog: server.logFile,
-      sidecarLog: join(o.baseDir, `node${n.id}`, "sidecar.log"),
+      postgresLog: s.server.logFile,
+      sidecarLog: s.sidecarLog,
     };
   });
-  return { baseDir: o.baseDir, nodes, stop, unexpectedExit };
+  return { baseDir: o.baseDir, nodes, pids, stop, unexpectedExit };
 }
 
-/** `pgraft demo --stop --base-dir DIR`: ask the demo process that owns DIR to stop, and wait for it. */
-export async function stopDetachedDemo(baseDir: string, timeoutMs = 60_000): Promise<number | undefined> {
-  const st = await loadState(baseDir);
-  if (!st) throw new Error(`${baseDir} holds no pgraft demo (no ${STATE_FILE})`);
-  const pid = st.pid;
-  if (!pid || !alive(pid)) return undefined;
-  process.kill(pid, "SIGTERM");
-  const end = Date.now() + timeoutMs;
-  while (alive(pid)) {
-    if (Date.now() > end) throw new Error(`the demo process ${pid} did not stop within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
+// ---------------------------------------------------------------- the processes of a base dir
+
+/** A process that belongs to the demo in a base dir. */
+export interface DemoProcess {
+  pid: number;
+  kind: "supervisor" | "sidecar" | "postgres";
+  /** "the demo supervisor", "node 2's sidecar", "node 2's PostgreSQL". */
+  what: string;
+}
+
+export class DemoRunningError extends Error {
+  constructor(
+    readonly baseDir: string,
+    readonly processes: DemoProcess[],
+    pgraftCommand = "pgraft",
+  ) {
+    super(
+      `a demo is running here (${processes.map((p) => `${p.what}: pid ${p.pid}`).join(", ")}): use --stop (${pgraftCommand} demo --stop --base-dir ${baseDir})`,
+    );
   }
-  return pid;
 }
 
-function alive(pid: number): boolean {
+/** Whether `pid` runs (a zombie, dead but not yet reaped by its parent, does not). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EPERM") return false;
   }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return !existsSync("/proc/self/stat"); // no /proc: the signal said it is there
+  }
+}
+
+/** A process's arguments (Linux /proc); undefined when it cannot be read. */
+function cmdline(pid: number): string[] | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter((a) => a !== "");
+  } catch {
+    return undefined;
+  }
+}
+
+const HAVE_PROC = existsSync("/proc/self/cmdline");
+
+function readPids(baseDir: string): Partial<DemoPids> {
+  try {
+    return JSON.parse(readFileSync(join(baseDir, PIDS_FILE), "utf8")) as Partial<DemoPids>;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Every live process of the demo in `baseDir`, however it was left (the
+ * supervisor killed, a sidecar orphaned): the supervisor recorded in
+ * pids.json (or demo.json); each node's sidecar — found by its --data-dir
+ * among all processes (Linux), else by pids.json — and each node's
+ * postmaster, by its data dir's postmaster.pid. The calling process is never
+ * one of them.
+ */
+export async function runningProcesses(baseDir: string): Promise<DemoProcess[]> {
+  const st = await loadState(baseDir);
+  if (!st) return [];
+  const found: DemoProcess[] = [];
+  const recorded = readPids(baseDir);
+  const isOurs = (pid: number, needle: string): boolean => {
+    if (pid === process.pid || !alive(pid)) return false;
+    if (!HAVE_PROC) return true;
+    const args = cmdline(pid);
+    return args !== undefined && args.some((a) => a.includes(needle));
+  };
+  for (const pid of new Set([recorded.supervisor, st.pid].filter((p): p is number => typeof p === "number"))) {
+    const args = HAVE_PROC ? cmdline(pid) : undefined;
+    if (isOurs(pid, baseDir) && (!HAVE_PROC || args?.includes("demo"))) found.push({ pid, kind: "supervisor", what: "the demo supervisor" });
+  }
+  const raftDirs = new Map(st.nodes.map((n) => [join(baseDir, `node${n.id}`, "raft"), n.id]));
+  const sidecars = new Map<number, number>();
+  if (HAVE_PROC) {
+    for (const entry of readdirSync("/proc")) {
+      const pid = Number(entry);
+      if (!Number.isInteger(pid) || pid === process.pid) continue;
+      const args = cmdline(pid);
+      if (!args?.includes("sidecar")) continue;
+      const i = args.indexOf("--data-dir");
+      const id = i >= 0 ? raftDirs.get(args[i + 1] ?? "") : undefined;
+      if (id !== undefined) sidecars.set(pid, id);
+    }
+  } else {
+    for (const n of recorded.nodes ?? []) if (n.sidecar && alive(n.sidecar)) sidecars.set(n.sidecar, n.id);
+  }
+  for (const [pid, id] of sidecars) found.push({ pid, kind: "sidecar", what: `node ${id}'s sidecar` });
+  for (const n of st.nodes) {
+    const dataDir = join(baseDir, `node${n.id}`, "pg", "data");
+    let pid: number;
+    try {
+      pid = Number((await readFile(join(dataDir, "postmaster.pid"), "utf8")).split("\n")[0]);
+    } catch {
+      continue;
+    }
+    if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) continue;
+    if (HAVE_PROC) {
+      const args = cmdline(pid);
+      if (args && !args.some((a) => /postgres|postmaster/.test(a))) continue; // the pid was reused
+    }
+    found.push({ pid, kind: "postgres", what: `node ${n.id}'s PostgreSQL` });
+  }
+  return found;
+}
+
+async function waitGone(pid: number, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (alive(pid)) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}
+
+/** Signal `pid` with each of `steps` in turn until it is gone. */
+async function stopProcess(pid: number, steps: readonly (readonly [NodeJS.Signals, number])[]): Promise<void> {
+  for (const [signal, ms] of steps) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      return; // gone
+    }
+    if (await waitGone(pid, ms)) return;
+  }
+}
+
+/**
+ * `pgraft demo --stop --base-dir DIR`: stop every process of the demo in DIR.
+ * The supervisor first (SIGTERM: it stops its sidecars and servers itself);
+ * then whatever is left — sidecars (SIGTERM, then SIGKILL) and postmasters
+ * (fast shutdown, then immediate, then SIGKILL). Returns what was running.
+ */
+export async function stopDemoDir(baseDir: string, timeoutMs = 60_000): Promise<DemoProcess[]> {
+  const st = await loadState(baseDir);
+  if (!st) throw new Error(`${baseDir} holds no pgraft demo (no ${STATE_FILE})`);
+  const stopped: DemoProcess[] = [];
+  const first = await runningProcesses(baseDir);
+  for (const p of first.filter((x) => x.kind === "supervisor")) {
+    stopped.push(p);
+    await stopProcess(p.pid, [["SIGTERM", timeoutMs], ["SIGKILL", 5_000]]);
+  }
+  const rest = await runningProcesses(baseDir);
+  await Promise.all(
+    rest.map(async (p) => {
+      stopped.push(p);
+      if (p.kind === "postgres") await stopProcess(p.pid, [["SIGINT", 30_000], ["SIGQUIT", 10_000], ["SIGKILL", 5_000]]);
+      else await stopProcess(p.pid, [["SIGTERM", 10_000], ["SIGKILL", 5_000]]);
+    }),
+  );
+  await recordOwner(baseDir, undefined);
+  return stopped;
 }
 
 export async function recordOwner(baseDir: string, pid: number | undefined): Promise<void> {
