@@ -34,7 +34,7 @@ type System = "pgraft" | "etcd";
 async function runPgraft(c: number): Promise<Run> {
   const cluster = await startPgraft();
   try {
-    await cluster.ready();
+    await cluster.ready(60_000); // a loaded 2-core machine can take a while to start three Node processes
     let n = 0;
     const clients = cluster.ids.map((id) => cluster.client(id).methods);
     await Promise.all(clients.map((m) => m.kvPut({ clusterId: cluster.clusterId, key: key(0), value: VALUE }, { timeoutMs: 10_000 }))); // channels connected before the clock starts

@@ -4,8 +4,17 @@
 // operations through the gRPC client, on the same node of a 3-node `pgraft
 // demo` cluster (real PostgreSQL 15 + sidecars, fsync on, loopback), at 1 and
 // 16 clients, first on the leader and then on a follower (which forwards
-// writes and ReadIndex rounds to the leader). Both sides run back to back in
-// one process run; the ratio column is sql/grpc.
+// writes and ReadIndex rounds to the leader). Each point (node, op, clients)
+// runs BENCH_REPS (3) times, SQL and gRPC back to back, alternating which goes
+// first (point by point and repetition by repetition); the ratios sql/grpc
+// are printed as min/median/max over the repetitions.
+//
+// What is compared: the same operation, keys and values on the same node,
+// each through its own client path, with each load generator's CPU printed:
+// pgbench (C, one connection and one thread per client) and this process
+// (Node, one HTTP/2 channel) are different generators, so a level where
+// either one reached BENCH_SATURATED_PCT (90) % of a core is the last one run
+// for that node and op.
 //
 // The SQL path: pgbench -> PostgreSQL backend -> pgraft_kv_*() (plpgsql,
 // SECURITY DEFINER) -> dblink_send_query on the session's connection to the
@@ -22,10 +31,9 @@
 // this process's for gRPC), in % of one core: on a small machine the load
 // generator competes with the sidecars for the same cores.
 //
-//   make build && node dist/bench/sql.js     (BENCH_SECONDS=5 BENCH_CLIENTS=1,16 BENCH_KEYS=1000)
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+//   make build && node dist/bench/sql.js     (BENCH_SECONDS=5 BENCH_CLIENTS=1,16 BENCH_KEYS=1000 BENCH_REPS=3)
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { loadavg } from "node:os";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { startDemo, type DemoNodeInfo, type RunningDemo } from "../src/demo/local-cluster.js";
@@ -34,10 +42,12 @@ import { createClient, type TypedClient } from "../src/transport/grpc-service.js
 import { MAIN } from "./pgraft-cluster.js";
 import { reachableTempDir, requirePgbench } from "./pgbench.js";
 import { closedLoop, percentile } from "./stats.js";
+import { alternate, fmt, fmtSpread, loadAverage, machineNote, reapedChildrenCpu, repetitions, SATURATED_PCT, spread } from "./report.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? "1,16").split(",").map(Number);
 const KEYS = Number(process.env.BENCH_KEYS ?? 1000);
+const REPS = repetitions();
 const CLUSTER_ID = "pgraft-demo";
 const VALUE = JSON.stringify("x".repeat(254)); // 256 bytes of JSON text
 const key = (n: number): string => `k${String(n).padStart(7, "0")}`; // 8 bytes
@@ -60,25 +70,6 @@ interface Measured {
   ops: number;
   /** CPU the load generator used (user + system), in % of one core over the run. */
   clientCpu: number;
-}
-
-const CLK_TCK = ((): number => {
-  try {
-    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** CPU seconds of this process's children that have exited and been reaped (Linux /proc: cutime + cstime). */
-async function reapedChildrenCpu(): Promise<number> {
-  try {
-    const stat = await readFile("/proc/self/stat", "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // f[0] is field 3 (state)
-    return (Number(f[13]) + Number(f[14])) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
 }
 
 let interrupted = false;
@@ -104,7 +95,7 @@ async function runPgbench(pgbench: string, node: DemoNodeInfo, op: Op, clients: 
     PGAPPNAME: "pgraft-bench-sql",
   };
   const args = ["-n", "-f", script, "-c", String(clients), "-j", String(clients), "-T", String(SECONDS), "-l", `--log-prefix=${join(dir, "log")}`];
-  const cpu0 = await reapedChildrenCpu();
+  const cpu0 = reapedChildrenCpu();
   const t0 = performance.now();
   const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
     const p = spawn(pgbench, args, { env, cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
@@ -115,7 +106,7 @@ async function runPgbench(pgbench: string, node: DemoNodeInfo, op: Op, clients: 
     p.once("error", reject);
     p.once("close", (c) => resolve({ code: c, output }));
   }).finally(() => (pgbenchChild = undefined));
-  const clientCpu = (100 * ((await reapedChildrenCpu()) - cpu0)) / ((performance.now() - t0) / 1000);
+  const clientCpu = (100 * (reapedChildrenCpu() - cpu0)) / ((performance.now() - t0) / 1000);
   checkInterrupted();
   if (code !== 0) throw new Error(`pgbench ${args.join(" ")} on node ${node.id} failed (exit code ${code}):\n${output.trim()}`);
   const tps = /^tps = ([\d.]+)/m.exec(output);
@@ -160,12 +151,12 @@ async function runGrpc(client: Client, op: Op, clients: number): Promise<Measure
   return { opsPerSec: r.committed / r.seconds, avgMs: sum / r.latenciesMs.length, p50: percentile(r.latenciesMs, 50), p99: percentile(r.latenciesMs, 99), ops: r.committed, clientCpu: (cpu.user + cpu.system) / 1e4 / r.seconds };
 }
 
-const fmt = (n: number, d = 0): string => (Number.isFinite(n) ? n.toFixed(d) : "n/a");
-const load = (): string => loadavg().map((x) => x.toFixed(2)).join(" ");
-const HEADER = `${"node".padEnd(15)}${"op".padEnd(5)}${"clients".padEnd(9)}${"via".padEnd(6)}${"ops/s".padEnd(9)}${"avg ms".padEnd(9)}${"p50 ms".padEnd(9)}${"p99 ms".padEnd(9)}${"client cpu".padEnd(12)}${"ops/s sql/grpc".padEnd(16)}p50 sql/grpc`;
-function row(node: string, op: string, clients: string, via: string, m: Measured, vs?: Measured): string {
-  const ratios = vs ? `${fmt(m.opsPerSec / vs.opsPerSec, 2).padEnd(16)}${fmt(m.p50 / vs.p50, 2)}` : "";
-  return `${node.padEnd(15)}${op.padEnd(5)}${clients.padEnd(9)}${via.padEnd(6)}${fmt(m.opsPerSec).padEnd(9)}${fmt(m.avgMs, 2).padEnd(9)}${fmt(m.p50, 2).padEnd(9)}${fmt(m.p99, 2).padEnd(9)}${`${fmt(m.clientCpu)}%`.padEnd(12)}${ratios}`.trimEnd();
+const HEADER = `${"node".padEnd(15)}${"op".padEnd(5)}${"clients".padEnd(9)}${"via".padEnd(6)}${"ops/s median (min-max)".padEnd(24)}${"p50 ms".padEnd(9)}${"p99 ms".padEnd(9)}client cpu % (min-max)`;
+function row(node: string, op: string, clients: string, via: string, ms: Measured[]): string {
+  const t = spread(ms.map((m) => m.opsPerSec));
+  const med = (f: (m: Measured) => number): number => spread(ms.map(f)).median;
+  const cpu = spread(ms.map((m) => m.clientCpu));
+  return `${node.padEnd(15)}${op.padEnd(5)}${clients.padEnd(9)}${via.padEnd(6)}${`${fmt(t.median)} (${fmt(t.min)}-${fmt(t.max)})`.padEnd(24)}${fmt(med((m) => m.p50), 2).padEnd(9)}${fmt(med((m) => m.p99), 2).padEnd(9)}${fmt(cpu.min)}-${fmt(cpu.max)}`;
 }
 
 async function leaderOf(clients: Map<number, Client>): Promise<number> {
@@ -202,7 +193,8 @@ async function main(): Promise<void> {
   try {
     console.log(`bench/sql: 3-node pgraft demo (PostgreSQL ${bins.version} + sidecars, fsync on), 8-byte keys over ${KEYS} prefilled keys, ${VALUE.length}-byte values, ${SECONDS}s per run`);
     console.log(`  sql = pgbench custom script (simple query, one connection per client) -> pgraft_kv_*() -> dblink -> sidecar; grpc = in-process closed loop, one channel`);
-    console.log(`  load average before: ${load()} (${process.env.BENCH_NOTE ?? "2 cores shared with everything else on this machine"})`);
+    console.log(`  ${REPS} repetitions per point, sql and grpc alternating which runs first; client cpu = the load generator's own CPU, % of one core (pgbench for sql, this process for grpc)`);
+    console.log(`  load average before: ${loadAverage()} (${machineNote()})`);
     const started = Date.now();
     demo = await startDemo({ nodes: 3, baseDir, mainJs: MAIN, progress: (l) => void (process.env.BENCH_VERBOSE ? process.stderr.write(`  ${l}\n`) : undefined) });
     void demo.unexpectedExit.then((why) => (died = why));
@@ -226,24 +218,38 @@ async function main(): Promise<void> {
     console.log("");
     console.log(HEADER);
 
+    let point = 0;
     for (const [role, id] of [["leader", leader], ["follower", follower]] as const) {
       const node = demo.nodes.find((n) => n.id === id)!;
       for (const op of ["put", "get"] as const) {
         for (const c of CLIENTS) {
-          const g = await runGrpc(clients.get(id)!, op, c);
-          const s = await runPgbench(pgbench, node, op, c, workDir, `${role}-${op}-${c}`);
-          if (died) throw new Error(died);
+          const g: Measured[] = [];
+          const s: Measured[] = [];
+          for (let rep = 0; rep < REPS; rep++) {
+            for (const via of alternate(point + rep, "grpc", "sql")) {
+              if (via === "grpc") g.push(await runGrpc(clients.get(id)!, op, c));
+              else s.push(await runPgbench(pgbench, node, op, c, workDir, `${role}-${op}-${c}-${rep}`));
+              if (died) throw new Error(died);
+            }
+          }
+          point++;
           const now = await leaderOf(clients);
           const label = `${role} (n${id})${now === leader ? "" : "*"}`;
           console.log(row(label, op, String(c), "grpc", g));
-          console.log(row("", "", "", "sql", s, g));
-          if (now !== leader) console.log(`  * the leader moved from node ${leader} to node ${now} during this run`);
+          console.log(row("", "", "", "sql", s));
+          console.log(`${"".padEnd(29)}sql/grpc per repetition: ops/s ${fmtSpread(s.map((m, i) => m.opsPerSec / g[i]!.opsPerSec))}; p50 ${fmtSpread(s.map((m, i) => m.p50 / g[i]!.p50))}`);
+          if (now !== leader) console.log(`  * the leader moved from node ${leader} to node ${now} during these runs`);
+          const saturated = [...(g.some((m) => m.clientCpu >= SATURATED_PCT) ? ["grpc"] : []), ...(s.some((m) => m.clientCpu >= SATURATED_PCT) ? ["sql (pgbench)"] : [])];
+          if (saturated.length) {
+            console.log(`  the ${saturated.join(" and ")} load generator reached ${SATURATED_PCT}% of a core: no higher client count for ${role} ${op}`);
+            break;
+          }
         }
       }
     }
     console.log("");
-    console.log(`load average after: ${load()}`);
-    console.log("ratios: ops/s sql/grpc < 1 and p50 sql/grpc > 1 are the shim's cost; the SQL p50/p99 leave out each client's first call (dblink connect)");
+    console.log(`load average after: ${loadAverage()}`);
+    console.log("ratios: ops/s sql/grpc < 1 and p50 sql/grpc > 1 are the shim's cost; p50/p99 are the median over the repetitions; the SQL p50/p99 leave out each client's first call (dblink connect)");
   } finally {
     for (const c of clients.values()) c.close();
     await demo?.stop().catch((e: unknown) => console.error("stopping the demo:", e));
