@@ -125,10 +125,16 @@ describe("PostgreSQL restarted under a running sidecar", { timeout: 400_000 }, (
         t.diagnostic(`commits during the test: alpha ${commits[0]}, beta ${commits[1]}`);
         assert.ok(commits[0]! > 0 && commits[1]! > 0, "both nodes wrote");
 
-        const converged = await until("both nodes to hold the same rows", async () => {
-          const [a, b] = await Promise.all([contents(n1), contents(n2)]);
-          return a === b ? a : undefined;
-        }, 90_000, 250);
+        let converged: string;
+        try {
+          converged = await until("both nodes to hold the same rows", async () => {
+            const [a, b] = await Promise.all([contents(n1), contents(n2)]);
+            return a === b ? a : undefined;
+          }, 90_000, 250);
+        } catch (e) {
+          await explainDifference(t, n1, n2);
+          throw e;
+        }
         t.diagnostic(`converged: ${converged}`);
         for (const n of [n1, n2]) {
           const doubled = await n.query("SELECT msg FROM app.log GROUP BY msg HAVING count(*) > 1 LIMIT 5");
@@ -187,7 +193,7 @@ describe("PostgreSQL restarted under a running sidecar", { timeout: 400_000 }, (
         // The shim installer's connection came back too: it verified the shim in the restarted server.
         assert.ok(msgs.some((m) => /^local PostgreSQL: shim .* verified/.test(m)), "the shim installer reconnected");
         // Each outage is logged once per connection, not once per retry or tick.
-        const warnings = records.filter((r) => r["level"] === 40 || r["level"] === "warn").map((r) => String(r["msg"]));
+        const warnings = records.filter((r) => isLevel(r, "warn")).map((r) => String(r["msg"]));
         t.diagnostic(`alpha's warnings since the restart: ${JSON.stringify(warnings)}`);
         assert.equal(msgs.filter((m) => m === "data plane maintenance failed").length, 0, "no failed maintenance tick");
         for (const m of new Set(warnings)) assert.ok(warnings.filter((x) => x === m).length <= 2, `logged once per outage, not per retry: ${m}`);
@@ -197,7 +203,62 @@ describe("PostgreSQL restarted under a running sidecar", { timeout: 400_000 }, (
       }
     });
   }
+
+  test("a sidecar started while its PostgreSQL is down: its data plane starts once the server is up, with one warning per distinct error", async (t) => {
+    const [n1, n2] = c!.nodes as [PgNode, PgNode];
+    try {
+      await c!.stopSidecar(1);
+      await n1.pg.server.stop({ mode: "fast" });
+      const logFrom = n1.sidecar.logRecords().length;
+      // The sidecar starts (restartSidecar waits for its shim, which needs the server); the server follows once the
+      // data plane's start has failed, and then for a few more ticks.
+      const started = c!.restartSidecar(1);
+      const failedStart = (): boolean => n1.sidecar.logRecords().slice(logFrom).some((r) => r["msg"] === "node group reconcile failed; retrying");
+      try {
+        await until("the data plane's start to fail while the server is down", () => Promise.resolve(failedStart() || undefined), 20_000, 100);
+        await sleep(3_000);
+      } finally {
+        await n1.pg.server.start();
+        await started;
+      }
+      await n2.query("INSERT INTO app.t VALUES ('after-down-start', 0, 'beta')");
+      await until("beta's row on alpha", async () => (await n1.query("SELECT 1 FROM app.t WHERE id = 'after-down-start'")).rows.length === 1, 60_000, 250);
+      await until("alpha's node_slots to show its node slot streaming", async () => (await n1.query<{ state: string }>("SELECT state FROM pgraft.node_slots WHERE NOT is_group_slot")).rows.every((r) => r.state === "streaming"), 60_000, 250);
+      const records = n1.sidecar.logRecords().slice(logFrom);
+      const reconcile = records.filter((r) => r["msg"] === "node group reconcile failed; retrying" && isLevel(r, "warn")).map((r) => String(r["err"]));
+      t.diagnostic(`reconcile warnings while the server was down: ${JSON.stringify(reconcile)}`);
+      assert.ok(reconcile.length >= 1, "the data plane's start failed while the server was down");
+      assert.equal(new Set(reconcile).size, reconcile.length, "each distinct error warned once, not every tick");
+    } catch (e) {
+      t.diagnostic(c!.tails(60));
+      throw e;
+    }
+  });
 });
+
+/** A log record's level (pino's number or its name). */
+function isLevel(r: Record<string, unknown>, level: "warn" | "error"): boolean {
+  return r["level"] === level || r["level"] === { warn: 40, error: 50 }[level];
+}
+
+/** Which rows differ, and where each stream stands: what the logs alone cannot say. */
+async function explainDifference(t: { diagnostic(m: string): void }, n1: PgNode, n2: PgNode): Promise<void> {
+  const rows = async (n: PgNode): Promise<Map<string, string>> => {
+    const r = await n.query<{ id: string; row: string }>(
+      "SELECT id, t::text || ' ts ' || coalesce(pg_xact_commit_timestamp(t.xmin)::text, '?') || ' origin ' || coalesce((pg_xact_commit_timestamp_origin(t.xmin)).roident::text, '?') AS row FROM app.t t",
+    );
+    return new Map(r.rows.map((x) => [x.id, x.row]));
+  };
+  const [a, b] = await Promise.all([rows(n1), rows(n2)]);
+  const diff = [...new Set([...a.keys(), ...b.keys()])].filter((id) => a.get(id)?.split(" ts ")[0] !== b.get(id)?.split(" ts ")[0]);
+  t.diagnostic(`${diff.length} rows of app.t differ: ${JSON.stringify(diff.slice(0, 12).map((id) => ({ id, alpha: a.get(id) ?? null, beta: b.get(id) ?? null })))}`);
+  for (const n of [n1, n2]) {
+    const logs = await n.query("SELECT msg, count(*)::int AS n FROM app.log GROUP BY msg HAVING count(*) > 1 LIMIT 5");
+    t.diagnostic(`node ${n.id}: doubled log rows ${JSON.stringify(logs.rows)}; catchup ${JSON.stringify((await n.query("SELECT * FROM pgraft.node_catchup_info")).rows)}`);
+    t.diagnostic(`node ${n.id}: origins ${JSON.stringify((await n.query("SELECT * FROM pg_replication_origin_status")).rows)}; slots ${JSON.stringify((await n.query("SELECT slot_name, confirmed_flush_lsn::text, active FROM pg_replication_slots")).rows)}`);
+    t.diagnostic(`node ${n.id}: conflicts ${JSON.stringify((await n.query("SELECT conflict_type, resolution, key::text, remote_commit_lsn::text, local_commit_ts::text, remote_commit_ts::text FROM pgraft.conflict_history ORDER BY id DESC LIMIT 8")).rows)}`);
+  }
+}
 
 /** a > b, as LSNs. */
 async function lsnAfter(n: PgNode, a: string, b: string): Promise<boolean> {
