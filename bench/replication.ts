@@ -1,15 +1,28 @@
 // bench/replication: pgraft's data plane against PostgreSQL's native logical
 // replication (CREATE SUBSCRIPTION), between the same two PostgreSQL 15
 // servers in the same run. The servers are a 2-node `pgraft demo` (real
-// sidecars, fsync on, loopback); node 1 is A (written to), node 2 is B. In
-// order: native (sustained, then capacity), the joins, pgraft (sustained, then
-// capacity); never both systems at once, each with its own database and table:
+// sidecars, fsync on, loopback); node 1 is A (written to), node 2 is B. Each
+// system has its own database and table, both set up first:
 //  - native: database bench_native on A and B, CREATE PUBLICATION on A,
-//    CREATE SUBSCRIPTION ... WITH (copy_data = false) on B, dropped after its
-//    runs (no pgraft group exists yet: nothing else decodes A's WAL);
+//    CREATE SUBSCRIPTION ... WITH (copy_data = false) on B: ONE-WAY, A -> B;
 //  - pgraft: the group's database (postgres) once B has joined the group A
-//    created (bdr.create_node_group / bdr.join_node_group: the product path;
-//    the sidecars run the data plane both ways, as in production).
+//    created (bdr.create_node_group / bdr.join_node_group: the product path).
+//    The sidecars stream both ways, as in production, and PostgreSQL 15's
+//    pgoutput cannot filter by origin: B's applied rows are decoded on B and
+//    sent back to A, which drops them. That TWO-WAY cost is pgraft's on PG15
+//    and is counted in its figures; the native side does not pay it.
+// Then BENCH_REPS (3) repetitions, native and pgraft alternating which runs
+// first, each system running (1) then (2); never both systems' loads at once
+// (while one runs, the other's walsender still reads A's WAL and skips the
+// other database's records: the same small cost for both).
+//
+// What is compared, apart:
+//  - one-way apply capacity, (2): how fast B applies a backlog; native's apply
+//    worker vs pgraft's apply (pgraft's echo stream back to A still runs);
+//  - the two-way cost at a load both keep up with, (1): CPU per row of both
+//    servers and both sidecars, and lag. Under such a load B applies rows as
+//    fast as A writes them, so B's rows/s would only repeat A's write rate:
+//    it is not printed as a throughput.
 //
 // 1. Sustained load: pgbench on A, BENCH_CLIENTS (8) connections for
 //    BENCH_SECONDS (10), each transaction one row change: 80 % an INSERT of a
@@ -17,16 +30,15 @@
 //    `seq` (a sequence on A: the change's number) and `ts` (clock_timestamp()
 //    on A). Measured on B every 100 ms: the newest change applied (highest seq)
 //    and the lag, B's clock minus that change's ts (same machine, same clock;
-//    the first 0.5 s are left out). "rows/s on B" is what B had applied by the
-//    end of the load divided by the load's duration; "caught up" is how long
-//    after the load B held exactly A's rows (count, sum(seq), sum(v));
-//    "overall" is every change divided by load + catch-up. CPU is core-seconds
+//    the first 0.5 s are left out). "A rows/s" is A's write rate (pgbench's
+//    changes over the load's duration; pgbench competes with both systems for
+//    the same cores); "caught up" is how long after the load B held exactly
+//    A's rows (count, sum(seq), sum(v)). CPU is core-seconds
 //    over load + catch-up of each server's whole process tree (backends,
 //    walsenders, apply workers, reaped ones included) and of both sidecars.
 // 2. Apply capacity: the same load, with B's table locked IN SHARE MODE (reads
 //    go on, the apply waits) until it ends; then the time B takes to apply the
-//    whole backlog with A idle. While B keeps up in (1), rows/s on B is only
-//    A's write rate; this is the apply throughput itself.
+//    whole backlog with A idle: the apply throughput itself.
 // 3. Joining a node to a database of BENCH_JOIN_MB (pgbench -i on A): native =
 //    schema (pg_dump -s | psql) + CREATE SUBSCRIPTION ... WITH (copy_data =
 //    true) until every table is ready ('r') into a fresh database on B; pgraft
@@ -35,12 +47,11 @@
 //    BENCH_JOIN_MB=1024 works, and adds about a minute on a 2-core machine;
 //    the default (200 MB) keeps `make bench` short.
 //
-//   make build && node dist/bench/replication.js   (BENCH_SECONDS=10 BENCH_CLIENTS=8 BENCH_JOIN_MB=200
+//   make build && node dist/bench/replication.js   (BENCH_SECONDS=10 BENCH_CLIENTS=8 BENCH_JOIN_MB=200 BENCH_REPS=3
 //   BENCH_TX_ROWS=1: row changes per transaction;
 //   BENCH_KEEP=1 keeps the temp dir with the server and sidecar logs)
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { availableParallelism, loadavg } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { startDemo, type DemoNodeInfo, type RunningDemo } from "../src/demo/local-cluster.js";
@@ -49,11 +60,15 @@ import { MAIN } from "./pgraft-cluster.js";
 import { reachableTempDir, requirePgbench } from "./pgbench.js";
 import { pidsByCommandLine, postmasterPid, treeCpuSeconds } from "./proc-cpu.js";
 import { percentile } from "./stats.js";
+import { alternate, fmtSpread, loadAverage, machineNote, repetitions, spread } from "./report.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
 const JOIN_MB = Number(process.env.BENCH_JOIN_MB ?? 200);
 const TX_ROWS = Math.max(1, Number(process.env.BENCH_TX_ROWS ?? 1));
+const REPS = repetitions();
+/** Pause between runs so the previous run's trailing work (pgraft's echo stream, checkpoints) does not land in the next one. */
+const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 2000);
 const PREFILL = 10_000;
 const SAMPLE_MS = 100;
 const WARMUP_MS = 500;
@@ -85,10 +100,6 @@ const LOAD_SCRIPT = TX_ROWS === 1 ? CHANGE : `BEGIN;\n${CHANGE.repeat(TX_ROWS)}E
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const fmt = (n: number, d = 0): string => (Number.isFinite(n) ? n.toFixed(d) : "n/a");
-const load = (): string =>
-  loadavg()
-    .map((x) => x.toFixed(2))
-    .join(" ");
 const qi = (s: string): string => `"${s.replace(/"/g, '""')}"`;
 const ql = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 
@@ -182,6 +193,7 @@ async function until<T>(what: string, f: () => Promise<T | undefined | false>, t
 
 interface LoadResult {
   system: string;
+  rep: number;
   changes: number;
   loadSeconds: number;
   /** Changes B had applied when the load ended. */
@@ -215,8 +227,8 @@ async function prefill(a: Server, b: Server, db: string): Promise<void> {
  * released when it ends, so "caught up" is the time B takes to apply a backlog
  * of every change with A idle: its apply capacity.
  */
-async function runLoad(system: string, pgbench: string, a: Server, b: Server, db: string, workDir: string, sidecarCpu: () => number, o: { backlog: boolean }): Promise<LoadResult> {
-  const dir = join(workDir, `${system}${o.backlog ? "-backlog" : ""}`);
+async function runLoad(system: string, pgbench: string, a: Server, b: Server, db: string, workDir: string, sidecarCpu: () => number, o: { backlog: boolean; rep: number }): Promise<LoadResult> {
+  const dir = join(workDir, `${system}${o.backlog ? "-backlog" : ""}-${o.rep}`);
   await mkdir(dir, { recursive: true });
   const script = join(dir, "load.sql");
   await writeFile(script, LOAD_SCRIPT);
@@ -277,7 +289,7 @@ async function runLoad(system: string, pgbench: string, a: Server, b: Server, db
     await until(`B (${system}) to hold A's rows after the load`, async () => (await newest()).seq >= lastSeq && sameChecksum((await sampler.query<Checksum>(checksumSql)).rows[0], want), CATCHUP_TIMEOUT_MS, 10);
     const catchupSeconds = (performance.now() - tEnd) / 1000;
     lagMs.sort((x, y) => x - y);
-    return { system, changes: Number(done[1]) * TX_ROWS, loadSeconds, appliedAtEnd, catchupSeconds, lagMs, cpuA: a.cpu() - cpu0.a, cpuB: b.cpu() - cpu0.b, cpuSidecars: sidecarCpu() - cpu0.side };
+    return { system, rep: o.rep, changes: Number(done[1]) * TX_ROWS, loadSeconds, appliedAtEnd, catchupSeconds, lagMs, cpuA: a.cpu() - cpu0.a, cpuB: b.cpu() - cpu0.b, cpuSidecars: sidecarCpu() - cpu0.side };
   } finally {
     await sampler.end().catch(() => undefined);
     await aClient.end().catch(() => undefined);
@@ -285,19 +297,20 @@ async function runLoad(system: string, pgbench: string, a: Server, b: Server, db
   }
 }
 
-const LOAD_HEADER = `${"system".padEnd(8)}${"A rows/s".padEnd(10)}${"rows/s on B".padEnd(13)}${"caught up s".padEnd(13)}${"overall rows/s".padEnd(16)}${"lag p50 ms".padEnd(12)}${"p99 ms".padEnd(9)}${"max ms".padEnd(9)}${"cpu s A/B/sidecars".padEnd(20)}cpu ms/1k rows`;
-const appliedRate = (r: LoadResult): number => r.appliedAtEnd / r.loadSeconds;
-const overallRate = (r: LoadResult): number => r.changes / (r.loadSeconds + r.catchupSeconds);
+const LOAD_HEADER = `${"system".padEnd(12)}${"A rows/s".padEnd(10)}${"caught up s".padEnd(13)}${"lag p50 ms".padEnd(12)}${"p99 ms".padEnd(9)}${"max ms".padEnd(9)}${"cpu s A/B/sidecars".padEnd(20)}cpu ms/1k rows`;
 const cpuTotal = (r: LoadResult): number => r.cpuA + r.cpuB + r.cpuSidecars;
+const cpuPerRow = (r: LoadResult): number => cpuTotal(r) / r.changes;
+const label = (r: LoadResult): string => `${r.system} #${r.rep + 1}`;
 function loadRow(r: LoadResult): string {
   const cpu = `${fmt(r.cpuA, 1)}/${fmt(r.cpuB, 1)}/${fmt(r.cpuSidecars, 1)}`;
-  return `${r.system.padEnd(8)}${fmt(r.changes / r.loadSeconds).padEnd(10)}${fmt(appliedRate(r)).padEnd(13)}${fmt(r.catchupSeconds, 2).padEnd(13)}${fmt(overallRate(r)).padEnd(16)}${fmt(percentile(r.lagMs, 50), 1).padEnd(12)}${fmt(percentile(r.lagMs, 99), 1).padEnd(9)}${fmt(r.lagMs[r.lagMs.length - 1] ?? NaN, 1).padEnd(9)}${cpu.padEnd(20)}${fmt((1e6 * cpuTotal(r)) / r.changes, 1)}`;
+  return `${label(r).padEnd(12)}${fmt(r.changes / r.loadSeconds).padEnd(10)}${fmt(r.catchupSeconds, 2).padEnd(13)}${fmt(percentile(r.lagMs, 50), 1).padEnd(12)}${fmt(percentile(r.lagMs, 99), 1).padEnd(9)}${fmt(r.lagMs[r.lagMs.length - 1] ?? NaN, 1).padEnd(9)}${cpu.padEnd(20)}${fmt(1e6 * cpuPerRow(r), 1)}`;
 }
 
-const BACKLOG_HEADER = `${"system".padEnd(8)}${"A rows/s".padEnd(10)}${"backlog rows".padEnd(14)}${"applied in s".padEnd(14)}${"apply rows/s".padEnd(14)}${"cpu s A/B/sidecars".padEnd(20)}cpu ms/1k rows`;
+const BACKLOG_HEADER = `${"system".padEnd(12)}${"A rows/s".padEnd(10)}${"backlog rows".padEnd(14)}${"applied in s".padEnd(14)}${"apply rows/s".padEnd(14)}${"cpu s A/B/sidecars".padEnd(20)}cpu ms/1k rows`;
+const drain = (r: LoadResult): number => r.changes / r.catchupSeconds;
 function backlogRow(r: LoadResult): string {
   const cpu = `${fmt(r.cpuA, 1)}/${fmt(r.cpuB, 1)}/${fmt(r.cpuSidecars, 1)}`;
-  return `${r.system.padEnd(8)}${fmt(r.changes / r.loadSeconds).padEnd(10)}${String(r.changes).padEnd(14)}${fmt(r.catchupSeconds, 2).padEnd(14)}${fmt(r.changes / r.catchupSeconds).padEnd(14)}${cpu.padEnd(20)}${fmt((1e6 * cpuTotal(r)) / r.changes, 1)}`;
+  return `${label(r).padEnd(12)}${fmt(r.changes / r.loadSeconds).padEnd(10)}${String(r.changes).padEnd(14)}${fmt(r.catchupSeconds, 2).padEnd(14)}${fmt(drain(r)).padEnd(14)}${cpu.padEnd(20)}${fmt(1e6 * cpuPerRow(r), 1)}`;
 }
 
 // ------------------------------------------------------------------ joins
@@ -388,7 +401,8 @@ async function main(): Promise<void> {
   try {
     console.log(`bench/replication: 2-node pgraft demo (PostgreSQL ${bins.version} + sidecars, fsync on, loopback), A = node 1 written to, B = node 2`);
     console.log(`  load: pgbench on A, ${CLIENTS} clients, ${SECONDS}s, ${TX_ROWS === 1 ? "one row change per transaction" : `${TX_ROWS} row changes per transaction`} (80% insert, 20% update of ${PREFILL} rows), ~150-byte rows`);
-    console.log(`  load average before: ${load()} (${process.env.BENCH_NOTE ?? `${availableParallelism()} cores shared with everything else on this machine`})`);
+    console.log(`  native = one-way subscription A -> B; pgraft = its group data plane, both ways on PG15 (B's applied rows decoded and sent back to A); ${REPS} repetitions, alternating which system runs first`);
+    console.log(`  load average before: ${loadAverage()} (${machineNote()})`);
     demo = await startDemo({ nodes: 2, baseDir, mainJs: MAIN, progress: (l) => void (process.env.BENCH_VERBOSE ? process.stderr.write(`  ${l}\n`) : undefined) });
     void demo.unexpectedExit.then((why) => (died = why));
     const [na, nb] = demo.nodes as [DemoNodeInfo, DemoNodeInfo];
@@ -401,20 +415,12 @@ async function main(): Promise<void> {
       if (died) throw new Error(died);
     };
 
-    // ---- 1. native under load (no pgraft group exists yet: nothing else decodes A's WAL)
+    // ---- 1. native set up (no pgraft group exists yet)
     for (const s of [a, b]) await s.query("postgres", `CREATE DATABASE ${qi(NATIVE_DB)}`);
     await prepareTable(a, b, NATIVE_DB);
     await a.query(NATIVE_DB, "CREATE PUBLICATION bench_pub FOR TABLE bench_t");
     await b.query(NATIVE_DB, `CREATE SUBSCRIPTION bench_sub CONNECTION ${ql(a.kv(NATIVE_DB))} PUBLICATION bench_pub WITH (copy_data = false)`);
     await prefill(a, b, NATIVE_DB);
-    alive();
-    const loadNative = load();
-    const native = await runLoad("native", pgbench, a, b, NATIVE_DB, workDir, sidecarCpu, { backlog: false });
-    const loadNativeAfter = load();
-    alive();
-    const nativeBacklog = await runLoad("native", pgbench, a, b, NATIVE_DB, workDir, sidecarCpu, { backlog: true });
-    await b.query(NATIVE_DB, "DROP SUBSCRIPTION bench_sub");
-    await a.query(NATIVE_DB, "DROP PUBLICATION bench_pub");
     alive();
 
     // ---- 2. the group on A, the join data set, native copy, pgraft join
@@ -434,11 +440,11 @@ async function main(): Promise<void> {
     alive();
     const nj = await nativeJoin(bins, a, b, workDir);
     alive();
-    const loadJoin = load();
+    const loadJoin = loadAverage();
     const pj = await pgraftJoin(a, b);
     alive();
 
-    // ---- 3. pgraft under load (the native subscription is gone)
+    // ---- 3. pgraft set up, then both systems under load, alternating
     await until(
       "A's slot for B to stream",
       async () => (await a.query<{ state: string }>(GROUP_DB, "SELECT state FROM pgraft.node_slots WHERE NOT is_group_slot")).every((r) => r.state === "streaming"),
@@ -447,41 +453,51 @@ async function main(): Promise<void> {
     await prepareTable(a, b, GROUP_DB);
     await prefill(a, b, GROUP_DB);
     alive();
-    const loadPgraft = load();
-    const pgraft = await runLoad("pgraft", pgbench, a, b, GROUP_DB, workDir, sidecarCpu, { backlog: false });
-    const loadPgraftAfter = load();
-    alive();
-    const pgraftBacklog = await runLoad("pgraft", pgbench, a, b, GROUP_DB, workDir, sidecarCpu, { backlog: true });
-    alive();
+    const sustained: Record<"native" | "pgraft", LoadResult[]> = { native: [], pgraft: [] };
+    const backlog: Record<"native" | "pgraft", LoadResult[]> = { native: [], pgraft: [] };
+    const loads: string[] = [];
+    for (let rep = 0; rep < REPS; rep++) {
+      for (const system of alternate<"native" | "pgraft">(rep, "native", "pgraft")) {
+        const db = system === "native" ? NATIVE_DB : GROUP_DB;
+        for (const bl of [false, true]) {
+          await sleep(SETTLE_MS);
+          const before = loadAverage();
+          const r = await runLoad(system, pgbench, a, b, db, workDir, sidecarCpu, { backlog: bl, rep });
+          loads.push(`${system} #${rep + 1}${bl ? " backlog" : ""} ${before} -> ${loadAverage()}`);
+          (bl ? backlog : sustained)[system].push(r);
+          alive();
+        }
+      }
+    }
+    await b.query(NATIVE_DB, "DROP SUBSCRIPTION bench_sub");
+    await a.query(NATIVE_DB, "DROP PUBLICATION bench_pub");
 
     // ---- report
+    const perRep = (f: (r: LoadResult) => number, rs: Record<"native" | "pgraft", LoadResult[]>): string => fmtSpread(rs.pgraft.map((p, i) => f(p) / f(rs.native[i]!)));
+    const med = (f: (r: LoadResult) => number, rs: LoadResult[]): string => fmt(spread(rs.map(f)).median);
     console.log("");
-    console.log("apply under sustained load (A -> B):");
-    console.log(LOAD_HEADER);
-    console.log(loadRow(native));
-    console.log(loadRow(pgraft));
-    const ratio = (f: (r: LoadResult) => number): string => fmt(f(pgraft) / f(native), 2);
-    console.log(
-      `ratio pgraft/native: rows/s on B ${ratio(appliedRate)}, overall rows/s ${ratio(overallRate)}, lag p50 ${ratio((r) => percentile(r.lagMs, 50))}, lag p99 ${ratio((r) => percentile(r.lagMs, 99))}, cpu/row ${ratio((r) => cpuTotal(r) / r.changes)}`,
-    );
-    const keptUp = (r: LoadResult): string => (r.catchupSeconds < 1 ? `${r.system} kept up with A` : `${r.system} fell behind A (caught up ${fmt(r.catchupSeconds, 1)}s after the load)`);
-    console.log(`  ${keptUp(native)}, ${keptUp(pgraft)}; while B keeps up, rows/s on B is A's write rate (which each system's CPU use on the shared cores also slows): see the capacity test below`);
-    console.log(`  lag: ${native.lagMs.length} and ${pgraft.lagMs.length} samples, every ${SAMPLE_MS} ms after the first ${WARMUP_MS} ms (B's clock minus A's clock_timestamp() of the newest change B shows)`);
-    console.log(`  load average: native ${loadNative} -> ${loadNativeAfter}; pgraft ${loadPgraft} -> ${loadPgraftAfter}`);
-    console.log("");
-    console.log(`apply capacity: B's table locked (SHARE mode) while A writes for ${SECONDS}s, then released; the backlog applied with A idle:`);
+    console.log(`one-way apply capacity: B's table locked (SHARE mode) while A writes for ${SECONDS}s, then released; the backlog applied by B with A idle:`);
     console.log(BACKLOG_HEADER);
-    console.log(backlogRow(nativeBacklog));
-    console.log(backlogRow(pgraftBacklog));
-    const drain = (r: LoadResult): number => r.changes / r.catchupSeconds;
-    console.log(`ratio pgraft/native: apply rows/s ${fmt(drain(pgraftBacklog) / drain(nativeBacklog), 2)}, cpu/row ${fmt(cpuTotal(pgraftBacklog) / pgraftBacklog.changes / (cpuTotal(nativeBacklog) / nativeBacklog.changes), 2)} (target: apply throughput >= native: ${drain(pgraftBacklog) >= drain(nativeBacklog) ? "met" : "NOT met"})`);
+    for (const r of [...backlog.native, ...backlog.pgraft]) console.log(backlogRow(r));
+    console.log(`apply rows/s median: native ${med(drain, backlog.native)}, pgraft ${med(drain, backlog.pgraft)}`);
+    console.log(`ratio pgraft/native per repetition: apply rows/s ${perRep(drain, backlog)}; cpu/row ${perRep(cpuPerRow, backlog)}`);
+    console.log("  (pgraft's apply on B also feeds its echo stream B -> A while it drains: on shared cores that slows it; native has no such stream)");
+    console.log("");
+    console.log(`two-way cost at a load both keep up with (A -> B; pgraft also B -> A): pgbench on A for ${SECONDS}s`);
+    console.log(LOAD_HEADER);
+    for (const r of [...sustained.native, ...sustained.pgraft]) console.log(loadRow(r));
+    const keptUp = (rs: LoadResult[]): string => (rs.every((r) => r.catchupSeconds < 1) ? "kept up in every run" : `fell behind in ${rs.filter((r) => r.catchupSeconds >= 1).length} of ${rs.length} runs (caught up >= 1 s after the load)`);
+    console.log(`  native ${keptUp(sustained.native)}; pgraft ${keptUp(sustained.pgraft)}. While B keeps up it applies rows as fast as A writes them: "A rows/s" is A's write rate, not an apply throughput (see the capacity test above)`);
+    console.log(`ratio pgraft/native per repetition: cpu/row ${perRep(cpuPerRow, sustained)}; lag p50 ${perRep((r) => percentile(r.lagMs, 50), sustained)}; lag p99 ${perRep((r) => percentile(r.lagMs, 99), sustained)}; A rows/s ${perRep((r) => r.changes / r.loadSeconds, sustained)}`);
+    console.log(`  lag: samples every ${SAMPLE_MS} ms after the first ${WARMUP_MS} ms (B's clock minus A's clock_timestamp() of the newest change B shows)`);
+    console.log(`  load average (1/5/15 min) around each run: ${loads.join("; ")}`);
     console.log("");
     console.log(`join of a ${fmt(mb)} MB database (pgbench -i -s ${scale} on A: ${size[0]!.rows} rows in 4 tables with their indexes; built in ${fmt(built, 1)}s):`);
     console.log(`  native  schema (pg_dump -s | psql) ${fmt(nj.schemaSeconds, 2)}s + CREATE SUBSCRIPTION (copy_data = true) until every table is ready ${fmt(nj.copySeconds, 2)}s = ${fmt(nj.schemaSeconds + nj.copySeconds, 2)}s (${fmt(mb / (nj.schemaSeconds + nj.copySeconds), 1)} MB/s)`);
     console.log(`  pgraft  bdr.join_node_group until ACTIVE (schema, snapshot copy, catch-up) ${fmt(pj, 2)}s (${fmt(mb / pj, 1)} MB/s)`);
-    console.log(`  ratio pgraft/native time: ${fmt(pj / (nj.schemaSeconds + nj.copySeconds), 2)}   (load average before the pgraft join: ${loadJoin})`);
+    console.log(`  ratio pgraft/native time: ${fmt(pj / (nj.schemaSeconds + nj.copySeconds), 2)}   (one run each; load average before the pgraft join: ${loadJoin})`);
     console.log("");
-    console.log(`load average after: ${load()}; total ${((Date.now() - started) / 1000).toFixed(0)}s`);
+    console.log(`load average after: ${loadAverage()}; total ${((Date.now() - started) / 1000).toFixed(0)}s`);
   } catch (e) {
     // The logs go with the temp dir: show their ends first (not after Ctrl-C).
     for (const n of interrupted ? [] : (demo?.nodes ?? [])) {
