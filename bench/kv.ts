@@ -51,7 +51,7 @@ async function runPgraft(c: number): Promise<Run> {
 }
 
 async function runEtcdOnce(c: number): Promise<Run> {
-  const etcd = await startEtcd(23790);
+  const etcd = await startEtcd(23890); // not bench/failover's ports: the two can run side by side
   try {
     const cpu = selfCpuMeter();
     const r = await runEtcd(etcd, c, SECONDS, VALUE, key);
