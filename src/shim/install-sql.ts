@@ -65,8 +65,10 @@ function functionSql(f: SqlFunction): string {
 RETURNS TABLE(${cols.map((c) => `${c.name} ${c.type}`).join(", ")})
 ${common}
 AS $fn$
+DECLARE
+  q text := ${callExpr(f)};
 BEGIN
-  PERFORM pgraft._send(${callExpr(f)});
+  PERFORM pgraft._send(q);
   RETURN QUERY SELECT * FROM dblink_get_result(${lit(CONNECTION_NAME)}) AS t(${defs});
   PERFORM pgraft._finish();
 END
@@ -78,8 +80,9 @@ ${common}
 AS $fn$
 DECLARE
   r ${f.returns as string};
+  q text := ${callExpr(f)};
 BEGIN
-  PERFORM pgraft._send(${callExpr(f)});
+  PERFORM pgraft._send(q);
   SELECT t.c1 INTO r FROM dblink_get_result(${lit(CONNECTION_NAME)}) AS t(${defs});
   PERFORM pgraft._finish();
   RETURN r;
@@ -117,6 +120,72 @@ CREATE TABLE IF NOT EXISTS pgraft.saved_config (
 );
 GRANT SELECT ON pgraft.saved_config TO pgraft_monitor;
 
+-- Open the session's connection to the sidecar. dblink_connect() blocks in
+-- libpq and cannot be interrupted, so statement_timeout cannot stop it: the
+-- connection string is built here from the server's options and the user
+-- mapping, with connect_timeout under statement_timeout (whole seconds, at
+-- least 2: libpq's floor; a statement_timeout of 2 s or less may then fire
+-- first, with the same 57014). A connection that cannot be made is one
+-- short error naming the sidecar's address; one cut short by statement_timeout
+-- is the usual 57014. Returns NULL once connected, else the error to raise
+-- (sqlstate, message, detail, hint): _send raises it, so the error's context
+-- is the three lines of the call, not dblink's internals.
+CREATE OR REPLACE FUNCTION pgraft._connect() RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = ${SEARCH_PATH}
+AS $fn$
+DECLARE
+  opt text;
+  k text;
+  v text;
+  conn text := '';
+  host text := '?';
+  port text := '?';
+  server_timeout int;
+  st_ms bigint;
+  timeout_s int;
+  det text;
+  msg text;
+BEGIN
+  FOR opt IN
+    SELECT unnest(s.srvoptions) FROM pg_catalog.pg_foreign_server s WHERE s.srvname = ${lit(SERVER_NAME)}
+    UNION ALL
+    SELECT unnest((SELECT m.umoptions FROM pg_catalog.pg_user_mappings m
+      WHERE m.srvname = ${lit(SERVER_NAME)} AND m.usename IN (current_user, 'public')
+      ORDER BY m.usename = 'public' LIMIT 1))
+  LOOP
+    k := split_part(opt, '=', 1);
+    v := substr(opt, length(k) + 2);
+    IF k = 'host' THEN host := v; ELSIF k = 'port' THEN port := v; END IF;
+    IF k = 'connect_timeout' THEN
+      server_timeout := nullif(v, '')::int;
+    ELSE
+      conn := conn || k || '=''' || replace(replace(v, '\\', '\\\\'), '''', '\\''') || ''' ';
+    END IF;
+  END LOOP;
+  SELECT setting::bigint INTO st_ms FROM pg_catalog.pg_settings WHERE name = 'statement_timeout';
+  timeout_s := server_timeout;
+  -- Whole seconds strictly under statement_timeout where libpq allows (3s gives 2), so the
+  -- connect gives up first and says why.
+  IF st_ms > 0 AND (timeout_s IS NULL OR timeout_s <= 0 OR (st_ms - 1) / 1000 < timeout_s) THEN
+    timeout_s := greatest(2, (st_ms - 1) / 1000);
+  END IF;
+  IF timeout_s > 0 THEN conn := conn || 'connect_timeout=' || timeout_s; END IF;
+  BEGIN
+    PERFORM dblink_connect(${lit(CONNECTION_NAME)}, conn);
+    RETURN NULL;
+  EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    det := coalesce(nullif(det, ''), msg);
+    IF st_ms > 0 AND det LIKE '%timeout expired%' AND timeout_s IS DISTINCT FROM server_timeout THEN
+      RETURN ARRAY['57014', 'canceling statement due to statement timeout',
+        format('the pgraft sidecar at %s:%s did not accept a connection within statement_timeout (%s)', host, port, current_setting('statement_timeout')), NULL];
+    END IF;
+    RETURN ARRAY['08001', format('the pgraft sidecar at %s:%s is unreachable', host, port), det,
+      'Check that this node''s pgraft sidecar is running and serves SQL at that address (its log, or pgraft status). Nothing was sent to it.'];
+  END;
+END
+$fn$;
+
 -- Send one call on the session's connection to the sidecar and wait for the
 -- answer in short sleeps (interruptible). A connection left busy or broken by an
 -- earlier, interrupted call is replaced.
@@ -125,21 +194,29 @@ LANGUAGE plpgsql VOLATILE SET search_path = ${SEARCH_PATH} SET client_min_messag
 AS $fn$
 DECLARE
   waited int := 0;
+  err text[];
 BEGIN
-  IF NOT coalesce(${lit(CONNECTION_NAME)} = ANY (dblink_get_connections()), false) THEN
-    PERFORM dblink_connect(${lit(CONNECTION_NAME)}, ${lit(SERVER_NAME)});
-  ELSIF dblink_is_busy(${lit(CONNECTION_NAME)}) = 1 THEN
+  IF coalesce(${lit(CONNECTION_NAME)} = ANY (dblink_get_connections()), false) AND dblink_is_busy(${lit(CONNECTION_NAME)}) = 1 THEN
     PERFORM dblink_disconnect(${lit(CONNECTION_NAME)});
-    PERFORM dblink_connect(${lit(CONNECTION_NAME)}, ${lit(SERVER_NAME)});
   END IF;
-  IF dblink_send_query(${lit(CONNECTION_NAME)}, q) <> 1 THEN
-    PERFORM dblink_disconnect(${lit(CONNECTION_NAME)});
-    PERFORM dblink_connect(${lit(CONNECTION_NAME)}, ${lit(SERVER_NAME)});
-    IF dblink_send_query(${lit(CONNECTION_NAME)}, q) <> 1 THEN
+  FOR attempt IN 1..2 LOOP
+    IF NOT coalesce(${lit(CONNECTION_NAME)} = ANY (dblink_get_connections()), false) THEN
+      err := pgraft._connect();
+      IF err IS NOT NULL THEN
+        IF err[4] IS NULL THEN
+          RAISE EXCEPTION USING ERRCODE = err[1], MESSAGE = err[2], DETAIL = err[3];
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = err[1], MESSAGE = err[2], DETAIL = err[3], HINT = err[4];
+      END IF;
+    END IF;
+    EXIT WHEN dblink_send_query(${lit(CONNECTION_NAME)}, q) = 1;
+    IF attempt = 2 THEN
       RAISE EXCEPTION 'pgraft: could not send the call to the sidecar: %', dblink_error_message(${lit(CONNECTION_NAME)})
         USING ERRCODE = '08006';
     END IF;
-  END IF;
+    -- A connection broken since the last call: replace it once.
+    PERFORM dblink_disconnect(${lit(CONNECTION_NAME)});
+  END LOOP;
   WHILE dblink_is_busy(${lit(CONNECTION_NAME)}) = 1 LOOP
     IF waited < 50 THEN
       PERFORM pg_sleep(0.001);
@@ -160,6 +237,7 @@ BEGIN
 END
 $fn$;
 
+REVOKE ALL ON FUNCTION pgraft._connect() FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgraft._send(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pgraft._finish() FROM PUBLIC;
 `;

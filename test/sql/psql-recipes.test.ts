@@ -163,8 +163,8 @@ describe("the seed's bash recipes through real psql", () => {
     const r = await down.bash(healthCheck(own));
     const direct = await down.psql(["-t", "-c", "SELECT * FROM pgraft_health_check() WHERE severity IN ('warning', 'critical');"]);
     assert.equal(direct.code, 1);
-    assert.match(direct.stderr, /ERROR: {2}could not establish connection\nDETAIL: {2}connection to server at "127\.0\.0\.1", port \d+ failed: Connection refused/);
-    assert.match(r.stderr, /could not establish connection/);
+    assert.match(direct.stderr, /ERROR: {2}the pgraft sidecar at 127\.0\.0\.1:\d+ is unreachable\nDETAIL: {2}connection to server at "127\.0\.0\.1", port \d+ failed: Connection refused/);
+    assert.match(r.stderr, /the pgraft sidecar at 127\.0\.0\.1:\d+ is unreachable/);
     assert.ok(!existsSync(own));
     await c.restartSidecar(down.id);
     const back = join(dir, "health-back.log");

@@ -346,16 +346,16 @@ export async function startPgCluster(opts: PgClusterOptions = {}): Promise<PgClu
 }
 
 /** The SQLSTATE and message of a rejected query (throws when it was not a PostgreSQL error). */
-export function pgError(e: unknown): { code: string; message: string; hint?: string; detail?: string } {
+export function pgError(e: unknown): { code: string; message: string; hint?: string; detail?: string; where?: string } {
   if (e instanceof pg.DatabaseError || (e instanceof Error && typeof (e as { code?: unknown }).code === "string")) {
     const d = e as pg.DatabaseError;
-    return { code: d.code ?? "", message: d.message, ...(d.hint ? { hint: d.hint } : {}), ...(d.detail ? { detail: d.detail } : {}) };
+    return { code: d.code ?? "", message: d.message, ...(d.hint ? { hint: d.hint } : {}), ...(d.detail ? { detail: d.detail } : {}), ...(d.where ? { where: d.where } : {}) };
   }
   throw e;
 }
 
 /** Run `f`, which must fail with a PostgreSQL error; returns it. */
-export async function sqlFails(f: () => Promise<unknown>): Promise<{ code: string; message: string; hint?: string; detail?: string }> {
+export async function sqlFails(f: () => Promise<unknown>): Promise<{ code: string; message: string; hint?: string; detail?: string; where?: string }> {
   try {
     await f();
   } catch (e) {
