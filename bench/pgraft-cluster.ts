@@ -34,7 +34,7 @@ export interface PgraftCluster {
   ids: number[];
   endpoint(id: number): string;
   client(id: number): TypedClient<(typeof pb.Cluster)["method"]>;
-  /** Wait until one node reports leadership; returns its id. */
+  /** Wait until one node reports leadership; returns its id (default 60 s: a loaded small machine starts Node processes slowly). */
   leader(timeoutMs?: number): Promise<number>;
   /** Wait until every running node answers and knows the leader. */
   ready(timeoutMs?: number): Promise<void>;
@@ -89,7 +89,7 @@ export async function startPgraft(opts: { heartbeat?: string; election?: string;
     ids,
     endpoint: (id) => `127.0.0.1:${grpcPort(id)}`,
     client,
-    async leader(timeoutMs = 20_000) {
+    async leader(timeoutMs = 60_000) {
       const end = Date.now() + timeoutMs;
       while (Date.now() < end) {
         for (const id of ids) {
@@ -105,7 +105,7 @@ export async function startPgraft(opts: { heartbeat?: string; election?: string;
       }
       throw new Error("no leader within the timeout");
     },
-    async ready(timeoutMs = 20_000) {
+    async ready(timeoutMs = 60_000) {
       const end = Date.now() + timeoutMs;
       for (const id of ids) {
         for (;;) {
