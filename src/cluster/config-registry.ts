@@ -21,6 +21,8 @@ export interface SettingSpec {
   readonly description: string;
   /** True when a changed value takes effect only after the sidecar restarts. */
   readonly restartRequired: boolean;
+  /** Set when this version cannot change the setting: why (ConfigSet refuses with it). */
+  readonly fixed?: string;
 }
 
 const MiB = 1024 * 1024;
@@ -30,7 +32,13 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Every runtime setting, sorted by name. */
 export const SETTINGS: readonly SettingSpec[] = [
-  { name: "debug", type: "boolean", default: "false", description: "Verbose diagnostics on every node (pgraft_set_debug)", restartRequired: false },
+  {
+    name: "debug",
+    type: "boolean",
+    default: "false",
+    description: "Debug logging on every node, whatever log_level says (pgraft_set_debug sets this)",
+    restartRequired: false,
+  },
   {
     name: "election_timeout",
     type: "duration",
@@ -40,7 +48,13 @@ export const SETTINGS: readonly SettingSpec[] = [
     description: "Time without a leader before a follower campaigns; at least 2 x heartbeat_interval",
     restartRequired: false,
   },
-  { name: "failover_enabled", type: "boolean", default: "true", description: "Whether the cluster promotes a new write leader when the current one is lost", restartRequired: false },
+  {
+    name: "failover_enabled",
+    type: "boolean",
+    default: "true",
+    description: "Stored for automation only: this version has no automatic failover of PostgreSQL, and nothing reads it (Raft elections always happen)",
+    restartRequired: false,
+  },
   { name: "heartbeat_interval", type: "duration", default: "100ms", min: 10, max: 60_000, description: "Interval between the leader's heartbeats", restartRequired: false },
   { name: "kv_max_key_bytes", type: "integer", unit: "bytes", default: "1024", min: 1, max: 65_536, description: "Largest KV key, in UTF-8 bytes", restartRequired: false },
   {
@@ -53,7 +67,14 @@ export const SETTINGS: readonly SettingSpec[] = [
     description: "Largest KV value (JSON text), in UTF-8 bytes",
     restartRequired: false,
   },
-  { name: "log_level", type: "enum", values: LOG_LEVELS, default: "info", description: "Sidecar log level", restartRequired: false },
+  {
+    name: "log_level",
+    type: "enum",
+    values: LOG_LEVELS,
+    default: "info",
+    description: "Log level of every sidecar (once set, it wins over each sidecar's --log-level; debug = true wins over it)",
+    restartRequired: false,
+  },
   {
     name: "max_append_entries",
     type: "integer",
@@ -61,8 +82,9 @@ export const SETTINGS: readonly SettingSpec[] = [
     default: "64",
     min: 1,
     max: 10_000,
-    description: "Most log entries the leader sends in one AppendEntries message",
+    description: "Most log entries the leader sends in one AppendEntries message; fixed in this version (batches are bounded by size, 1 MiB)",
     restartRequired: true,
+    fixed: "the Raft core bounds each AppendEntries message by size (1 MiB), not by a number of entries, and cannot change that at run time",
   },
   {
     name: "max_inflight_msgs",
@@ -71,8 +93,9 @@ export const SETTINGS: readonly SettingSpec[] = [
     default: "256",
     min: 1,
     max: 65_536,
-    description: "Most AppendEntries messages in flight to one follower",
+    description: "Most AppendEntries messages in flight to one follower; fixed at 256 in this version",
     restartRequired: true,
+    fixed: "each follower's flow-control window is sized when the leader starts tracking it and cannot be resized at run time",
   },
   {
     name: "snapshot_interval",
@@ -81,7 +104,7 @@ export const SETTINGS: readonly SettingSpec[] = [
     default: "10000",
     min: 100,
     max: 10_000_000,
-    description: "Applied entries between two snapshots of the replicated state",
+    description: "Applied entries between two snapshots of the replicated state (every node, at once)",
     restartRequired: false,
   },
 ];
@@ -104,6 +127,18 @@ export function getSetting(name: string): SettingSpec {
 function canonicalName(name: string): string {
   const n = name.trim().toLowerCase();
   return n.startsWith("pgraft.") ? n.slice("pgraft.".length) : n;
+}
+
+/**
+ * Throws NOT_CHANGEABLE for a setting this version lists (the reference has it)
+ * but cannot change; ConfigSet calls it before proposing. Resetting one to its
+ * default is always allowed.
+ */
+export function checkChangeable(name: string, value: string): void {
+  const spec = getSetting(name);
+  if (spec.fixed && normalize(spec.name, value) !== spec.default) {
+    throw new ClusterError("NOT_CHANGEABLE", `${spec.name} cannot be changed in this version: ${spec.fixed}`);
+  }
 }
 
 // ------------------------------------------------------------------ parsers

@@ -16,6 +16,8 @@ export type ClusterErrorCode =
   | "OUT_OF_RANGE"
   /** Two runtime settings that do not fit together (election_timeout vs heartbeat_interval). */
   | "INCOMPATIBLE_SETTINGS"
+  /** A setting this version lists but cannot change (its value is fixed). */
+  | "NOT_CHANGEABLE"
   /** A KV value that is not JSON text. */
   | "INVALID_JSON"
   /** A KV key or value over its configured limit. */
@@ -43,6 +45,7 @@ export const SQLSTATE: Readonly<Record<ClusterErrorCode, string>> = {
   INVALID_VALUE: "22023",
   OUT_OF_RANGE: "22023",
   INCOMPATIBLE_SETTINGS: "22023",
+  NOT_CHANGEABLE: "55P02",
   INVALID_JSON: "22P02",
   TOO_LARGE: "54000",
   CAS_FAILED: "40001",

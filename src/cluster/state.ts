@@ -47,6 +47,8 @@ export class ClusterState implements StateMachine {
   private overrides = new Map<string, string>();
   /** The overrides as of the last config.save. */
   private savedOverrides = new Map<string, string>();
+  /** The log index of the last config.set / config.reset of each setting (none: never changed at runtime). */
+  private changedAt = new Map<string, number>();
   private effective: RuntimeSettings;
   private pgd = new NodeGroupCatalog();
 
@@ -126,6 +128,7 @@ export class ClusterState implements StateMachine {
         const spec = getSetting(cmd.name);
         const next = new Map(this.overrides).set(spec.name, normalize(spec.name, cmd.value));
         this.setOverrides(next);
+        this.changedAt.set(spec.name, this.applied);
         return this.ok({ setting: this.row(spec) });
       }
       case "config.reset": {
@@ -133,6 +136,7 @@ export class ClusterState implements StateMachine {
         const next = new Map(this.overrides);
         next.delete(spec.name);
         this.setOverrides(next);
+        this.changedAt.set(spec.name, this.applied);
         return this.ok({ setting: this.row(spec) });
       }
       case "config.save":
@@ -241,6 +245,7 @@ export class ClusterState implements StateMachine {
       description: spec.description,
       type: spec.type,
       restartRequired: spec.restartRequired,
+      modIndex: this.changedAt.get(spec.name) ?? 0,
     };
   }
 
@@ -255,7 +260,12 @@ export class ClusterState implements StateMachine {
         v: SNAPSHOT_VERSION,
         appliedIndex: this.applied,
         kv: this.kv.dump(),
-        config: { overrides: sortedPairs(this.overrides), saved: sortedPairs(this.savedOverrides) },
+        // changedAt only when there is one, so a state without runtime changes gives the bytes it always did.
+        config: {
+          overrides: sortedPairs(this.overrides),
+          saved: sortedPairs(this.savedOverrides),
+          ...(this.changedAt.size ? { changedAt: [...this.changedAt].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) } : {}),
+        },
         members: this.memberTable.dump(),
         nodeGroups: this.pgd.dump(),
       }),
@@ -274,6 +284,7 @@ export class ClusterState implements StateMachine {
       this.memberTable = new MemberTable(this.opts.members);
       this.overrides = new Map();
       this.savedOverrides = new Map();
+      this.changedAt = new Map();
       this.effective = resolveSettings(this.overrides);
       this.pgd = new NodeGroupCatalog();
       return;
@@ -299,6 +310,7 @@ export class ClusterState implements StateMachine {
     if (typeof cfg !== "object" || cfg === null) throw bad("missing config");
     const overrides = loadOverrides((cfg as Record<string, unknown>)["overrides"], bad);
     const saved = loadOverrides((cfg as Record<string, unknown>)["saved"], bad);
+    const changedAt = loadChangedAt((cfg as Record<string, unknown>)["changedAt"], bad);
     let effective: RuntimeSettings;
     try {
       effective = resolveSettings(overrides);
@@ -312,8 +324,33 @@ export class ClusterState implements StateMachine {
     this.pgd = pgd;
     this.overrides = overrides;
     this.savedOverrides = saved;
+    this.changedAt = changedAt;
     this.effective = effective;
   }
+}
+
+/** [name, log index] pairs by name; absent in snapshots of older versions (and of states never configured). */
+function loadChangedAt(v: unknown, bad: (why: string) => ClusterError): Map<string, number> {
+  const out = new Map<string, number>();
+  if (v === undefined) return out;
+  if (!Array.isArray(v)) throw bad("config changedAt must be an array");
+  let last = "";
+  for (const pair of v as unknown[]) {
+    if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string" || typeof pair[1] !== "number" || !Number.isSafeInteger(pair[1]) || pair[1] < 1) {
+      throw bad("malformed config changedAt");
+    }
+    const [name, index] = pair as [string, number];
+    if (name <= last) throw bad("config changedAt out of order");
+    try {
+      if (getSetting(name).name !== name) throw bad(`config changedAt names ${name}`);
+    } catch (e) {
+      if (e instanceof ClusterError) throw bad(e.message);
+      throw e;
+    }
+    out.set(name, index);
+    last = name;
+  }
+  return out;
 }
 
 function loadOverrides(v: unknown, bad: (why: string) => ClusterError): Map<string, string> {

@@ -62,6 +62,8 @@ export interface ConfigRow {
   description: string;
   type: SettingType;
   restartRequired: boolean;
+  /** The log index of the last config.set / config.reset of this setting; 0 = never changed at runtime. */
+  modIndex: number;
 }
 
 export interface CommandOk {

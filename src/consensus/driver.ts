@@ -121,7 +121,7 @@ export class RaftNode {
   private readonly clock: Clock;
   private readonly log: RaftLogger;
   private readonly timeoutMs: number;
-  private readonly snapshotEntries: number;
+  private snapshotEntries: number;
   private readonly keepEntries: number;
   private readonly proposals = new Map<number, PendingProposal>();
   private readonly reads = new Map<string, PendingRead>();
@@ -253,6 +253,16 @@ export class RaftNode {
    * election_timeout): one tick is the heartbeat, the election timeout a whole
    * number of ticks (at least 2).
    */
+  /** Take a snapshot after this many applied entries (the snapshot_interval setting, at run time). */
+  setSnapshotEntries(n: number): void {
+    if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`snapshot entries must be a positive integer, got ${n}`);
+    this.snapshotEntries = n;
+  }
+
+  get snapshotEvery(): number {
+    return this.snapshotEntries;
+  }
+
   setTiming(heartbeatMs: number, electionMs: number): void {
     if (!(heartbeatMs > 0) || !(electionMs >= 2 * heartbeatMs)) {
       throw new RaftError("INVALID_ARGUMENT", `election timeout (${electionMs}ms) must be at least twice the heartbeat interval (${heartbeatMs}ms)`);
@@ -271,10 +281,13 @@ export class RaftNode {
     return this.rn.status();
   }
 
-  /** Milliseconds since each follower last answered (leader only). */
+  /** Peers this node has ever received a message from (since it started). */
+  private readonly heardFrom = new Set<NodeId>();
+
+  /** Milliseconds since each follower last answered (leader only); none for a follower never heard from. */
   lastContactMs(): Map<NodeId, number> {
     const out = new Map<NodeId, number>();
-    for (const [id, p] of this.rn.status().progress) if (id !== this.id) out.set(id, p.ticksSinceActive * this.tickMs);
+    for (const [id, p] of this.rn.status().progress) if (id !== this.id && this.heardFrom.has(id)) out.set(id, p.ticksSinceActive * this.tickMs);
     return out;
   }
 
@@ -301,6 +314,7 @@ export class RaftNode {
   /** Feed a message from a peer. */
   receive(m: Message): void {
     if (this.stopped) return;
+    this.heardFrom.add(m.from);
     this.rn.step(m);
     this.schedule();
   }

@@ -10,7 +10,7 @@ import { NotLeaderError } from "../consensus/errors.js";
 import { majority } from "../consensus/quorum.js";
 import { Role, type NodeId } from "../consensus/types.js";
 import { encodeCommand, encodeMemberContext, validateCommand, type Command } from "../cluster/commands.js";
-import { getSetting, normalize } from "../cluster/config-registry.js";
+import { checkChangeable, getSetting, normalize } from "../cluster/config-registry.js";
 import { ClusterError } from "../cluster/errors.js";
 import { INTERFACE_DSN_PASSWORD, INTERFACE_DSN_PASSWORD_HINT } from "../cluster/node-groups.js";
 import { dsnHasPassword } from "../postgres/dsn.js";
@@ -175,6 +175,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
     defaultValue: r.default,
     source: r.saved && r.overridden ? pb.ConfigSource.SAVED : r.overridden ? pb.ConfigSource.RUNTIME : pb.ConfigSource.DEFAULT,
     description: r.description,
+    modRevision: BigInt(r.modIndex),
   });
 
   const checkJson = (value: string): void => {
@@ -440,6 +441,7 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         async () => {
           const name = getSetting(req.name).name;
           const value = normalize(name, req.value);
+          checkChangeable(name, value);
           if (d.flagTiming && (name === "heartbeat_interval" || name === "election_timeout")) {
             // The registry checks the pair against its defaults; this node runs with its flags.
             const t = effectiveTiming(d.state, d.flagTiming, { name, value });
@@ -455,6 +457,31 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
           return { header: header(), previousValue: previous, ...(row ? { entry: configEntry(row) } : {}) };
         },
         (c, md) => c.configSet(req, opts(md)),
+      ),
+    ),
+
+    configReset: unary(pb.ConfigResetRequestSchema, pb.ConfigResetResponseSchema, (req, call) =>
+      onLeader(
+        pb.ConfigResetResponseSchema,
+        call,
+        async () => {
+          const name = getSetting(req.name).name;
+          const spec = d.state.config().find((r) => r.name === name);
+          if (d.flagTiming && (name === "heartbeat_interval" || name === "election_timeout") && spec) {
+            // Back to the default as far as the replicated set goes; this node then runs with its flags for it.
+            const t = effectiveTiming(d.state, d.flagTiming, { name, value: spec.default });
+            if (t.electionMs < 2 * t.heartbeatMs) {
+              throw invalidArgument(
+                `resetting ${name} to ${spec.default} would leave the election timeout (${t.electionMs}ms) under twice the heartbeat interval (${t.heartbeatMs}ms) this node runs with; reset or change the other one first`,
+              );
+            }
+          }
+          const previous = spec?.value ?? "";
+          const ok = okOrThrow(await propose({ op: "config.reset", name }));
+          const row = ok.setting ?? d.state.config().find((r) => r.name === name);
+          return { header: header(), previousValue: previous, ...(row ? { entry: configEntry(row) } : {}) };
+        },
+        (c, md) => c.configReset(req, opts(md)),
       ),
     ),
 

@@ -2,7 +2,7 @@
 // looks at the replicated state and this node's role, takes at most a few
 // actions, and ends in a one-line decision. The line is logged at info when it
 // changes (so operators can read the loop from the log) and at debug otherwise.
-import type { Logger } from "pino";
+import type { LevelWithSilent, Logger } from "pino";
 import type { SidecarConfig } from "../config/sidecar-config.js";
 import type { RaftNode } from "../consensus/driver.js";
 import { encodeCommand } from "../cluster/commands.js";
@@ -10,6 +10,7 @@ import { parseDurationMs } from "../cluster/config-registry.js";
 import type { ClusterState } from "../cluster/state.js";
 import { Role } from "../consensus/types.js";
 import type { GrpcPeerTransport } from "../transport/peer-transport.js";
+import { effectiveLogLevel } from "./logger.js";
 import { autoPromoteKey, INTERNAL_PREFIX, StaleKeySweeper, staleInternalKeys } from "./internal-keys.js";
 
 export interface ControlLoopDeps {
@@ -18,6 +19,8 @@ export interface ControlLoopDeps {
   state: ClusterState;
   transport: GrpcPeerTransport;
   log: Logger;
+  /** Sets the level of every logger of this sidecar (log_level / debug at run time). */
+  setLogLevel?(level: LevelWithSilent): void;
 }
 
 /** A learner this close to the leader's log is caught up enough to vote. */
@@ -28,11 +31,13 @@ export class ControlLoop {
   private running = false;
   private lastDecision = "";
   private timing: { heartbeatMs: number; electionMs: number };
+  private logLevel: LevelWithSilent;
   /** Internal keys whose subject is gone, deleted once stale this long (twice a client request's bound, over a join's put-then-add). */
   private readonly sweeper: StaleKeySweeper;
 
   constructor(private readonly d: ControlLoopDeps) {
     this.timing = { heartbeatMs: d.cfg.heartbeatMs, electionMs: d.cfg.electionMs };
+    this.logLevel = d.cfg.logLevel;
     this.sweeper = new StaleKeySweeper(2 * Math.max(5000, 5 * d.cfg.electionMs));
   }
 
@@ -65,6 +70,7 @@ export class ControlLoop {
     this.syncPeers();
     const t = this.applyTiming();
     if (t) actions.push(t);
+    actions.push(...this.applySettings());
     const st = this.d.node.status();
     if (st.role !== Role.Leader) {
       this.sweeper.forget();
@@ -107,6 +113,23 @@ export class ControlLoop {
     // Keep dialling the founders until the catalog knows them (a joiner's first moments).
     if (want.size === 0) return;
     for (const id of have.keys()) if (!want.has(id)) this.d.transport.removePeer(id);
+  }
+
+  /** snapshot_interval, log_level and debug as the replicated settings say (every node, within a cycle). */
+  applySettings(): string[] {
+    const done: string[] = [];
+    const every = this.d.state.settings().snapshotInterval;
+    if (every !== this.d.node.snapshotEvery) {
+      this.d.node.setSnapshotEntries(every);
+      done.push(`applied snapshot_interval: a snapshot every ${every} entries`);
+    }
+    const level = effectiveLogLevel(this.d.state, this.d.cfg.logLevel);
+    if (level !== this.logLevel && this.d.setLogLevel) {
+      this.d.setLogLevel(level);
+      this.logLevel = level;
+      done.push(`applied log level ${level}`);
+    }
+    return done;
   }
 
   /** Runtime heartbeat_interval / election_timeout, once set through Raft, win over the flags. */

@@ -24,6 +24,7 @@ const CLUSTER_STATUS: Partial<Record<ClusterErrorCode, grpc.status>> = {
   NOT_FOUND: grpc.status.NOT_FOUND,
   ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
   CAS_FAILED: grpc.status.FAILED_PRECONDITION,
+  NOT_CHANGEABLE: grpc.status.FAILED_PRECONDITION,
   TOO_LARGE: grpc.status.INVALID_ARGUMENT,
   UNSUPPORTED_VERSION: grpc.status.FAILED_PRECONDITION,
   CORRUPT_SNAPSHOT: grpc.status.DATA_LOSS,

@@ -4,6 +4,7 @@
 // names its level ("level":"warn", not pino's 40) and its component: the
 // child's ("raft", "transport", "control-loop", ...) or "sidecar" for the root.
 import { pino, type Logger, type LevelWithSilent } from "pino";
+import type { ClusterState } from "../cluster/state.js";
 import type { RaftLogger } from "../consensus/config.js";
 
 // Children copy their parent's level when created; to change the level at run
@@ -55,6 +56,17 @@ export function setTreeLevel(root: Logger, level: LevelWithSilent): void {
     if (l) l.level = level;
     else members.delete(ref);
   }
+}
+
+/**
+ * The level a sidecar logs at: debug while the replicated `debug` setting is
+ * on, else the replicated `log_level` once it has been set at run time, else
+ * the sidecar's own --log-level.
+ */
+export function effectiveLogLevel(state: ClusterState, flagLevel: LevelWithSilent): LevelWithSilent {
+  const s = state.settings();
+  if (s.debug) return s.logLevel === "trace" ? "trace" : "debug";
+  return state.config().some((r) => r.name === "log_level" && r.overridden) ? s.logLevel : flagLevel;
 }
 
 /** The core's logger: its messages become `msg` with a `component` field. */

@@ -31,7 +31,7 @@ import { ClusterPostgres, postgresNodesCheck } from "./postgres-status.js";
 import { handOverTarget } from "./hand-over.js";
 import { internalCall } from "./internal-keys.js";
 import { exposedKeyFile, secureDataDir } from "./data-dir.js";
-import { raftLogger, setTreeLevel } from "./logger.js";
+import { effectiveLogLevel, raftLogger, setTreeLevel } from "./logger.js";
 
 export const VERSION = "0.1.0";
 /** How long a stopping sidecar lets client calls in flight finish before cutting them off. */
@@ -213,9 +213,11 @@ export class Sidecar {
             dataDir: cfg.dataDir,
             electionMs: cfg.electionMs,
             requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
+            // After the debug setting committed: this node applies it now, the others within a control-loop cycle.
             setDebug: (on) => {
-              setTreeLevel(log, on ? "debug" : cfg.logLevel);
-              const msg = on ? `debug logging on for node ${cfg.nodeId}` : `debug logging off for node ${cfg.nodeId} (level ${cfg.logLevel})`;
+              const level = on ? "debug" : effectiveLogLevel(state, cfg.logLevel);
+              setTreeLevel(log, level);
+              const msg = on ? "debug logging on for every node" : `debug logging off for every node (level ${level})`;
               log.warn(msg);
               return msg;
             },
@@ -229,7 +231,7 @@ export class Sidecar {
           sql.link.start();
         }
       }
-      const loop = new ControlLoop({ cfg, node: n, state, transport, log: log.child({ component: "control-loop" }) });
+      const loop = new ControlLoop({ cfg, node: n, state, transport, log: log.child({ component: "control-loop" }), setLogLevel: (level) => setTreeLevel(log, level) });
       const sidecar = new Sidecar(cfg, log, n, state, transport, server, http, loop, creds, port, sql);
       sidecarRef.s = sidecar;
       n.start();

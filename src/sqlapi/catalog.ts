@@ -130,6 +130,7 @@ export const FUNCTIONS: readonly SqlFunction[] = [
   },
   // ---------------------------------------------------------------- configuration
   { name: "pgraft_set_config", args: [{ name: "name", type: "text" }, { name: "value", type: "text" }], returns: "boolean", privilege: "admin", comment: "Sets a runtime setting on every node through Raft ('75ms', '1s', 'false')." },
+  { name: "pgraft_reset_config", args: [{ name: "name", type: "text" }], returns: "boolean", privilege: "admin", comment: "Puts a runtime setting back to its default on every node through Raft (the override is removed)." },
   { name: "pgraft_save_config", args: [], returns: "boolean", privilege: "admin", comment: "Persists the current overrides: replicated as saved, and written to pgraft.saved_config on every node." },
   {
     name: "pgraft_get_config",
@@ -151,7 +152,7 @@ export const FUNCTIONS: readonly SqlFunction[] = [
   { name: "pgraft_kv_delete", args: [{ name: "key", type: "text" }], returns: "boolean", privilege: "admin", comment: "Deletes key through Raft; true when it existed." },
   // ---------------------------------------------------------------- troubleshooting
   { name: "pgraft_log_sync_with_leader", args: [], returns: "boolean", privilege: "admin", comment: "Waits until this node has applied everything the leader had committed when called (catching up by snapshot if needed)." },
-  { name: "pgraft_set_debug", args: [{ name: "enabled", type: "boolean" }], returns: "text", privilege: "admin", comment: "Raises this node's sidecar log level to debug (true) or back to its configured level (false)." },
+  { name: "pgraft_set_debug", args: [{ name: "enabled", type: "boolean" }], returns: "text", privilege: "admin", comment: "Turns debug logging on (true) or off (false) on every node: sets the replicated debug setting through Raft." },
   {
     name: "pgraft_health_check",
     args: [],

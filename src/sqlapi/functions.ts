@@ -363,6 +363,11 @@ const IMPLS: Record<string, Impl> = {
     return one("t");
   },
 
+  async pgraft_reset_config(f, a, d) {
+    await d.cluster.configReset({ clusterId: d.clusterId, name: arg(f, a, 0) });
+    return one("t");
+  },
+
   async pgraft_save_config(_f, _a, d) {
     await d.cluster.configSave({ clusterId: d.clusterId });
     return one("t");
@@ -404,8 +409,12 @@ const IMPLS: Record<string, Impl> = {
     return one("t");
   },
 
-  pgraft_set_debug(f, a, d) {
-    return Promise.resolve(one(d.setDebug(boolArg(f, a, 0))));
+  // The debug setting, replicated: every node's log level follows it (the control loop applies it), and
+  // pgraft_get_config shows it. This node applies it at once so the answer is true when it returns.
+  async pgraft_set_debug(f, a, d) {
+    const on = boolArg(f, a, 0);
+    await d.cluster.configSet({ clusterId: d.clusterId, name: "debug", value: on ? "true" : "false" });
+    return one(d.setDebug(on));
   },
 
   // ---------------------------------------------------------------- node groups (seed 004)

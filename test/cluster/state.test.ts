@@ -70,10 +70,11 @@ describe("ClusterState", () => {
     a.ok({ op: "lease.grant", leaseId: 2, ttlMs: 10, nowMs: 0 });
     a.put("y", 2, { leaseId: 9 });
     a.put("x", 1, { leaseId: 9 });
-    b.ok({ op: "lease.grant", leaseId: 2, ttlMs: 10, nowMs: 0 });
-    b.ok({ op: "config.set", name: "log_level", value: "WARN" });
-    b.ok({ op: "lease.grant", leaseId: 9, ttlMs: 10, nowMs: 0 });
+    // (A setting's last change is at the same log index in both: it is part of the state, as mod_revision.)
     b.ok({ op: "config.set", name: "debug", value: "yes" });
+    b.ok({ op: "config.set", name: "log_level", value: "WARN" });
+    b.ok({ op: "lease.grant", leaseId: 2, ttlMs: 10, nowMs: 0 });
+    b.ok({ op: "lease.grant", leaseId: 9, ttlMs: 10, nowMs: 0 });
     b.put("y", 2, { leaseId: 9 });
     b.put("x", 1, { leaseId: 9 });
     assert.equal(text(a.state.snapshot()), text(b.state.snapshot()));

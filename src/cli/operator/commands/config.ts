@@ -1,7 +1,7 @@
-// pgraft config get|set|save: the runtime settings replicated through Raft
+// pgraft config get|set|reset|save: the runtime settings replicated through Raft
 // (heartbeat_interval, election_timeout, ...).
 import type { Command } from "commander";
-import { ConfigGetResponseSchema, ConfigSaveResponseSchema, ConfigSetResponseSchema } from "../../../gen/pgraft/v1/client_pb.js";
+import { ConfigGetResponseSchema, ConfigResetResponseSchema, ConfigSaveResponseSchema, ConfigSetResponseSchema } from "../../../gen/pgraft/v1/client_pb.js";
 import { operatorAction } from "../action.js";
 import { UsageError } from "../errors.js";
 import { operatorCommand } from "../commander-setup.js";
@@ -36,6 +36,17 @@ export function registerConfig(program: Command): Command[] {
       const res = await ctx.request(`config set ${name}`, (c, o) => c.configSet({ clusterId: ctx.clusterId, name, value }, o));
       ctx.show(ConfigSetResponseSchema, res, () => [
         `${name}: ${res.previousValue || "?"} -> ${res.entry?.value ?? value}`,
+        `(applies to every node now; run "pgraft config save" to keep it across restarts)`,
+      ]);
+    }),
+  );
+
+  operatorCommand(config, "reset <name>", "put a setting back to its default on every node now; config save keeps that across restarts").action(
+    operatorAction(async (ctx, [rawName]) => {
+      const name = settingName(rawName);
+      const res = await ctx.request(`config reset ${name}`, (c, o) => c.configReset({ clusterId: ctx.clusterId, name }, o));
+      ctx.show(ConfigResetResponseSchema, res, () => [
+        `${name}: ${res.previousValue || "?"} -> ${res.entry?.value ?? "?"} (the default)`,
         `(applies to every node now; run "pgraft config save" to keep it across restarts)`,
       ]);
     }),
