@@ -1,11 +1,14 @@
 // The sidecar's connection to its local PostgreSQL: install the shim as soon as
 // the server answers (retrying with backoff while it does not, e.g. while it is
 // still starting), mirror the saved configuration into pgraft.saved_config, and
-// answer pgraft_health_check's "is my PostgreSQL there" question.
+// answer pgraft_health_check's "is my PostgreSQL there" question. A server
+// that restarts is an outage: logged once when it begins (warn) and once when
+// it ends (info), retried with capped exponential backoff (src/slots/reconnect.ts).
 import pg from "pg";
 import type { Logger } from "pino";
 import type { ClusterState } from "../cluster/state.js";
 import { dsnClientConfig } from "../postgres/dsn.js";
+import { Outage } from "../slots/reconnect.js";
 import { installShim, writeSavedConfig, type EndpointTarget } from "./installer.js";
 
 const RETRY_MAX_MS = 5_000;
@@ -18,6 +21,7 @@ export class PostgresLink {
   private attempt = 0;
   private savedSignature = "";
   private busy = false;
+  private readonly outage: Outage;
   /** The shim is installed and current in this server. */
   installed = false;
   lastError = "";
@@ -33,7 +37,17 @@ export class PostgresLink {
      * it would briefly undo a saved configuration.
      */
     private readonly caughtUp: () => Promise<void> = () => Promise.resolve(),
-  ) {}
+  ) {
+    this.outage = new Outage(
+      {
+        debug: (m, f) => log.debug(f ?? {}, m),
+        info: (m, f) => log.info(f ?? {}, m),
+        warn: (m, f) => log.warn(f ?? {}, m),
+        error: (m, f) => log.error(f ?? {}, m),
+      },
+      "local PostgreSQL (the shim's installer)",
+    );
+  }
 
   start(): void {
     this.schedule(0);
@@ -57,11 +71,12 @@ export class PostgresLink {
       this.schedule(SYNC_EVERY_MS);
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
-      if (msg !== this.lastError) this.log.warn({ err: msg }, `local PostgreSQL: ${msg}; retrying`);
       this.lastError = msg;
       await this.dropClient();
       this.attempt++;
-      this.schedule(Math.min(RETRY_MAX_MS, 200 * 2 ** Math.min(this.attempt, 5)));
+      const delay = Math.min(RETRY_MAX_MS, 200 * 2 ** Math.min(this.attempt, 5));
+      this.outage.failed(msg, delay);
+      this.schedule(delay);
     } finally {
       this.busy = false;
     }
@@ -71,8 +86,10 @@ export class PostgresLink {
     const c = new pg.Client(dsnClientConfig(this.dsn, { connectionTimeoutMillis: 5_000, application_name: "pgraft_sidecar" }));
     // A connection that dies later is noticed by the next query; this keeps the error from being unhandled.
     c.on("error", (e) => {
-      this.log.warn({ err: e.message }, "local PostgreSQL connection failed");
-      if (this.client === c) this.client = undefined;
+      if (this.client === c) {
+        this.outage.failed(e);
+        this.client = undefined;
+      }
       this.installed = false;
     });
     try {
@@ -81,6 +98,7 @@ export class PostgresLink {
       this.client = c;
       this.installed = true;
       this.lastError = "";
+      this.outage.recovered();
       this.savedSignature = "";
       const how = r.viaExtension ? `the pgraft extension ${r.version} is installed; its server settings were updated` : r.previousVersion === r.version ? `shim ${r.version} verified` : r.previousVersion ? `shim upgraded from ${r.previousVersion} to ${r.version}` : `shim ${r.version} installed`;
       this.log.info({ endpoint: `${this.target.host}:${this.target.port}` }, `local PostgreSQL: ${how}`);
