@@ -51,12 +51,30 @@ export function pgraftCommand(mainJs = MAIN_JS, cwd = process.cwd()): string {
   return rel === "pgraft" ? "./pgraft" : wrapper;
 }
 
+/** One node in what --json prints: snake_case keys, like every --json document of the CLI. */
+export interface DemoNodeJson {
+  id: number;
+  dsn: string;
+  interface_dsn: string;
+  passfile: string;
+  psql: string;
+  postgres: string;
+  grpc: string;
+  http: string;
+  metrics: string;
+  sql: string;
+  postgres_log: string;
+  sidecar_log: string;
+  sidecar_pid: number | null;
+  postgres_pid: number | null;
+}
+
 /** What --json prints (and --detach reads back from DIR/ready.json); documented in docs/cli-json.md. */
 export interface DemoJson {
   cluster_id: string;
   base_dir: string;
   supervisor_pid: number;
-  nodes: (DemoNodeInfo & { sidecar_pid: number | null; postgres_pid: number | null })[];
+  nodes: DemoNodeJson[];
 }
 
 function demoJson(baseDir: string, nodes: DemoNodeInfo[], pids: DemoPids): DemoJson {
@@ -66,7 +84,22 @@ function demoJson(baseDir: string, nodes: DemoNodeInfo[], pids: DemoPids): DemoJ
     supervisor_pid: pids.supervisor,
     nodes: nodes.map((n) => {
       const p = pids.nodes.find((x) => x.id === n.id);
-      return { ...n, sidecar_pid: p?.sidecar ?? null, postgres_pid: p?.postgres ?? null };
+      return {
+        id: n.id,
+        dsn: n.dsn,
+        interface_dsn: n.interfaceDsn,
+        passfile: n.passfile,
+        psql: n.psql,
+        postgres: n.postgres,
+        grpc: n.grpc,
+        http: n.http,
+        metrics: n.metrics,
+        sql: n.sql,
+        postgres_log: n.postgresLog,
+        sidecar_log: n.sidecarLog,
+        sidecar_pid: p?.sidecar ?? null,
+        postgres_pid: p?.postgres ?? null,
+      };
     }),
   };
 }
@@ -80,7 +113,7 @@ export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
     lines.push(`  metrics:  ${n.metrics}`);
     lines.push(`  HTTP:     ${n.http}/health  ${n.http}/ready  ${n.http}/leader  ${n.http}/primary  ${n.http}/replica`);
     lines.push(`  gRPC:     ${n.grpc}   (${cmd} status --endpoint ${n.grpc} --cluster-id ${doc.cluster_id} --plaintext)`);
-    lines.push(`  logs:     ${n.sidecarLog}, ${n.postgresLog}`);
+    lines.push(`  logs:     ${n.sidecar_log}, ${n.postgres_log}`);
     lines.push(`  pids:     sidecar ${n.sidecar_pid ?? "-"}, PostgreSQL ${n.postgres_pid ?? "-"}`);
   }
   lines.push("", "try:  SELECT * FROM pgraft_get_nodes();   SELECT pgraft_kv_put('k', '{\"a\": 1}');   SELECT pgraft_kv_get('k');");
@@ -90,8 +123,8 @@ export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
     lines.push(
       "",
       "node groups (interface DSNs carry no password: passfile= names each node's 0600 pgpass file):",
-      `  on node ${a.id}:  SELECT bdr.create_node('node${a.id}', ${sqlLiteral(a.interfaceDsn)});  SELECT bdr.create_node_group('demo');`,
-      `  on node ${b.id}:  SELECT bdr.create_node('node${b.id}', ${sqlLiteral(b.interfaceDsn)});  SELECT bdr.join_node_group(${sqlLiteral(a.interfaceDsn)});`,
+      `  on node ${a.id}:  SELECT bdr.create_node('node${a.id}', ${sqlLiteral(a.interface_dsn)});  SELECT bdr.create_node_group('demo');`,
+      `  on node ${b.id}:  SELECT bdr.create_node('node${b.id}', ${sqlLiteral(b.interface_dsn)});  SELECT bdr.join_node_group(${sqlLiteral(a.interface_dsn)});`,
       "           SELECT * FROM bdr.node_summary;",
     );
   }

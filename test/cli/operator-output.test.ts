@@ -66,23 +66,23 @@ describe("operator output", { concurrency: true }, () => {
     assert.doesNotMatch(r.stdout, /[{}]/);
   });
 
-  test("status --json: one document, proto field names, every field present", async () => {
+  test("status --json: one document, proto field names, every field present, numbers as numbers, lower-case state", async () => {
     fake.reply("out-status-json", "status", { response: statusResponse("out-status-json") });
     const r = await runCli(["status", "--json", ...target(fake, "out-status-json")]);
     assert.equal(r.code, 0, r.stderr);
     const doc = JSON.parse(r.stdout) as Record<string, unknown>;
     assert.equal(doc["node_id"], 1);
     assert.equal(doc["name"], "alpha");
-    assert.equal(doc["state"], "RAFT_STATE_LEADER");
-    assert.equal(doc["term"], "7");
+    assert.equal(doc["state"], "leader");
+    assert.equal(doc["term"], 7);
     assert.equal(doc["leader_id"], 1);
-    assert.equal(doc["commit_index"], "120");
+    assert.equal(doc["commit_index"], 120);
     assert.deepEqual(doc["voters"], [2, 1]);
     assert.deepEqual(doc["learners"], []);
     assert.equal(doc["quorum_met"], true);
     assert.equal(doc["version"], "0.1.0");
     // Zero values are there too: the keys do not depend on the values.
-    assert.equal(doc["elections_started"], "0");
+    assert.equal(doc["elections_started"], 0);
     assert.deepEqual((doc["header"] as Record<string, unknown>)["cluster_id"], "out-status-json");
   });
 
@@ -120,7 +120,7 @@ describe("operator output", { concurrency: true }, () => {
     assert.match(row, /voter\s+-\s+-\s+-\s+-$/);
   });
 
-  test("members --json: the members with their fields", async () => {
+  test("members --json from the leader: the members with their fields, numbers as numbers, never heard from as null", async () => {
     fake.reply("out-members-json", "members", { response: { header: header("out-members-json", 1, 1), members } });
     const r = await runCli(["members", "--json", ...target(fake, "out-members-json")]);
     assert.equal(r.code, 0, r.stderr);
@@ -130,15 +130,16 @@ describe("operator output", { concurrency: true }, () => {
       id: 14,
       name: "gamma-learner",
       raft_address: "10.0.0.14:7400",
-      role: "MEMBER_ROLE_LEARNER",
+      role: "learner",
       is_leader: false,
-      match_index: "0",
-      lag_entries: "120",
+      match_index: 0,
+      lag_entries: 120,
       reachable: false,
-      last_heartbeat_ms: "-1",
-      replication_lag_bytes: "0",
-      progress_state: "",
+      last_heartbeat_ms: null,
+      replication_lag_bytes: 0,
+      progress_state: null,
     });
+    assert.equal((doc as unknown as Record<string, unknown>)["progress_from_leader"], true);
   });
 
   test("kv get: key: value lines; --json has the pair", async () => {
@@ -153,7 +154,7 @@ describe("operator output", { concurrency: true }, () => {
     const json = await runCli(["kv", "get", "app/config", "--json", ...target(fake, "out-kv-get")]);
     assert.equal(json.code, 0, json.stderr);
     const doc = JSON.parse(json.stdout) as { kv: Record<string, unknown> };
-    assert.deepEqual(doc.kv, { key: "app/config", value: '{"replicas":3}', create_revision: "5", mod_revision: "9", version: "2", lease: "0" });
+    assert.deepEqual(doc.kv, { key: "app/config", value: { replicas: 3 }, create_revision: 5, mod_revision: 9, version: 2, lease: 0 });
   });
 
   test("kv get of a missing key: exit 1, message on stderr, nothing on stdout", async () => {
@@ -191,13 +192,14 @@ describe("operator output", { concurrency: true }, () => {
     assert.match(keys.stderr, /3 of 5 keys shown/);
 
     const json = await runCli(["kv", "list", "a/", "--json", "--limit", "3", ...target(fake, "out-kv-list")]);
-    const doc = JSON.parse(json.stdout) as { kvs: { key: string }[]; more: boolean; count: string };
+    const doc = JSON.parse(json.stdout) as { kvs: { key: string; value: unknown }[]; more: boolean; count: number };
     assert.deepEqual(
       doc.kvs.map((k) => k.key),
       ["a/1", "a/2", "a/3"],
     );
     assert.equal(doc.more, true);
-    assert.equal(doc.count, "5");
+    assert.equal(doc.count, 5);
+    assert.deepEqual(doc.kvs[1]!.value, { n: 1 });
   });
 
   test("config get / set / save", async () => {
@@ -229,7 +231,47 @@ describe("operator output", { concurrency: true }, () => {
     const save = await runCli(["config", "save", "--json", ...target(fake, "out-config")]);
     assert.equal(save.code, 0, save.stderr);
     const doc = JSON.parse(save.stdout) as { entries: { name: string; source: string }[]; header: unknown };
-    assert.deepEqual(doc.entries.map((e) => [e.name, e.source]), [["heartbeat_interval", "CONFIG_SOURCE_SAVED"]]);
+    assert.deepEqual(doc.entries.map((e) => [e.name, e.source]), [["heartbeat_interval", "saved"]]);
     assert.equal(doc.header, null);
+  });
+  test("members --json from a follower: what only the leader knows is null, never false or 0", async () => {
+    fake.reply("out-members-fj", "members", { response: { header: header("out-members-fj", 2, 1), members } });
+    const r = await runCli(["members", "--json", ...target(fake, "out-members-fj")]);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = JSON.parse(r.stdout) as { members: Record<string, unknown>[]; progress_from_leader: boolean };
+    assert.equal(doc.progress_from_leader, false);
+    for (const m of doc.members) {
+      for (const f of ["match_index", "lag_entries", "reachable", "last_heartbeat_ms", "replication_lag_bytes", "progress_state"]) assert.equal(m[f], null, `${String(m["id"])}.${f}`);
+      assert.equal(typeof m["id"], "number");
+      assert.match(String(m["role"]), /^(voter|learner)$/);
+    }
+  });
+
+  test("kv list: long keys and values are cut, control characters escaped, short rows not padded to the longest key", async () => {
+    const longKey = "k/" + "x".repeat(200);
+    const kvs = [
+      { key: "a", value: '"short"', modRevision: 1n, version: 1n },
+      { key: "b\u001b[31mred\nline", value: JSON.stringify("tab\there\u0007"), modRevision: 2n, version: 1n },
+      { key: longKey, value: JSON.stringify({ v: "y".repeat(300) }), modRevision: 3n, version: 1n },
+    ];
+    fake.reply("out-kv-wide", "kvList", { response: { header: header("out-kv-wide", 1, 1), kvs, more: false, count: 3n } });
+    const r = await runCli(["kv", "list", ...target(fake, "out-kv-wide")]);
+    assert.equal(r.code, 0, r.stderr);
+    const raw = [...r.stdout].filter((c) => c !== "\n" && (c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f));
+    assert.deepEqual(raw, [], "nothing raw but the line ends");
+    const lines = r.stdout.trimEnd().split("\n");
+    assert.equal(lines.length, 4, r.stdout);
+    assert.ok(lines.every((l) => l.length <= 48 + 2 + 12 + 2 + 7 + 2 + 5 + 2 + 64), r.stdout);
+    assert.match(lines[2]!, /^b\\x1b\[31mred\\nline\s/);
+    assert.ok(lines[2]!.includes(String.raw`"tab\there\u0007"`), lines[2]); // a JSON string's escapes stay as JSON writes them
+    assert.match(lines[3]!, /^k\/x+… /);
+    assert.match(lines[3]!, /…$/);
+    assert.match(r.stderr, /cut at 48 and 64 characters/);
+    const keys = await runCli(["kv", "list", "--keys-only", ...target(fake, "out-kv-wide")]);
+    assert.equal(keys.stdout.split("\n")[1], String.raw`b\x1b[31mred\nline`);
+    const json = await runCli(["kv", "list", "--json", ...target(fake, "out-kv-wide")]);
+    const doc = JSON.parse(json.stdout) as { kvs: { key: string; value: unknown }[] };
+    assert.equal(doc.kvs[2]!.key, longKey); // JSON keeps them whole
+    assert.deepEqual(doc.kvs[1]!.value, "tab\there\u0007");
   });
 });

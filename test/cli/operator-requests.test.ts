@@ -51,7 +51,7 @@ describe("operator requests", { concurrency: true }, () => {
     assert.match(rm.stdout, /^removed node 3$/m);
     assert.equal(only("req-remove", "removeMember")["id"], 3);
     assert.equal(pr.code, 0, pr.stderr);
-    assert.deepEqual(JSON.parse(pr.stdout), { header: null, members: [] });
+    assert.deepEqual(JSON.parse(pr.stdout), { header: null, members: [], progress_from_leader: false });
     assert.equal(only("req-promote", "promoteMember")["id"], 4);
   });
 

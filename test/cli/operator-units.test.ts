@@ -6,12 +6,13 @@ import { describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { Command } from "commander";
-import { KvGetResponseSchema } from "../../src/gen/pgraft/v1/client_pb.js";
+import { KvGetResponseSchema, RaftState, StatusResponseSchema } from "../../src/gen/pgraft/v1/client_pb.js";
 import { statusError } from "../../src/transport/grpc-service.js";
 import { parseInt64, parseJsonValue, parseNodeId, parsePositiveInt, parseRaftAddress } from "../../src/cli/operator/arguments.js";
 import { resolveCommonOptions } from "../../src/cli/operator/common-options.js";
 import { RequestError, UsageError, describeRequestError } from "../../src/cli/operator/errors.js";
-import { messageJson, renderKeyValues, renderTable } from "../../src/cli/operator/output.js";
+import { escapeControl, messageJson, renderKeyValues, renderTable } from "../../src/cli/operator/output.js";
+import { truncate } from "../../src/cli/operator/format.js";
 import { registerOperatorCommands } from "../../src/cli/operator/index.js";
 
 const usage = (f: () => unknown): string => {
@@ -121,10 +122,28 @@ describe("rendering", () => {
     );
   });
 
-  test("JSON: proto names, zero values, absent messages as null", () => {
+  test("JSON: proto names, zero values, absent messages as null, int64 as numbers, KV values as the JSON they hold", () => {
     assert.deepEqual(messageJson(KvGetResponseSchema, create(KvGetResponseSchema)), { header: null, kv: null });
-    const doc = messageJson(KvGetResponseSchema, create(KvGetResponseSchema, { kv: { key: "k", value: "1", modRevision: 3n } }));
-    assert.deepEqual(doc["kv"], { key: "k", value: "1", create_revision: "0", mod_revision: "3", version: "0", lease: "0" });
+    const doc = messageJson(KvGetResponseSchema, create(KvGetResponseSchema, { kv: { key: "k", value: '{"a":[1,2]}', modRevision: 3n } }));
+    assert.deepEqual(doc["kv"], { key: "k", value: { a: [1, 2] }, create_revision: 0, mod_revision: 3, version: 0, lease: 0 });
+    const big = messageJson(KvGetResponseSchema, create(KvGetResponseSchema, { kv: { key: "k", value: "", modRevision: 2n ** 60n } }));
+    assert.deepEqual(big["kv"], { key: "k", value: null, create_revision: 0, mod_revision: "1152921504606846976", version: 0, lease: 0 });
+  });
+
+  test("JSON: enums by their lower-case names, unspecified and no leader as null", () => {
+    const st = messageJson(StatusResponseSchema, create(StatusResponseSchema, { state: RaftState.PRE_CANDIDATE, leaderId: 0, header: { leaderId: 0, memberId: 2 } }));
+    assert.equal(st["state"], "pre-candidate");
+    assert.equal(st["leader_id"], null);
+    assert.equal((st["header"] as Record<string, unknown>)["leader_id"], null);
+    assert.equal(messageJson(StatusResponseSchema, create(StatusResponseSchema))["state"], null);
+    assert.equal(messageJson(StatusResponseSchema, create(StatusResponseSchema, { state: RaftState.FOLLOWER }))["state"], "follower");
+  });
+
+  test("escapeControl: control characters escaped, plain text as it is", () => {
+    assert.equal(escapeControl("plain \\ text ü"), "plain \\ text ü");
+    assert.equal(escapeControl("a\nb\tc\u001b[0m\u009b\\"), "a\\nb\\tc\\x1b[0m\\u009b\\\\");
+    assert.equal(truncate("abcdef", 4), "abc…");
+    assert.equal(truncate("abcd", 4), "abcd");
   });
 });
 

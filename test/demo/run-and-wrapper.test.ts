@@ -33,7 +33,7 @@ test("the demo's text names every HTTP route, the cluster id, the pids, and no b
   const node = (id: number) => ({
     id,
     dsn: "postgresql://x",
-    interfaceDsn: `host=127.0.0.1 port=540${id} dbname=postgres user=postgres passfile=/d/node${id}/pg/pgpass`,
+    interface_dsn: `host=127.0.0.1 port=540${id} dbname=postgres user=postgres passfile=/d/node${id}/pg/pgpass`,
     passfile: `/d/node${id}/pg/pgpass`,
     psql: `psql 'host=127.0.0.1 port=540${id}'`,
     postgres: `127.0.0.1:540${id}`,
@@ -41,8 +41,8 @@ test("the demo's text names every HTTP route, the cluster id, the pids, and no b
     http: `http://127.0.0.1:800${id}`,
     metrics: `http://127.0.0.1:800${id}/metrics`,
     sql: `127.0.0.1:743${id}`,
-    postgresLog: `/d/node${id}/pg/postgres.log`,
-    sidecarLog: `/d/node${id}/sidecar.log`,
+    postgres_log: `/d/node${id}/pg/postgres.log`,
+    sidecar_log: `/d/node${id}/sidecar.log`,
     sidecar_pid: 100 + id,
     postgres_pid: 200 + id,
   });

@@ -9,7 +9,8 @@ import {
   type Member,
   type ResponseHeader,
 } from "../../gen/pgraft/v1/client_pb.js";
-import { renderKeyValues, renderTable } from "./output.js";
+import type { JsonObject } from "@bufbuild/protobuf";
+import { escapeControl, renderKeyValues, renderTable } from "./output.js";
 
 export function stateName(s: RaftState): string {
   switch (s) {
@@ -86,6 +87,29 @@ export function membersTable(members: readonly Member[], withProgress: boolean):
   return renderTable(MEMBER_COLUMNS, rows);
 }
 
+/** The member fields only the leader knows (its replication progress). */
+export const PROGRESS_FIELDS = ["match_index", "lag_entries", "reachable", "last_heartbeat_ms", "replication_lag_bytes", "progress_state"] as const;
+
+/**
+ * A response with members (messageJson) for scripts: when the answer is not
+ * the leader's, the progress fields are unknown — null, not false or 0 — and
+ * `progress_from_leader` says which; a member never heard from has
+ * `last_heartbeat_ms` null, and an empty `progress_state` is null.
+ */
+export function membersJson(doc: JsonObject, withProgress: boolean): JsonObject {
+  const members = Array.isArray(doc["members"]) ? (doc["members"] as JsonObject[]) : [];
+  const single = doc["member"];
+  if (single && typeof single === "object" && !Array.isArray(single)) members.push(single);
+  for (const m of members) {
+    if (!withProgress) for (const f of PROGRESS_FIELDS) m[f] = null;
+    else {
+      if (typeof m["last_heartbeat_ms"] === "number" && m["last_heartbeat_ms"] < 0) m["last_heartbeat_ms"] = null;
+      if (m["progress_state"] === "") m["progress_state"] = null;
+    }
+  }
+  return { ...doc, progress_from_leader: withProgress };
+}
+
 export function keyValueLines(kv: KeyValue): string[] {
   return renderKeyValues([
     ["key", kv.key],
@@ -106,11 +130,29 @@ export function compactJson(text: string): string {
   }
 }
 
-export function kvTable(kvs: readonly KeyValue[]): string[] {
-  return renderTable(
+/** The widest a key and a value are shown in `kv list`'s table (the rest is cut, marked …). */
+export const KV_KEY_WIDTH = 48;
+export const KV_VALUE_WIDTH = 64;
+
+/** At most `max` characters: longer text is cut and ends in "…". */
+export function truncate(text: string, max: number): string {
+  const chars = [...text];
+  return chars.length <= max ? text : chars.slice(0, max - 1).join("") + "…";
+}
+
+/** The pairs as a table; keys and values cut to KV_KEY_WIDTH/KV_VALUE_WIDTH (control characters escaped, by renderTable). */
+export function kvTable(kvs: readonly KeyValue[]): { lines: string[]; cut: boolean } {
+  let cut = false;
+  const cell = (text: string, max: number): string => {
+    const t = truncate(escapeControl(text), max);
+    if (t !== escapeControl(text)) cut = true;
+    return t;
+  };
+  const lines = renderTable(
     ["KEY", "MOD_REVISION", "VERSION", "LEASE", "VALUE"],
-    kvs.map((kv) => [kv.key, String(kv.modRevision), String(kv.version), kv.lease ? String(kv.lease) : "-", compactJson(kv.value)]),
+    kvs.map((kv) => [cell(kv.key, KV_KEY_WIDTH), String(kv.modRevision), String(kv.version), kv.lease ? String(kv.lease) : "-", cell(compactJson(kv.value), KV_VALUE_WIDTH)]),
   );
+  return { lines, cut };
 }
 
 export function configTable(entries: readonly ConfigEntry[]): string[] {

@@ -7,8 +7,8 @@ import { KvDeleteResponseSchema, KvGetResponseSchema, KvListResponseSchema, KvPu
 import { operatorAction, type ActionContext } from "../action.js";
 import { parseInt64, parseJsonValue, parseKey, parsePositiveInt } from "../arguments.js";
 import { operatorCommand } from "../commander-setup.js";
-import { keyValueLines, kvTable } from "../format.js";
-import { messageJson } from "../output.js";
+import { KV_KEY_WIDTH, KV_VALUE_WIDTH, keyValueLines, kvTable } from "../format.js";
+import { escapeControl, messageJson } from "../output.js";
 
 const optString = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
 const revisionOption = (v: unknown): bigint | undefined => {
@@ -97,7 +97,7 @@ export function registerKv(program: Command): Command[] {
 
   operatorCommand(kv, "list [prefix]", "list the pairs whose key starts with prefix (default: all), in key order")
     .option("--limit <n>", "at most n pairs (default: all, fetched page by page)")
-    .option("--keys-only", "print only the keys, one a line (JSON: revisions without values)")
+    .option("--keys-only", "print only the keys, one a line (JSON: revisions, values null)")
     .option("--serializable", "answer from the sidecar's local state, without the ReadIndex round (may be stale)")
     .action(
       operatorAction(async (ctx, [rawPrefix], opts) => {
@@ -107,8 +107,11 @@ export function registerKv(program: Command): Command[] {
         const keysOnly = opts["keysOnly"] === true;
         const res = await listAll(ctx, prefix, limit, keysOnly, opts["serializable"] === true);
         ctx.showJson(messageJson(KvListResponseSchema, res), () => {
-          if (keysOnly) return res.kvs.map((kv) => kv.key);
-          return res.kvs.length ? kvTable(res.kvs) : [prefix ? `no keys start with ${q(prefix)}` : "the store is empty"];
+          if (keysOnly) return res.kvs.map((kv) => escapeControl(kv.key));
+          if (!res.kvs.length) return [prefix ? `no keys start with ${q(prefix)}` : "the store is empty"];
+          const table = kvTable(res.kvs);
+          if (table.cut) process.stderr.write(`(long keys and values are cut at ${KV_KEY_WIDTH} and ${KV_VALUE_WIDTH} characters: kv get KEY or --json shows them whole)\n`);
+          return table.lines;
         });
         if (res.more && !ctx.json) process.stderr.write(`(${res.kvs.length} of ${res.count} keys shown: raise --limit for more)\n`);
       }),

@@ -11,7 +11,8 @@ import {
 import { operatorAction } from "../action.js";
 import { parseNodeId, parseRaftAddress } from "../arguments.js";
 import { operatorCommand } from "../commander-setup.js";
-import { answeredByLeader, membersTable } from "../format.js";
+import { answeredByLeader, membersJson, membersTable } from "../format.js";
+import { messageJson } from "../output.js";
 
 export function registerMembership(program: Command): Command[] {
   const members = operatorCommand(program, "members", "list the members: id, name, address, role, leader and (from the leader) replication progress")
@@ -21,7 +22,7 @@ export function registerMembership(program: Command): Command[] {
         const fromLeader = opts["fromLeader"] === true;
         const res = await ctx.request("members", (c, o) => c.members({ clusterId: ctx.clusterId, fromLeader }, o));
         const withProgress = fromLeader || answeredByLeader(res.header);
-        ctx.show(MembersResponseSchema, res, () => [
+        ctx.showJson(membersJson(messageJson(MembersResponseSchema, res), withProgress), () => [
           ...membersTable(res.members, withProgress),
           ...(withProgress ? [] : ["(match, lag, reachable and last heartbeat are known only to the leader: add --from-leader)"]),
         ]);
@@ -38,7 +39,7 @@ export function registerMembership(program: Command): Command[] {
         const name = typeof opts["name"] === "string" ? opts["name"] : "";
         const asLearner = opts["learner"] === true;
         const res = await ctx.request(`add node ${id}`, (c, o) => c.addMember({ clusterId: ctx.clusterId, id, name, raftAddress, asLearner }, o));
-        ctx.show(AddMemberResponseSchema, res, () => [
+        ctx.showJson(membersJson(messageJson(AddMemberResponseSchema, res), answeredByLeader(res.header)), () => [
           `added node ${id}${res.member?.name ? ` (${res.member.name})` : name ? ` (${name})` : ""} at ${raftAddress} as a ${asLearner ? "learner" : "voter"}`,
           "",
           ...membersTable(res.members, answeredByLeader(res.header)),
@@ -50,7 +51,7 @@ export function registerMembership(program: Command): Command[] {
     operatorAction(async (ctx, [rawId]) => {
       const id = parseNodeId(rawId ?? "");
       const res = await ctx.request(`remove node ${id}`, (c, o) => c.removeMember({ clusterId: ctx.clusterId, id }, o));
-      ctx.show(RemoveMemberResponseSchema, res, () => [`removed node ${id}`, "", ...membersTable(res.members, answeredByLeader(res.header))]);
+      ctx.showJson(membersJson(messageJson(RemoveMemberResponseSchema, res), answeredByLeader(res.header)), () => [`removed node ${id}`, "", ...membersTable(res.members, answeredByLeader(res.header))]);
     }),
   );
 
@@ -58,7 +59,7 @@ export function registerMembership(program: Command): Command[] {
     operatorAction(async (ctx, [rawId]) => {
       const id = parseNodeId(rawId ?? "");
       const res = await ctx.request(`promote node ${id}`, (c, o) => c.promoteMember({ clusterId: ctx.clusterId, id }, o));
-      ctx.show(PromoteMemberResponseSchema, res, () => [`node ${id} is now a voter`, "", ...membersTable(res.members, answeredByLeader(res.header))]);
+      ctx.showJson(membersJson(messageJson(PromoteMemberResponseSchema, res), answeredByLeader(res.header)), () => [`node ${id} is now a voter`, "", ...membersTable(res.members, answeredByLeader(res.header))]);
     }),
   );
 
