@@ -32,6 +32,8 @@ const REPS = repetitions();
 const TRIALS = Math.max(1, Number(process.env.BENCH_TRIALS ?? 7));
 const WRITE_EVERY_MS = 10;
 const GIVE_UP_MS = 30_000;
+/** How long a cluster may take to be ready again after a restart (the same for both; a loaded 2-core machine is slow). */
+const READY_TIMEOUT_MS = 60_000;
 const TIMINGS = [
   { name: "default", heartbeat: 100, election: 1000 },
   { name: "tight", heartbeat: 50, election: 300 },
@@ -92,7 +94,7 @@ async function pgraftTrials(heartbeat: number, election: number): Promise<number
         }),
       );
       c.restart(leader);
-      await c.ready(30_000);
+      await c.ready(READY_TIMEOUT_MS);
     }
   } finally {
     await c.stop();
@@ -110,7 +112,7 @@ async function etcdStatuses(e: EtcdCluster): Promise<{ leader: number; allKnowLe
   for (let i = 0; i < e.endpoints.length; i++) {
     const c = etcdClient(e.endpoints[i]!);
     try {
-      const s = await Promise.race([c.maintenance.status(), new Promise<never>((_, rej) => setTimeout(() => rej(new Error("status timeout")), 500).unref())]);
+      const s = await Promise.race([c.maintenance.status(), new Promise<never>((_, rej) => setTimeout(() => rej(new Error("status timeout")), 1_000).unref())]);
       if (s.leader === "0") all = false;
       if (s.leader === s.header.member_id) leader = i;
     } catch {
@@ -123,7 +125,7 @@ async function etcdStatuses(e: EtcdCluster): Promise<{ leader: number; allKnowLe
 }
 
 /** The same readiness rule as PgraftCluster.ready(): every member answers and names a leader; returns the leader's index. */
-async function etcdReady(e: EtcdCluster, timeoutMs = 30_000): Promise<number> {
+async function etcdReady(e: EtcdCluster, timeoutMs = READY_TIMEOUT_MS): Promise<number> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const s = await etcdStatuses(e);
