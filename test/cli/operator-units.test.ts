@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { Command } from "commander";
-import { KvGetResponseSchema, RaftState, StatusResponseSchema } from "../../src/gen/pgraft/v1/client_pb.js";
+import { KvGetResponseSchema, PostgresState, RaftState, StatusResponseSchema } from "../../src/gen/pgraft/v1/client_pb.js";
 import { statusError } from "../../src/transport/grpc-service.js";
 import { parseInt64, parseJsonValue, parseNodeId, parsePositiveInt, parseRaftAddress } from "../../src/cli/operator/arguments.js";
 import { resolveCommonOptions } from "../../src/cli/operator/common-options.js";
@@ -137,6 +137,8 @@ describe("rendering", () => {
     assert.equal((st["header"] as Record<string, unknown>)["leader_id"], null);
     assert.equal(messageJson(StatusResponseSchema, create(StatusResponseSchema))["state"], null);
     assert.equal(messageJson(StatusResponseSchema, create(StatusResponseSchema, { state: RaftState.FOLLOWER }))["state"], "follower");
+    const pgDown = messageJson(StatusResponseSchema, create(StatusResponseSchema, { postgres: { state: PostgresState.NOT_CONFIGURED } }));
+    assert.equal((pgDown["postgres"] as Record<string, unknown>)["state"], "not_configured"); // as /health says it
   });
 
   test("escapeControl: control characters escaped, plain text as it is", () => {

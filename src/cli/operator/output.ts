@@ -70,12 +70,18 @@ function plainScalar(type: ScalarType, v: JsonValue): JsonValue {
   return v;
 }
 
-/** RAFT_STATE_PRE_CANDIDATE → "pre-candidate"; the zero value (unspecified) → null. */
+/**
+ * An enum value by the name pgraft uses elsewhere: lower case, without the
+ * type's prefix (POSTGRES_STATE_NOT_CONFIGURED → "not_configured", as /health
+ * says); Raft states as the metrics labels and logs name them
+ * (RAFT_STATE_PRE_CANDIDATE → "pre-candidate"). The zero value (unspecified) → null.
+ */
 function plainEnum(e: DescEnum, v: JsonValue): JsonValue {
   const value = typeof v === "string" ? e.values.find((x) => x.name === v) : typeof v === "number" ? e.value[v] : undefined;
   if (!value) return v;
   if (value.number === 0) return null;
-  return value.localName.toLowerCase().replace(/_/g, "-");
+  const name = value.localName.toLowerCase();
+  return e.typeName === "pgraft.v1.RaftState" ? name.replace(/_/g, "-") : name;
 }
 
 function plainMessage(schema: DescMessage, json: JsonObject): JsonObject {
