@@ -162,7 +162,7 @@ export const FUNCTIONS: readonly SqlFunction[] = [
       { name: "detail", type: "text" },
     ],
     privilege: "monitor",
-    comment: "Checks quorum, leader presence, follower lag, elections per term, log disk usage, the local PostgreSQL connection and every member's PostgreSQL (down: critical; its sidecar not answering: warning); severity is ok, warning or critical.",
+    comment: "Checks quorum, leader presence, follower lag, elections per term, log disk usage, the local PostgreSQL connection, every member's PostgreSQL (down: critical; its sidecar not answering: warning) and, on a node in a group, its data plane (a lost replication slot: critical; its PostgreSQL out of reach: warning); severity is ok, warning or critical.",
   },
 ];
 
