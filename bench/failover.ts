@@ -111,13 +111,15 @@ async function etcdStatuses(e: EtcdCluster): Promise<{ leader: number; allKnowLe
   let all = true;
   for (let i = 0; i < e.endpoints.length; i++) {
     const c = etcdClient(e.endpoints[i]!);
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const s = await Promise.race([c.maintenance.status(), new Promise<never>((_, rej) => setTimeout(() => rej(new Error("status timeout")), 1_000).unref())]);
+      const s = await Promise.race([c.maintenance.status(), new Promise<never>((_, rej) => (timer = setTimeout(() => rej(new Error("status timeout")), 1_000)))]);
       if (s.leader === "0") all = false;
       if (s.leader === s.header.member_id) leader = i;
     } catch {
       all = false;
     } finally {
+      clearTimeout(timer);
       c.close();
     }
   }
