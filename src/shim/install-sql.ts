@@ -74,6 +74,27 @@ BEGIN
 END
 $fn$;`;
   }
+  if (f.warns) {
+    // The endpoint's second column is a warning for the caller (dblink drops the endpoint's notices).
+    return `${header}
+RETURNS ${f.returns as string}
+${common}
+AS $fn$
+DECLARE
+  r ${f.returns as string};
+  w text;
+  q text := ${callExpr(f)};
+BEGIN
+  PERFORM pgraft._send(q);
+  SELECT t.c1, t.c2 INTO r, w FROM dblink_get_result(${lit(CONNECTION_NAME)}) AS t(c1 ${f.returns as string}, c2 text);
+  PERFORM pgraft._finish();
+  IF w IS NOT NULL THEN
+    RAISE WARNING '%', w;
+  END IF;
+  RETURN r;
+END
+$fn$;`;
+  }
   return `${header}
 RETURNS ${f.returns as string}
 ${common}

@@ -46,6 +46,12 @@ export interface SqlFunction {
   privilege: Privilege;
   /** COMMENT ON FUNCTION text (shown by \df+). */
   comment: string;
+  /**
+   * A scalar function whose answer may carry a warning: the endpoint sends a
+   * second column, `warning` (text, NULL for none), and the shim raises it as a
+   * WARNING in the caller's session (dblink does not pass on the endpoint's notices).
+   */
+  warns?: boolean;
 }
 
 const node = { name: "node_id", type: "integer" } as const;
@@ -58,7 +64,8 @@ export const FUNCTIONS: readonly SqlFunction[] = [
     args: [node, { name: "address", type: "text" }, { name: "port", type: "integer" }],
     returns: "boolean",
     privilege: "admin",
-    comment: "Adds node_id (its sidecar's Raft address:port) as a learner; it is promoted to voter once caught up.",
+    comment: "Adds node_id (its sidecar's Raft address:port) as a learner; it is promoted to voter once caught up. Warns when the address does not resolve.",
+    warns: true,
   },
   { name: "pgraft_remove_node", args: [node], returns: "boolean", privilege: "admin", comment: "Removes node_id from the membership (the leader hands over first when it is the one removed)." },
   {
@@ -129,7 +136,14 @@ export const FUNCTIONS: readonly SqlFunction[] = [
     comment: "This node's Raft log: index range, entries kept and the size of its WAL and snapshots on disk.",
   },
   // ---------------------------------------------------------------- configuration
-  { name: "pgraft_set_config", args: [{ name: "name", type: "text" }, { name: "value", type: "text" }], returns: "boolean", privilege: "admin", comment: "Sets a runtime setting on every node through Raft ('75ms', '1s', 'false')." },
+  {
+    name: "pgraft_set_config",
+    args: [{ name: "name", type: "text" }, { name: "value", type: "text" }],
+    returns: "boolean",
+    privilege: "admin",
+    comment: "Sets a runtime setting on every node through Raft ('75ms', '1s', 'false'). Warns when the election timeout ends up under 5 x the heartbeat interval (under 2 x is refused).",
+    warns: true,
+  },
   { name: "pgraft_reset_config", args: [{ name: "name", type: "text" }], returns: "boolean", privilege: "admin", comment: "Puts a runtime setting back to its default on every node through Raft (the override is removed)." },
   { name: "pgraft_save_config", args: [], returns: "boolean", privilege: "admin", comment: "Persists the current overrides: replicated as saved, and written to pgraft.saved_config on every node." },
   {
@@ -330,7 +344,12 @@ export const FUNCTION_BY_NAME: ReadonlyMap<string, SqlFunction> = new Map(ALL_FU
 
 export const isSetReturning = (f: SqlFunction): f is SqlFunction & { returns: readonly SqlColumn[] } => typeof f.returns !== "string";
 
-/** The columns the wire endpoint sends for `f` (a scalar function has one, named after it, as PostgreSQL names it). */
+/** The columns of `f`'s SQL function (a scalar function has one, named after it, as PostgreSQL names it). */
 export function resultColumns(f: SqlFunction): readonly SqlColumn[] {
   return isSetReturning(f) ? f.returns : [{ name: f.name, type: f.returns as SqlType }];
+}
+
+/** The columns the wire endpoint sends for `f`: its result, then `warning` for a function that warns. */
+export function wireColumns(f: SqlFunction): readonly SqlColumn[] {
+  return f.warns && !isSetReturning(f) ? [...resultColumns(f), { name: "warning", type: "text" }] : resultColumns(f);
 }

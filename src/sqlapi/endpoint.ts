@@ -4,7 +4,7 @@
 import type { Logger } from "pino";
 import type { HostPort } from "../config/address.js";
 import { makeScramVerifier, PgWireError, startPgWireServer, type PgWireServer, type QueryResult } from "../pgwire/index.js";
-import { ALL_FUNCTIONS, FUNCTION_BY_NAME, resultColumns, SQL_TYPES } from "./catalog.js";
+import { ALL_FUNCTIONS, FUNCTION_BY_NAME, wireColumns, SQL_TYPES } from "./catalog.js";
 import { CallSyntaxError, parseCall } from "./call-parser.js";
 import { toSqlError } from "./errors.js";
 import { runFunction, type SqlApiDeps } from "./functions.js";
@@ -42,7 +42,7 @@ export async function runCall(sql: string, deps: SqlApiDeps): Promise<QueryResul
   } catch (e) {
     throw toSqlError(e);
   }
-  const columns = resultColumns(f).map((c) => ({ name: c.name, typeOid: SQL_TYPES[c.type] }));
+  const columns = wireColumns(f).map((c) => ({ name: c.name, typeOid: SQL_TYPES[c.type] }));
   return [{ columns, rows, command: `SELECT ${rows.length}` }];
 }
 

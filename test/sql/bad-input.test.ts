@@ -253,6 +253,8 @@ describe("bad input to the SQL API: a clear error, and nothing changed", () => {
         assert.deepEqual((await s.query("SELECT pgraft_kv_delete('bad/admin') AS d")).rows, [{ d: true }]);
         assert.deepEqual((await s.query("SELECT pgraft_set_debug(false) AS m")).rows.length, 1);
       }
+      // pgraft_set_debug sets the replicated debug setting: back to the default, as an admin may.
+      await sessions[0]!.query("SELECT pgraft_reset_config('debug')");
       await assertUnchanged(c, 4);
     } finally {
       await Promise.all(sessions.map((s) => s.end().catch(() => undefined)));

@@ -83,6 +83,29 @@ describe("runtime configuration through SQL", () => {
     await c.node(3).query("SELECT pgraft_reset_config('snapshot_interval')");
   });
 
+  it("an election timeout under 5 x the heartbeat is accepted with a warning; under 2 x it is refused and nothing changes", async (_t, c) => {
+    const s = await c.node(2).connect();
+    const notices: string[] = [];
+    s.on("notice", (m) => notices.push(`${m.severity ?? ""}: ${m.message ?? ""}`));
+    try {
+      await s.query("SELECT pgraft_set_config('election_timeout', '1s')");
+      await s.query("SELECT pgraft_set_config('heartbeat_interval', '100ms')");
+      assert.deepEqual(notices, [], "10 x: no warning");
+      await s.query("SELECT pgraft_set_config('election_timeout', '300ms')");
+      assert.deepEqual(notices, [
+        "WARNING: election_timeout (300ms) is under 5 x heartbeat_interval (100ms): a heartbeat delayed by a busy host or network can start needless elections; 500ms or more is safer",
+      ]);
+      const e = await sqlFails(() => s.query("SELECT pgraft_set_config('heartbeat_interval', '200ms')"));
+      assert.equal(e.code, "22023");
+      assert.match(e.message, /at least 2 x heartbeat_interval/);
+      assert.equal((await setting(c.node(2), "heartbeat_interval")).value, "100ms");
+    } finally {
+      await s.query("SELECT pgraft_reset_config('election_timeout')").catch(() => undefined);
+      await s.query("SELECT pgraft_reset_config('heartbeat_interval')").catch(() => undefined);
+      await s.end();
+    }
+  });
+
   it("settings this version cannot change are refused (55P02) with the reason, and nothing changes", async (_t, c) => {
     for (const name of ["max_append_entries", "max_inflight_msgs"]) {
       for (const n of [c.node(1), c.node(2)]) {
@@ -94,9 +117,22 @@ describe("runtime configuration through SQL", () => {
     }
   });
 
-  it("a node added but never heard from has NULL last_heartbeat_ms", async (_t, c) => {
+  it("adding a node whose address does not resolve warns; a node added but never heard from has NULL last_heartbeat_ms", async (_t, c) => {
     const n1 = c.node(1);
-    await n1.query("SELECT pgraft_add_node(9, 'nohost.invalid', 1)");
+    const s = await n1.connect();
+    const notices: { severity?: string; message: string }[] = [];
+    s.on("notice", (m) => notices.push({ ...(m.severity ? { severity: m.severity } : {}), message: m.message ?? "" }));
+    try {
+      assert.equal((await s.query<{ ok: boolean }>("SELECT pgraft_add_node(9, 'nohost.invalid', 1) AS ok")).rows[0]!.ok, true);
+      // An address that resolves (an IP literal needs no lookup): no warning.
+      assert.equal((await s.query<{ ok: boolean }>("SELECT pgraft_add_node(10, '127.0.0.1', 1) AS ok")).rows[0]!.ok, true);
+    } finally {
+      await s.end();
+    }
+    assert.equal(notices.length, 1, JSON.stringify(notices));
+    assert.equal(notices[0]!.severity, "WARNING");
+    assert.match(notices[0]!.message, /^node 9 was added, but its address "nohost\.invalid" does not resolve here \(ENOTFOUND\): nothing can reach it until it does; pgraft_remove_node\(9\) takes it out again$/);
+    await n1.query("SELECT pgraft_remove_node(10)");
     try {
       const row = await until("node 9 listed", async () => (await n1.query<{ last_heartbeat_ms: string | null; state: string }>("SELECT last_heartbeat_ms, state FROM pgraft_get_nodes() WHERE node_id = 9")).rows[0]);
       // Give the leader time to have tracked it for a while: still never heard from.
