@@ -179,6 +179,11 @@ async function requireMember(d: SqlApiDeps, fn: string, id: number): Promise<pb.
   return st;
 }
 
+/** Wait until this node has applied what the leader had when it answered (a following read here sees the change). */
+async function appliedHere(d: SqlApiDeps, header: pb.ResponseHeader | undefined): Promise<void> {
+  await d.node.waitApplied(Number(header?.appliedIndex ?? 0n), d.requestTimeoutMs).catch(() => undefined);
+}
+
 /** Run one pgd.* command on the leader; returns its result (the node or group after it). */
 async function pgd<T>(d: SqlApiDeps, cmd: Record<string, unknown>): Promise<T> {
   const r = await d.cluster.nodeGroupCommand({ clusterId: d.clusterId, command: JSON.stringify(cmd) });
@@ -404,11 +409,12 @@ const IMPLS: Record<string, Impl> = {
 
   async pgraft_set_config(f, a, d) {
     const r = await d.cluster.configSet({ clusterId: d.clusterId, name: arg(f, a, 0), value: arg(f, a, 1) });
+    await appliedHere(d, r.header);
     return [["t", r.entry ? timingWarning(r.entry.name, r.entry.value, d) : null]];
   },
 
   async pgraft_reset_config(f, a, d) {
-    await d.cluster.configReset({ clusterId: d.clusterId, name: arg(f, a, 0) });
+    await appliedHere(d, (await d.cluster.configReset({ clusterId: d.clusterId, name: arg(f, a, 0) })).header);
     return one("t");
   },
 
@@ -453,11 +459,13 @@ const IMPLS: Record<string, Impl> = {
     return one("t");
   },
 
-  // The debug setting, replicated: every node's log level follows it (the control loop applies it), and
+  // The debug setting, replicated (true: set; false: reset to its default, false): every node's log level follows it (the control loop applies it), and
   // pgraft_get_config shows it. This node applies it at once so the answer is true when it returns.
   async pgraft_set_debug(f, a, d) {
     const on = boolArg(f, a, 0);
-    await d.cluster.configSet({ clusterId: d.clusterId, name: "debug", value: on ? "true" : "false" });
+    // Off is the default: the override goes (nothing left for pgraft_save_config to keep).
+    const r = on ? await d.cluster.configSet({ clusterId: d.clusterId, name: "debug", value: "true" }) : await d.cluster.configReset({ clusterId: d.clusterId, name: "debug" });
+    await appliedHere(d, r.header);
     return one(d.setDebug(on));
   },
 

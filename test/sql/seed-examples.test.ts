@@ -323,10 +323,12 @@ describe("the seed's SQL examples on a 3-node cluster (PostgreSQL 15 + sidecars)
       const dbg = await multi(n, SEED.debug);
       assert.equal(dbg.length, 2);
       assert.deepEqual(columns(dbg[0]!), ["pgraft_set_debug"]);
-      assert.deepEqual(dbg[0]!.rows, [{ pgraft_set_debug: `debug logging on for node ${n.id}` }]);
-      assert.deepEqual(dbg[1]!.rows, [{ pgraft_set_debug: `debug logging off for node ${n.id} (level info)` }]);
+      // pgraft_set_debug sets the replicated debug setting: every node logs at debug, then back at its level.
+      assert.deepEqual(dbg[0]!.rows, [{ pgraft_set_debug: "debug logging on for every node" }]);
+      assert.deepEqual(dbg[1]!.rows, [{ pgraft_set_debug: "debug logging off for every node (level info)" }]);
       const log = n.sidecar.logRecords().map((r) => r.msg);
-      assert.ok(log.includes(`debug logging on for node ${n.id}`) && log.includes(`debug logging off for node ${n.id} (level info)`), "the sidecar logs both");
+      assert.ok(log.includes("debug logging on for every node") && log.includes("debug logging off for every node (level info)"), "the sidecar logs both");
+      assert.deepEqual((await n.query("SELECT value, overridden FROM pgraft_get_config() WHERE name = 'debug'")).rows, [{ value: "false", overridden: false }]);
     }
     // Reset follower: on a follower, it waits for everything the leader had committed.
     await leader.query("SELECT pgraft_kv_put('sync/marker', '42')");
