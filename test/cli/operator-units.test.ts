@@ -168,6 +168,7 @@ describe("registration", () => {
     assert.deepEqual(leaves.sort(), [
       "add-node <id> <raft-address>",
       "config get [name]",
+      "config reset <name>",
       "config save",
       "config set <name> <value>",
       "kv delete <key>",
