@@ -7,7 +7,7 @@
 // its own is reported and restarted after a backoff; the others keep running.
 import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { existsSync, openSync, closeSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, openSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { reachableTempDir } from "../postgres/index.js";
@@ -188,7 +188,8 @@ async function detach(o: DemoCliOptions, baseDir: string, cmd: string): Promise<
   if (running.length) throw new DemoRunningError(baseDir, running, cmd);
   await rm(join(baseDir, READY_FILE), { force: true });
   const logPath = join(baseDir, "demo.log");
-  const fd = openSync(logPath, "a");
+  const fd = openSync(logPath, "a", 0o600);
+  chmodSync(logPath, 0o600); // the supervisor's log quotes its processes' errors: the owner's only
   const child = spawn(process.execPath, [MAIN_JS, "demo", "--nodes", String(o.nodes), "--base-dir", baseDir, "--background"], {
     detached: true,
     stdio: ["ignore", fd, fd],

@@ -88,23 +88,50 @@ export function toUriDsn(dsn: string): string {
   return `postgresql://${auth}${netHost}${port !== undefined && netHost ? `:${port}` : ""}/${db !== undefined ? encodeURIComponent(db) : ""}${query.length ? `?${query.join("&")}` : ""}`;
 }
 
+/** Keys that carry a secret: a password, or the passphrase of a client key. */
+const SECRET_KEYS = new Set(["password", "sslpassword"]);
+
 /**
- * Whether a DSN (either form) carries a non-empty password: in the URI's user
- * info or `password` query parameter, or as a `password` key=value pair.
+ * Whether a DSN (either form) carries a non-empty secret: a password in the
+ * URI's user info, or a `password`/`sslpassword` parameter — whatever the
+ * case of its name (libpq refuses `PASSWORD=`, but the text would already be
+ * stored wherever the DSN went).
  */
 export function dsnHasPassword(dsn: string): boolean {
   const s = dsn.trim();
   if (/^postgres(ql)?:\/\//i.test(s)) {
     try {
       const u = new URL(s);
-      return u.password !== "" || (u.searchParams.get("password") ?? "") !== "";
+      return u.password !== "" || [...u.searchParams].some(([k, v]) => SECRET_KEYS.has(k.toLowerCase()) && v !== "");
     } catch {
-      return /[?&]password=[^&]/i.test(s) || /^[^/]*\/\/[^/@]*:[^/@]+@/.test(s);
+      return /[?&](ssl)?password=[^&]/i.test(s) || /^[^/]*\/\/[^/@]*:[^/@]+@/.test(s);
     }
   }
   const kv = parseKeyValueDsn(s);
-  if (kv) return (kv.get("password") ?? "") !== "";
-  return /(^|\s)password\s*=\s*[^\s]/i.test(s);
+  if (kv) return [...kv].some(([k, v]) => SECRET_KEYS.has(k.toLowerCase()) && v !== "");
+  return /(^|\s)(ssl)?password\s*=\s*[^\s]/i.test(s);
+}
+
+/** libpq's connection parameters (PostgreSQL 15), the only keys a DSN may hold. */
+const LIBPQ_KEYS = new Set([
+  "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "channel_binding", "connect_timeout", "client_encoding",
+  "options", "application_name", "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+  "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode", "requiressl", "sslcompression", "sslcert",
+  "sslkey", "sslpassword", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version",
+  "ssl_max_protocol_version", "krbsrvname", "gsslib", "service", "target_session_attrs",
+]);
+
+/** The DSN's keys that libpq does not know (it would refuse the DSN: `invalid connection option`), in order. */
+export function unknownDsnKeys(dsn: string): string[] {
+  const s = dsn.trim();
+  if (/^postgres(ql)?:\/\//i.test(s)) {
+    try {
+      return [...new URL(s).searchParams.keys()].filter((k) => !LIBPQ_KEYS.has(k));
+    } catch {
+      return [];
+    }
+  }
+  return [...(parseKeyValueDsn(s)?.keys() ?? [])].filter((k) => !LIBPQ_KEYS.has(k));
 }
 
 /**

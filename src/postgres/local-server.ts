@@ -6,7 +6,7 @@
 // every error we throw about it carries the tail of that log.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { appendFileSync, closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import { appendFileSync, chmodSync, closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { appendFile, chmod, chown, readFile, readlink, realpath, rm, unlink, writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import pg from "pg";
@@ -283,8 +283,10 @@ export class LocalPostgres {
   }
 
   private spawnPostmaster(bins: PostgresBinaries): Promise<ServerExit> {
-    appendFileSync(this.logFile, `=== pgraft: starting ${bins.bin("postgres")} -D ${this.dataDir} (port ${this.port}) at ${new Date().toISOString()}\n`);
-    const fd = openSync(this.logFile, "a");
+    // The server's log holds statements with their values (a failing statement's text, a refused DSN): never world-readable.
+    appendFileSync(this.logFile, `=== pgraft: starting ${bins.bin("postgres")} -D ${this.dataDir} (port ${this.port}) at ${new Date().toISOString()}\n`, { mode: 0o600 });
+    chmodSync(this.logFile, 0o600);
+    const fd = openSync(this.logFile, "a", 0o600);
     let child: ChildProcess;
     try {
       child = spawn(bins.bin("postgres"), ["-D", this.dataDir], {

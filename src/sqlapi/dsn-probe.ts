@@ -5,7 +5,7 @@ import pg from "pg";
 import { dsnProblem } from "../config/sidecar-config.js";
 import { PgWireError } from "../pgwire/index.js";
 import { INTERFACE_DSN_PASSWORD, INTERFACE_DSN_PASSWORD_HINT } from "../cluster/node-groups.js";
-import { dsnClientConfig, dsnHasPassword } from "../postgres/dsn.js";
+import { dsnClientConfig, dsnHasPassword, unknownDsnKeys } from "../postgres/dsn.js";
 
 const PROBE_TIMEOUT_MS = 5_000;
 
@@ -34,6 +34,14 @@ export async function withDsn<T>(fn: string, dsn: string, f: (c: pg.Client) => P
 /** An interface DSN (kept in the replicated catalog) must not carry a password: 22023, before anything is tried. */
 export function checkInterfaceDsn(fn: string, dsn: string): void {
   if (dsnHasPassword(dsn)) throw new PgWireError({ code: "22023", message: `${fn}: ${INTERFACE_DSN_PASSWORD}`, hint: INTERFACE_DSN_PASSWORD_HINT });
+  const unknown = unknownDsnKeys(dsn);
+  if (unknown.length) {
+    throw new PgWireError({
+      code: "22023",
+      message: `${fn}: invalid connection option ${unknown.map((k) => JSON.stringify(k)).join(", ")} in the DSN`,
+      hint: "libpq's connection options are lower case (host, port, dbname, user, passfile, sslmode, …); pg_dump and every node's sidecar would refuse this DSN",
+    });
+  }
 }
 
 /** The database a reachable DSN names. */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { dsnClientConfig, dsnHasPassword, keyValueDsn, toUriDsn } from "../../src/postgres/dsn.js";
+import { dsnClientConfig, dsnHasPassword, keyValueDsn, toUriDsn, unknownDsnKeys } from "../../src/postgres/dsn.js";
 import { findPassword, lookupPassword, noPasswordMessage, passfileLine, passfilePath, type PasswordLookup } from "../../src/postgres/passfile.js";
 import { startTestPostgres, type TestPostgres } from "../support/postgres.js";
 
@@ -116,6 +116,16 @@ test("dsnHasPassword: both DSN forms, user info and parameters", () => {
   assert.equal(dsnHasPassword("postgresql://u@h/d?password=secret"), true);
   assert.equal(dsnHasPassword("postgres://u@h/d?passfile=%2Fx"), false);
   assert.equal(dsnHasPassword("postgresql://u:@h/d"), false);
+  // Whatever the case of the key (libpq refuses PASSWORD=, but the text would be stored), and a client key's passphrase.
+  assert.equal(dsnHasPassword("host=h PASSWORD=secret"), true);
+  assert.equal(dsnHasPassword("host=h sslpassword=secret"), true);
+  assert.equal(dsnHasPassword("postgresql://u@h/d?PassWord=secret"), true);
+});
+
+test("unknownDsnKeys: the keys libpq would refuse, in either form", () => {
+  assert.deepEqual(unknownDsnKeys("host=h port=5 dbname=d user=u passfile=/p sslmode=require application_name=x"), []);
+  assert.deepEqual(unknownDsnKeys("host=h PASSWORD=x Host=y"), ["PASSWORD", "Host"]);
+  assert.deepEqual(unknownDsnKeys("postgresql://u@h/d?sslmode=disable&bogus=1"), ["bogus"]);
 });
 
 test("dsnClientConfig: the DSN's parameters win as with connectionString; its password, or a resolver", () => {

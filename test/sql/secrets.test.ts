@@ -72,7 +72,8 @@ describe("secrets: interface DSNs without passwords, pgraft's own keys", () => {
     const rev = await revision(leader);
     for (const n of [leader, follower]) {
       const s = n.pg.server;
-      for (const dsn of [s.keyValueDsn(), s.dsn(), `postgresql://${s.superuser}@127.0.0.1:${s.port}/postgres?password=${s.password}`]) {
+      const passfile = s.passfileDsn();
+      for (const dsn of [s.keyValueDsn(), s.dsn(), `postgresql://${s.superuser}@127.0.0.1:${s.port}/postgres?password=${s.password}`, `${passfile} PASSWORD=${s.password}`, `${passfile} sslpassword=${s.password}`]) {
         const e = await sqlFails(() => n.query("SELECT pgraft.create_node('withpw', $1)", [dsn]));
         assert.equal(e.code, "22023", `${dsn}: ${e.message}`);
         assert.match(e.message, /create_node: interface DSN must not contain a password: it would be stored in the replicated catalog in plaintext/);
@@ -81,6 +82,10 @@ describe("secrets: interface DSNs without passwords, pgraft's own keys", () => {
       }
       const e = await sqlFails(() => n.query("SELECT bdr.create_node('withpw', $1)", [s.keyValueDsn()]));
       assert.equal(e.code, "22023");
+      // An option libpq does not know (pg_dump and the sidecars would refuse the DSN later): refused now, by name.
+      const bad = await sqlFails(() => n.query("SELECT pgraft.create_node('badopt', $1)", [`${passfile} Host=x`]));
+      assert.equal(bad.code, "22023");
+      assert.match(bad.message, /invalid connection option "Host"/);
     }
     for (const n of c.nodes) assert.deepEqual(await summary(n), before, `node ${n.id}: the catalog is unchanged`);
     assert.equal(await revision(leader), rev + 1, "no KV write went through");
