@@ -114,6 +114,7 @@ export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
     lines.push(`  HTTP:     ${n.http}/health  ${n.http}/ready  ${n.http}/leader  ${n.http}/primary  ${n.http}/replica`);
     lines.push(`  gRPC:     ${n.grpc}   (${cmd} status --endpoint ${n.grpc} --cluster-id ${doc.cluster_id} --plaintext)`);
     lines.push(`  logs:     ${n.sidecar_log}, ${n.postgres_log}`);
+    lines.push(`  PGDATA:   ${join(doc.base_dir, `node${n.id}`, "pg", "data")}`);
     lines.push(`  pids:     sidecar ${n.sidecar_pid ?? "-"}, PostgreSQL ${n.postgres_pid ?? "-"}`);
   }
   lines.push("", "try:  SELECT * FROM pgraft_get_nodes();   SELECT pgraft_kv_put('k', '{\"a\": 1}');   SELECT pgraft_kv_get('k');");

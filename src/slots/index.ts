@@ -416,7 +416,7 @@ export class DataPlane {
 /**
  * The data plane's line of pgraft_health_check(): critical while a slot is
  * lost (here, or the one we stream from a peer), warning while this node's
- * PostgreSQL cannot be reached, ok otherwise.
+ * PostgreSQL cannot be reached or a peer's stream is down, ok otherwise.
  */
 export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warning" | "critical"; detail: string } {
   const lost = [
@@ -428,6 +428,14 @@ export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warnin
     return { severity: "warning", detail: `the data plane cannot reach this node's PostgreSQL since ${st.connection.downSince.toISOString()}: ${st.connection.lastError ?? "not connected"}` };
   }
   const streaming = st.receivers.filter((r) => r.state === "streaming" || r.state === "catchup").length;
+  // A peer we cannot stream from is not ok: its changes are not arriving (its PostgreSQL or sidecar is down, or the network).
+  const down = st.receivers.filter((r) => r.state === "disconnected");
+  if (down.length) {
+    return {
+      severity: "warning",
+      detail: `${streaming} of ${st.receivers.length} stream(s) from peers running; not receiving from ${down.map((r) => `${r.peer} (since ${r.since.toISOString()}${r.lastError ? `: ${r.lastError}` : ""})`).join(", ")}`,
+    };
+  }
   return { severity: "ok", detail: `node ${st.node} in group ${st.group}: ${st.slots.length - 1} node slot(s), ${streaming} of ${st.receivers.length} stream(s) from peers running` };
 }
 

@@ -75,8 +75,10 @@ describe("a data plane whose PostgreSQL goes away", () => {
     assert.ok(st.connection.downSince instanceof Date);
     assert.equal(dataPlaneHealth(st).severity, "warning");
     assert.equal(rec.lines.filter((l) => l.level === "warn" && l.msg.startsWith("data plane admin connection")).length, 1, "one warning for the outage");
-    // Meanwhile b keeps writing.
+    // Meanwhile b keeps writing, and its health check says a's changes are not arriving.
     await b.client.query("INSERT INTO t VALUES ('b-during', 1)");
+    await waitFor(async () => dataPlaneHealth(await b.plane!.status()).severity === "warning", 20_000, "b's health to warn that a's stream is down");
+    assert.match(dataPlaneHealth(await b.plane!.status()).detail, /not receiving from a \(since /);
 
     await a.pg.server.start();
     await reconnect(a);
