@@ -1,11 +1,11 @@
 // `pgraft extension --out DIR`: write the shim as a real PostgreSQL extension
-// (pgraft.control + pgraft--<version>.sql), for hosts where files can be put in
+// (pgraft.control + pgraft--<version>.sql + an update script from each earlier version), for hosts where files can be put in
 // `pg_config --sharedir`/extension (`make install-extension` does that); then
 // `CREATE EXTENSION pgraft CASCADE` installs what the sidecar would otherwise install itself.
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { extensionControl, extensionScript, SHIM_VERSION } from "../shim/install-sql.js";
+import { extensionControl, extensionScript, extensionUpdateScript, PREVIOUS_SHIM_VERSIONS, SHIM_VERSION } from "../shim/install-sql.js";
 
 export function registerExtensionCommand(program: Command): void {
   program
@@ -18,6 +18,10 @@ export function registerExtensionCommand(program: Command): void {
       const script = join(o.out, `pgraft--${SHIM_VERSION}.sql`);
       await writeFile(control, extensionControl());
       await writeFile(script, extensionScript());
-      process.stdout.write(`wrote ${control} and ${script}\nthen, in psql: CREATE EXTENSION pgraft CASCADE;\n`);
+      const updates = PREVIOUS_SHIM_VERSIONS.map((v) => join(o.out, `pgraft--${v}--${SHIM_VERSION}.sql`));
+      for (const [i, v] of PREVIOUS_SHIM_VERSIONS.entries()) await writeFile(updates[i]!, extensionUpdateScript(v));
+      process.stdout.write(
+        `wrote ${control}, ${script} and ${updates.length} update script(s)\nthen, in psql: CREATE EXTENSION pgraft CASCADE;  (an installed older version: ALTER EXTENSION pgraft UPDATE;)\n`,
+      );
     });
 }

@@ -13,7 +13,14 @@
 import { ALL_FUNCTIONS, FUNCTION_BY_NAME, isSetReturning, resultColumns, VIEWS, type SqlFunction } from "../sqlapi/catalog.js";
 
 /** Bumped whenever the generated SQL changes; the installer replaces an older shim in place. */
-export const SHIM_VERSION = "0.1.0";
+export const SHIM_VERSION = "0.2.0";
+/**
+ * Versions an installed extension may be at: `pgraft extension` writes an
+ * update script from each (`pgraft--<old>--<new>.sql`), so `ALTER EXTENSION
+ * pgraft UPDATE` works. The shim's body is CREATE OR REPLACE throughout (no
+ * return type changes), so the update script is the body again.
+ */
+export const PREVIOUS_SHIM_VERSIONS: readonly string[] = ["0.1.0"];
 export const SERVER_NAME = "pgraft_sidecar";
 export const CONNECTION_NAME = "pgraft_sidecar";
 const SEARCH_PATH = "pg_catalog, pgraft, public";
@@ -327,6 +334,17 @@ BEGIN
   END IF;
 END
 $init$;
+`;
+}
+
+/** The `pgraft--<from>--<SHIM_VERSION>.sql` update script. */
+export function extensionUpdateScript(from: string): string {
+  return `-- pgraft ${from} -> ${SHIM_VERSION}: the SQL shim of the pgraft sidecar (generated; see src/shim/install-sql.ts)
+\\echo Use "ALTER EXTENSION pgraft UPDATE" to load this file. \\quit
+
+${shimBodySql()}
+DELETE FROM pgraft.shim_version;
+INSERT INTO pgraft.shim_version(version) VALUES (${lit(SHIM_VERSION)});
 `;
 }
 

@@ -8,7 +8,7 @@ import { dsnProblem } from "../../src/config/sidecar-config.js";
 import { parseKeyValueDsn, toUriDsn } from "../../src/postgres/dsn.js";
 import { NotLeaderError, RaftError } from "../../src/consensus/errors.js";
 import { PgWireError } from "../../src/pgwire/index.js";
-import { extensionScript, shimBodySql } from "../../src/shim/install-sql.js";
+import { extensionScript, extensionUpdateScript, PREVIOUS_SHIM_VERSIONS, SHIM_VERSION, shimBodySql } from "../../src/shim/install-sql.js";
 import { CallSyntaxError, parseCall } from "../../src/sqlapi/call-parser.js";
 import { ALL_FUNCTIONS, FUNCTIONS, resultColumns, VIEWS } from "../../src/sqlapi/catalog.js";
 import { toSqlError } from "../../src/sqlapi/errors.js";
@@ -67,6 +67,14 @@ describe("catalogue", () => {
     for (const v of VIEWS) for (const schema of ["pgraft", "bdr"]) assert.match(sql, new RegExp(`CREATE OR REPLACE VIEW ${schema}\\.${v.name} AS`));
     assert.match(extensionScript(), /^-- pgraft /);
     assert.match(extensionScript(), /\\echo Use "CREATE EXTENSION pgraft"/);
+    // An extension installed at an earlier version updates in place: the body again, and the version recorded.
+    for (const v of PREVIOUS_SHIM_VERSIONS) {
+      const up = extensionUpdateScript(v);
+      assert.match(up, /\\echo Use "ALTER EXTENSION pgraft UPDATE"/);
+      assert.ok(up.includes(shimBodySql()));
+      assert.match(up, new RegExp(`INSERT INTO pgraft\\.shim_version\\(version\\) VALUES \\('${SHIM_VERSION.replace(/\./g, "\\.")}'\\)`));
+    }
+    assert.ok(!PREVIOUS_SHIM_VERSIONS.includes(SHIM_VERSION));
   });
 });
 
