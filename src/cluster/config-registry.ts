@@ -317,3 +317,18 @@ export function resolveSettings(overrides: ReadonlyMap<string, string>, check = 
     snapshotInterval: get("snapshot_interval") as number,
   };
 }
+
+/** Below this many heartbeats per election timeout (2 is refused), a busy host or network risks needless elections. */
+export const SAFE_ELECTION_HEARTBEATS = 5;
+
+/**
+ * The warning pgraft_set_config and `pgraft config set` give when the election
+ * timeout is under SAFE_ELECTION_HEARTBEATS heartbeat intervals, or null.
+ */
+export function electionTimingWarning(heartbeatMs: number, electionMs: number): string | null {
+  if (electionMs >= SAFE_ELECTION_HEARTBEATS * heartbeatMs) return null;
+  return (
+    `election_timeout (${formatDuration(electionMs)}) is under ${SAFE_ELECTION_HEARTBEATS} x heartbeat_interval (${formatDuration(heartbeatMs)}): ` +
+    `a heartbeat delayed by a busy host or network can start needless elections; ${formatDuration(SAFE_ELECTION_HEARTBEATS * heartbeatMs)} or more is safer`
+  );
+}

@@ -1,4 +1,8 @@
-// host:port parsing shared by every option that names an endpoint.
+// host:port parsing shared by every option that names an endpoint, and the
+// resolution check pgraft_add_node and `pgraft add-node` warn with.
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+
 export interface HostPort {
   host: string;
   port: number;
@@ -21,3 +25,24 @@ export function parseHostPort(raw: string): HostPort | string {
 }
 
 export const formatHostPort = (a: HostPort): string => `${a.host}:${a.port}`;
+
+/** Why `host` does not resolve from this process (bounded to 2 s), or undefined when it does or is an IP address. */
+export async function unresolvableHost(host: string): Promise<string | undefined> {
+  const bare = host.replace(/^\[|\]$/g, "");
+  if (isIP(bare)) return undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      lookup(bare),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("no answer within 2 s")), 2_000);
+      }),
+    ]);
+    return undefined;
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    return typeof code === "string" ? code : e instanceof Error ? e.message : String(e);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -3,12 +3,10 @@
 // leader exactly as a gRPC client's would be); reads of the KV store are
 // linearizable; per-member figures come from the leader, which is the only node
 // that tracks replication progress.
-import { lookup } from "node:dns/promises";
 import { readdir, stat } from "node:fs/promises";
-import { isIP } from "node:net";
 import { join } from "node:path";
-import { formatDuration, parseDurationMs } from "../cluster/config-registry.js";
-import { parseHostPort } from "../config/address.js";
+import { electionTimingWarning, parseDurationMs } from "../cluster/config-registry.js";
+import { parseHostPort, unresolvableHost } from "../config/address.js";
 import type { RaftNode } from "../consensus/driver.js";
 import * as pb from "../gen/pgraft/v1/client_pb.js";
 import { PgWireError } from "../pgwire/index.js";
@@ -99,41 +97,13 @@ function splitAddress(raft: string): { host: string; port: number | null } {
   return typeof hp === "string" ? { host: raft, port: null } : { host: hp.host, port: hp.port };
 }
 
-/** Below this many heartbeats per election timeout (2 is refused), a busy host or network risks needless elections. */
-export const SAFE_ELECTION_HEARTBEATS = 5;
-
 /** A warning when the timing after setting `name` to `value` leaves the election timeout under the safe multiple. */
 function timingWarning(name: string, value: string, d: SqlApiDeps): string | null {
   if (name !== "heartbeat_interval" && name !== "election_timeout") return null;
   const s = d.state.settings();
   const heartbeat = name === "heartbeat_interval" ? parseDurationMs(value) : s.heartbeatIntervalMs;
   const election = name === "election_timeout" ? parseDurationMs(value) : s.electionTimeoutMs;
-  if (heartbeat === undefined || election === undefined || election >= SAFE_ELECTION_HEARTBEATS * heartbeat) return null;
-  return (
-    `election_timeout (${formatDuration(election)}) is under ${SAFE_ELECTION_HEARTBEATS} x heartbeat_interval (${formatDuration(heartbeat)}): ` +
-    `a heartbeat delayed by a busy host or network can start needless elections; ${formatDuration(SAFE_ELECTION_HEARTBEATS * heartbeat)} or more is safer`
-  );
-}
-
-/** Why `host` does not resolve from this sidecar (bounded to 2 s), or undefined when it does or is an IP address. */
-async function unresolvable(host: string): Promise<string | undefined> {
-  const bare = host.replace(/^\[|\]$/g, "");
-  if (isIP(bare)) return undefined;
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      lookup(bare),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error("no answer within 2 s")), 2_000);
-      }),
-    ]);
-    return undefined;
-  } catch (e) {
-    const code = (e as { code?: unknown }).code;
-    return typeof code === "string" ? code : e instanceof Error ? e.message : String(e);
-  } finally {
-    clearTimeout(timer);
-  }
+  return heartbeat === undefined || election === undefined ? null : electionTimingWarning(heartbeat, election);
 }
 
 async function diskUsageBytes(dir: string): Promise<number> {
@@ -309,7 +279,7 @@ const IMPLS: Record<string, Impl> = {
     const st = await status(d);
     if (st.voters.includes(id) || st.learners.includes(id)) throw new PgWireError({ code: "42710", message: `${f.name}: node ${id} is already a member of the cluster` });
     const address = host.includes(":") && !host.startsWith("[") ? `[${host}]:${port}` : `${host}:${port}`;
-    const unresolved = await unresolvable(host);
+    const unresolved = await unresolvableHost(host);
     // As a learner first, promoted to voter by the leader once it has caught up.
     await d.cluster.join({ clusterId: d.clusterId, id, name: `node${id}`, raftAddress: address, asVoter: false });
     const warning = unresolved

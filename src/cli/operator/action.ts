@@ -25,6 +25,8 @@ export interface ActionContext {
   showJson(document: JsonValue, human: () => string[]): void;
   /** An outcome that is no error of the call but not what was asked (key not found, compare failed): stderr, exit 1. */
   fail(message: string): number;
+  /** Something the operator should know though the command did what was asked: "pgraft: warning: ..." on stderr (with --json too), exit code unchanged. */
+  warn(message: string): void;
 }
 
 /** The command's own part: check its arguments, call, print. Returns the exit code (default 0). */
@@ -70,6 +72,7 @@ export function operatorAction(body: ActionBody): (...actionArgs: unknown[]) => 
           writeErr(message);
           return EXIT_REQUEST_FAILED;
         },
+        warn: (message) => writeErr(`warning: ${message}`),
       };
       const args = (cmd.processedArgs as unknown[]).map((a) => (typeof a === "string" ? a : undefined));
       code = (await body(ctx, args, options)) ?? 0;

@@ -1,6 +1,7 @@
 // pgraft config get|set|reset|save: the runtime settings replicated through Raft
 // (heartbeat_interval, election_timeout, ...).
 import type { Command } from "commander";
+import { electionTimingWarning, parseDurationMs } from "../../../cluster/config-registry.js";
 import { ConfigGetResponseSchema, ConfigResetResponseSchema, ConfigSaveResponseSchema, ConfigSetResponseSchema } from "../../../gen/pgraft/v1/client_pb.js";
 import { operatorAction } from "../action.js";
 import { UsageError } from "../errors.js";
@@ -38,6 +39,19 @@ export function registerConfig(program: Command): Command[] {
         `${name}: ${res.previousValue || "?"} -> ${res.entry?.value ?? value}`,
         `(applies to every node now; run "pgraft config save" to keep it across restarts)`,
       ]);
+      const set = res.entry?.name ?? name;
+      if (set === "heartbeat_interval" || set === "election_timeout") {
+        // As pgraft_set_config warns: the other half of the pair, read after the change.
+        const other = set === "heartbeat_interval" ? "election_timeout" : "heartbeat_interval";
+        // The change is made: a failed read only loses the advice, not the exit code.
+        const got = await ctx.request(`config get ${other}`, (c, o) => c.configGet({ clusterId: ctx.clusterId, name: other }, o)).catch(() => ({ entries: [] }));
+        const otherMs = parseDurationMs(got.entries.find((e) => e.name === other)?.value ?? "");
+        const setMs = parseDurationMs(res.entry?.value ?? value);
+        if (otherMs !== undefined && setMs !== undefined) {
+          const warning = set === "heartbeat_interval" ? electionTimingWarning(setMs, otherMs) : electionTimingWarning(otherMs, setMs);
+          if (warning) ctx.warn(warning);
+        }
+      }
     }),
   );
 

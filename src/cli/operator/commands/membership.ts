@@ -9,6 +9,7 @@ import {
   TransferLeaderResponseSchema,
 } from "../../../gen/pgraft/v1/client_pb.js";
 import { operatorAction } from "../action.js";
+import { parseHostPort, unresolvableHost } from "../../../config/address.js";
 import { parseNodeId, parseRaftAddress } from "../arguments.js";
 import { operatorCommand } from "../commander-setup.js";
 import { answeredByLeader, membersJson, membersTable } from "../format.js";
@@ -38,7 +39,14 @@ export function registerMembership(program: Command): Command[] {
         const raftAddress = parseRaftAddress(rawAddress ?? "");
         const name = typeof opts["name"] === "string" ? opts["name"] : "";
         const asLearner = opts["learner"] === true;
+        const hp = parseHostPort(raftAddress);
+        const unresolved = typeof hp === "string" ? undefined : await unresolvableHost(hp.host);
         const res = await ctx.request(`add node ${id}`, (c, o) => c.addMember({ clusterId: ctx.clusterId, id, name, raftAddress, asLearner }, o));
+        if (unresolved) {
+          // As pgraft_add_node warns: the node is added, but nothing reaches it until its name resolves.
+          const host = typeof hp === "string" ? raftAddress : hp.host;
+          ctx.warn(`node ${id} was added, but its address ${JSON.stringify(host)} does not resolve here (${unresolved}): nothing can reach it until it does; "pgraft remove-node ${id}" takes it out again`);
+        }
         ctx.showJson(membersJson(messageJson(AddMemberResponseSchema, res), answeredByLeader(res.header)), () => [
           `added node ${id}${res.member?.name ? ` (${res.member.name})` : name ? ` (${name})` : ""} at ${raftAddress} as a ${asLearner ? "learner" : "voter"}`,
           "",
