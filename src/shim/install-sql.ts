@@ -273,7 +273,7 @@ REVOKE ALL ON FUNCTION pgraft._finish() FROM PUBLIC;
 
 /** The whole shim except the dblink extension and the server settings (shared by the installer and the extension script). */
 export function shimBodySql(): string {
-  const parts = [baseSql(), "CREATE SCHEMA IF NOT EXISTS bdr;\nCOMMENT ON SCHEMA bdr IS 'pgraft: the seed''s bdr.* names, calling the pgraft functions';\nGRANT USAGE ON SCHEMA bdr TO PUBLIC;"];
+  const parts = [baseSql(), "CREATE SCHEMA IF NOT EXISTS bdr;\nCOMMENT ON SCHEMA bdr IS 'pgraft: the bdr.* names of EDB Postgres Distributed''s node management, calling the pgraft functions';\nGRANT USAGE ON SCHEMA bdr TO PUBLIC;"];
   for (const f of ALL_FUNCTIONS) {
     parts.push(functionSql(f));
     parts.push(`COMMENT ON FUNCTION ${argTypes(f)} IS ${lit(f.comment)};`);
@@ -324,7 +324,7 @@ BEGIN
 END
 $revoke$;
 
--- As the seed says, CREATE EXTENSION runs pgraft_init(): at once when this
+-- As the pgraft SQL reference says, CREATE EXTENSION runs pgraft_init(): at once when this
 -- node's sidecar has already configured the connection to itself, otherwise the
 -- sidecar does so when it connects.
 DO $init$
