@@ -21,11 +21,14 @@ import { statusError, type ClientOf, type HandlersOf } from "../transport/grpc-s
 import type { PostgresHealth } from "../postgres/monitor.js";
 import { postgresHealthMessage } from "./postgres-status.js";
 import { effectiveTiming } from "./control-loop.js";
-import { invalidArgument, toServiceError } from "./grpc-errors.js";
+import { certainlyNotApplied, invalidArgument, toServiceError } from "./grpc-errors.js";
 import { handOverTarget } from "./hand-over.js";
 import { autoPromoteKey, INTERNAL_HEADER, INTERNAL_PREFIX, isInternalCall, isInternalKey, joinKeyOf, partPrefixOf, reservedKeyError } from "./internal-keys.js";
 
 export const FORWARDED_HEADER = "pgraft-forwarded";
+/** How many times a write whose proposal was dropped is sent (see onLeader). */
+const RESEND_ATTEMPTS = 4;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 /** KV keys under this prefix belong to pgraft itself: see internal-keys.ts. */
 export { INTERNAL_PREFIX, autoPromoteKey };
 
@@ -88,8 +91,35 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
     };
   }
 
-  /** Run on the leader: here if we are it, else forwarded once to it. */
+  /**
+   * Run on the leader: here if we are it, else forwarded once to it. A write
+   * whose proposal was dropped — a new leader replaced it, or leadership was
+   * being handed over — certainly had no effect: the node the client called
+   * sends it again (to whoever leads by then) while the request's time lasts,
+   * as etcd's client does, instead of failing the caller for a leader change.
+   */
   async function onLeader<O extends DescMessage>(
+    out: O,
+    call: grpc.ServerUnaryCall<unknown, unknown>,
+    here: () => Promise<MessageInitShape<O>>,
+    forward: (c: Cluster, md: grpc.Metadata) => Promise<MessageInitShape<O>>,
+  ): Promise<MessageInitShape<O>> {
+    const deadline = Date.now() + d.requestTimeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await onLeaderOnce(out, call, here, forward);
+      } catch (e) {
+        const forwarded = call.metadata.get(FORWARDED_HEADER).length > 0;
+        if (forwarded || attempt >= RESEND_ATTEMPTS || !certainlyNotApplied(e)) throw e;
+        // Wait for a leader (the old one may still be stepping down), a little longer each time.
+        const until = Math.min(deadline, Date.now() + 50 * attempt);
+        while (Date.now() < until || (d.node.status().leader === 0 && Date.now() < deadline)) await sleep(10);
+        if (Date.now() >= deadline) throw e;
+      }
+    }
+  }
+
+  async function onLeaderOnce<O extends DescMessage>(
     _out: O,
     call: grpc.ServerUnaryCall<unknown, unknown>,
     here: () => Promise<MessageInitShape<O>>,

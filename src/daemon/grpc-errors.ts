@@ -47,3 +47,14 @@ export function toServiceError(e: unknown): grpc.ServerErrorResponse {
 }
 
 export const invalidArgument = (message: string): grpc.ServerErrorResponse => statusError(grpc.status.INVALID_ARGUMENT, message);
+
+/**
+ * True when a write certainly had no effect: its proposal was dropped (replaced
+ * by a new leader's entry, or refused during a leadership transfer or a
+ * membership change), here or on the leader it was forwarded to. Such a write
+ * may be sent again as it is.
+ */
+export function certainlyNotApplied(e: unknown): boolean {
+  if (e instanceof RaftError) return e.code === "PROPOSAL_DROPPED";
+  return isServiceError(e) && e.metadata?.get("pgraft-error-code")[0] === "PROPOSAL_DROPPED";
+}
