@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { sleep, until } from "../sql/helpers.js";
-import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
+import { boundedCall, startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
 
 const ROWS = 300;
 
@@ -61,17 +61,6 @@ function updater(n: PgNode, ids: number[], tag: string, nopk = false): Updater {
   return u;
 }
 
-/** A join call bounded by statement_timeout, so a join that cannot finish fails with the logs instead of hanging. */
-async function joinWithin(n: PgNode, sql: string, params: unknown[]): Promise<void> {
-  const s = await n.connect();
-  try {
-    await s.query("SET statement_timeout = '120s'");
-    await s.query(sql, params);
-  } finally {
-    await s.end();
-  }
-}
-
 describe("a node's lifecycle while members update", { timeout: 300_000 }, () => {
   let c: PgCluster | undefined;
   const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
@@ -88,7 +77,7 @@ describe("a node's lifecycle while members update", { timeout: 300_000 }, () => 
     await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
     await n1.query("SELECT bdr.create_node_group('g')");
     await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
-    await joinWithin(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)]);
+    await boundedCall(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)], 120);
   });
 
   after(async () => {
@@ -129,7 +118,7 @@ describe("a node's lifecycle while members update", { timeout: 300_000 }, () => 
     const ub = updater(n2, Array.from({ length: half }, (_, i) => half + i + 1), "beta");
     try {
       await n3.query("SELECT pgraft.create_node('gamma', $1)", [dsn(n3)]);
-      await joinWithin(n3, "SELECT pgraft.join_node_group($1, 'g')", [dsn(n1)]);
+      await boundedCall(n3, "SELECT pgraft.join_node_group($1, 'g')", [dsn(n1)], 120);
       await sleep(1_000);
     } finally {
       await Promise.all([ua.stop(), ub.stop()]);
@@ -171,7 +160,7 @@ describe("a node's lifecycle while members update", { timeout: 300_000 }, () => 
       await n1.query("SELECT bdr.drop_node('gamma')");
       await n3.query("DROP SCHEMA app CASCADE");
       await n3.query("SELECT pgraft.create_node('gamma', $1)", [dsn(n3)]);
-      await joinWithin(n3, "SELECT pgraft.join_node_group($1, 'g')", [dsn(n1)]);
+      await boundedCall(n3, "SELECT pgraft.join_node_group($1, 'g')", [dsn(n1)], 120);
       await sleep(1_000);
     } finally {
       await ua.stop();

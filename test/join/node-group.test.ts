@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { sleep, until } from "../sql/helpers.js";
-import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
+import { boundedCall, startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
 
 /** An ordered hash of every user table's rows. */
 async function contentHash(n: PgNode): Promise<string> {
@@ -15,17 +15,6 @@ async function contentHash(n: PgNode): Promise<string> {
     (SELECT md5(coalesce(string_agg(e::text, ',' ORDER BY id), '')) FROM app.events e) || '/' ||
     (SELECT md5(coalesce(string_agg(l::text, ',' ORDER BY l::text), '')) FROM app.log l) AS h`);
   return r.rows[0]!.h;
-}
-
-/** A join call bounded by statement_timeout, so a join that cannot finish fails (with the logs) instead of hanging the run. */
-async function joinWithin(n: PgNode, sql: string, params: unknown[]): Promise<void> {
-  const s = await n.connect();
-  try {
-    await s.query("SET statement_timeout = '90s'");
-    await s.query(sql, params);
-  } finally {
-    await s.end();
-  }
 }
 
 /** Every writer started, so the file's `after` stops any a failed test left running (else the process never exits). */
@@ -99,10 +88,10 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     let w2: ReturnType<typeof writer> | undefined;
     try {
       await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
-      await joinWithin(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)]);
+      await boundedCall(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)], 90);
       w2 = writer(n2, "b");
       await n3.query("SELECT pgraft.create_node('gamma', $1)", [dsn(n3)]);
-      await joinWithin(n3, "SELECT pgraft.join_node_group($1, 'g1')", [dsn(n2)]);
+      await boundedCall(n3, "SELECT pgraft.join_node_group($1, 'g1')", [dsn(n2)], 90);
       await sleep(1_000);
     } finally {
       await Promise.all([w1.stop(), w2?.stop()]);

@@ -16,7 +16,7 @@ import type { DataNode } from "../../src/cluster/node-groups.js";
 import { PartCoordinator, rankCoordinators } from "../../src/part/part-coordinator.js";
 import { caughtUpKey, planKey, statusKey, stoppedKey, type PartPlan } from "../../src/part/part-keys.js";
 import { until } from "../sql/helpers.js";
-import { startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
+import { boundedCall, startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
 
 describe("the part coordinator's decisions", () => {
   const node = (name: string, seqId: number, state: DataNode["state"] = "ACTIVE"): DataNode => ({
@@ -159,18 +159,6 @@ async function contents(n: PgNode): Promise<{ rows: number; hash: string }> {
   return { rows: Number(r.rows[0]!.n), hash: r.rows[0]!.h ?? "" };
 }
 
-/** A statement bounded by statement_timeout, so a part that cannot finish fails (with the logs) instead of hanging the run. */
-async function within(n: PgNode, sql: string, params: unknown[] = []): Promise<string> {
-  const s = await n.connect();
-  try {
-    await s.query("SET statement_timeout = '60s'");
-    const r = await s.query<Record<string, unknown>>(sql, params);
-    return String(Object.values(r.rows[0] ?? {})[0]);
-  } finally {
-    await s.end();
-  }
-}
-
 describe("part a node that is down", { timeout: 180_000 }, () => {
   let c: PgCluster | undefined;
   const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
@@ -182,9 +170,9 @@ describe("part a node that is down", { timeout: 180_000 }, () => {
     await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
     await n1.query("SELECT bdr.create_node_group('g1')");
     await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
-    await within(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)]);
+    await boundedCall(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)], 60);
     await n3.query("SELECT bdr.create_node('gamma', $1)", [dsn(n3)]);
-    await within(n3, "SELECT bdr.join_node_group($1)", [dsn(n1)]);
+    await boundedCall(n3, "SELECT bdr.join_node_group($1)", [dsn(n1)], 60);
   });
 
   after(async () => {
@@ -219,7 +207,7 @@ describe("part a node that is down", { timeout: 180_000 }, () => {
       // The part starts; alpha's sidecar (the coordinator, and the node that must catch up) is killed and restarted
       // as soon as the part reaches PART_CATCHUP: it picks up from the catalog and the KV store.
       // (Until alpha's thawed sidecar is back in the Raft majority, part_node may say it sees none: that is retried.)
-      assert.match(await until("part_node('gamma') to start", () => within(n2, "SELECT bdr.part_node('gamma', wait_for_completion := false)"), 60_000, 200), /parting/);
+      assert.match(await until("part_node('gamma') to start", () => boundedCall(n2, "SELECT bdr.part_node('gamma', wait_for_completion := false)", [], 60), 60_000, 200), /parting/);
       const state = async (): Promise<string | undefined> => (await n2.query<{ s: string }>("SELECT peer_state_name AS s FROM bdr.node_summary WHERE node_name = 'gamma'")).rows[0]?.s;
       const at = await until("the part to reach PART_CATCHUP", async () => {
         const s = await state();
@@ -228,7 +216,7 @@ describe("part a node that is down", { timeout: 180_000 }, () => {
       await c!.killSidecar(1);
       t.diagnostic(`alpha's sidecar killed with gamma in ${at}`);
       await c!.restartSidecar(1);
-      const r = await until("part_node('gamma') to finish", () => within(n2, "SELECT bdr.part_node('gamma')"), 90_000, 200);
+      const r = await until("part_node('gamma') to finish", () => boundedCall(n2, "SELECT bdr.part_node('gamma')", [], 60), 90_000, 200);
       assert.match(r, /parted/);
       for (const n of [n1, n2]) {
         await until(`node ${n.id} to hold exactly gamma's rows`, async () => {
@@ -287,7 +275,7 @@ describe("part a node that is down", { timeout: 180_000 }, () => {
       await n3.query("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin");
       await n3.query("TRUNCATE pgraft.conflict_history");
       await n3.query("SELECT bdr.create_node('delta', $1)", [dsn(n3)]);
-      await within(n3, "SELECT bdr.join_node_group($1)", [dsn(n2)]);
+      await boundedCall(n3, "SELECT bdr.join_node_group($1)", [dsn(n2)], 60);
       const want = await until("beta's rows on alpha and delta", async () => {
         const [a, b, d] = await Promise.all([n1, n2, n3].map(contents));
         return a!.hash === b!.hash && d!.hash === b!.hash ? b : undefined;
@@ -296,7 +284,7 @@ describe("part a node that is down", { timeout: 180_000 }, () => {
       await c!.killSidecar(2);
       await n2.pg.server.kill();
       await c!.leaderIndex(30_000);
-      assert.match(await until("part_node('beta') to finish", () => within(n1, "SELECT bdr.part_node('beta')"), 90_000, 200), /parted/);
+      assert.match(await until("part_node('beta') to finish", () => boundedCall(n1, "SELECT bdr.part_node('beta')", [], 60), 90_000, 200), /parted/);
       for (const n of [n1, n3]) {
         const lines = n.sidecar.logRecords().filter((l) => typeof l["msg"] === "string" && l["msg"].startsWith("part of beta"));
         t.diagnostic(`node ${n.id}: ${lines.map((l) => String(l["msg"])).join(" | ")}`);

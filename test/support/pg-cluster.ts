@@ -363,3 +363,19 @@ export async function sqlFails(f: () => Promise<unknown>): Promise<{ code: strin
   }
   throw new Error("expected the statement to fail, but it succeeded");
 }
+
+/**
+ * One statement in a session of its own bounded by statement_timeout, so a
+ * join or a part that cannot finish fails (and the test shows the logs)
+ * instead of hanging the run. Returns the first column of the first row as text.
+ */
+export async function boundedCall(n: PgNode, sql: string, params: unknown[] = [], seconds = 90): Promise<string> {
+  const s = await n.connect();
+  try {
+    await s.query(`SET statement_timeout = '${seconds}s'`);
+    const r = await s.query<Record<string, unknown>>(sql, params);
+    return String(Object.values(r.rows[0] ?? {})[0]);
+  } finally {
+    await s.end();
+  }
+}
