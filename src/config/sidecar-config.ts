@@ -2,7 +2,7 @@
 // (Runtime settings replicated through Raft live in src/cluster/config-registry.)
 // Precedence: command-line flag > PGRAFT_* environment variable > YAML file > default.
 import { parseDurationMs } from "../cluster/config-registry.js";
-import { parseKeyValueDsn } from "../postgres/dsn.js";
+import { dsnAddress, parseKeyValueDsn } from "../postgres/dsn.js";
 import { ConfigError } from "./errors.js";
 import { formatHostPort, parseHostPort, type HostPort } from "./address.js";
 
@@ -18,6 +18,8 @@ export interface SidecarConfig {
   httpListen: HostPort;
   /** The local PostgreSQL the sidecar drives (used by the SQL shim and data plane). */
   postgresDsn: string | undefined;
+  /** The local PostgreSQL's address as others reach it (pgraft_get_nodes); undefined without --postgres-dsn. */
+  postgresAdvertise: string | undefined;
   /** The PostgreSQL-wire endpoint the shim calls (undefined: not served). */
   sqlListen: HostPort | undefined;
   /** Founding members (bootstrap): node id → Raft address. */
@@ -52,6 +54,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   { key: "advertise", flag: "--advertise <host:port>", env: "PGRAFT_ADVERTISE", yaml: "advertise", help: "gRPC address peers use to reach this node (default: --listen)" },
   { key: "httpListen", flag: "--http-listen <host:port>", env: "PGRAFT_HTTP_LISTEN", yaml: "http_listen", help: "HTTP address for /metrics, /health, /ready, /primary, /leader and /replica", default: "127.0.0.1:8008" },
   { key: "postgresDsn", flag: "--postgres-dsn <dsn>", env: "PGRAFT_POSTGRES_DSN", yaml: "postgres_dsn", help: "DSN of the local PostgreSQL, a superuser (URI or key=value); the SQL shim is installed there, and it is probed every heartbeat (/ready, /primary, /replica answer 503 while it is down). Keep a password off the command line (ps shows it): give the DSN in $PGRAFT_POSTGRES_DSN or the config file, or leave the password out for the sidecar to find as libpq does (PGPASSWORD, passfile= in the DSN, PGPASSFILE, ~/.pgpass)" },
+  { key: "postgresAdvertise", flag: "--postgres-advertise <host:port>", env: "PGRAFT_POSTGRES_ADVERTISE", yaml: "postgres_advertise", help: "the address clients and other nodes use to reach the local PostgreSQL, shown in pgraft_get_nodes() (default: the host and port of --postgres-dsn)" },
   { key: "sqlListen", flag: "--sql-listen <host:port>", env: "PGRAFT_SQL_LISTEN", yaml: "sql_listen", help: "PostgreSQL-wire endpoint the shim calls through dblink (default 127.0.0.1:7432 when --postgres-dsn is set; off otherwise)" },
   { key: "initialCluster", flag: "--initial-cluster <list>", env: "PGRAFT_INITIAL_CLUSTER", yaml: "initial_cluster", help: "bootstrap a new cluster: 1=host:port,2=host:port,..." },
   { key: "join", flag: "--join <list>", env: "PGRAFT_JOIN", yaml: "join", help: "join an existing cluster through any of these members: host:port,..." },
@@ -74,6 +77,7 @@ export interface RawConfig {
   advertise?: Raw;
   httpListen?: Raw;
   postgresDsn?: Raw;
+  postgresAdvertise?: Raw;
   sqlListen?: Raw;
   initialCluster?: Raw;
   join?: Raw;
@@ -234,6 +238,16 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     const why = dsnProblem(dsn);
     if (why) problems.push(`${get("postgresDsn").from}: ${why}`);
   }
+  let postgresAdvertise: string | undefined;
+  const pa = get("postgresAdvertise");
+  if (pa.value !== undefined) {
+    const a = parseHostPort(pa.value.trim());
+    if (typeof a === "string") problems.push(`${pa.from}: ${a}`);
+    else if (dsn === undefined) problems.push(`${pa.from}: needs --postgres-dsn (it is the address of the local PostgreSQL)`);
+    else postgresAdvertise = formatHostPort(a);
+  } else if (dsn !== undefined && !dsnProblem(dsn)) {
+    postgresAdvertise = dsnAddress(dsn);
+  }
   const sqlListen = sqlListenRaw ?? (dsn !== undefined ? { host: "127.0.0.1", port: 7432 } : undefined);
 
   if (problems.length) throw new ConfigError(problems);
@@ -246,6 +260,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     advertise: advertise!,
     httpListen: httpListen!,
     postgresDsn: dsn,
+    postgresAdvertise,
     sqlListen,
     initialCluster,
     join,

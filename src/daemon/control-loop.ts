@@ -11,6 +11,7 @@ import type { ClusterState } from "../cluster/state.js";
 import { Role } from "../consensus/types.js";
 import type { GrpcPeerTransport } from "../transport/peer-transport.js";
 import { effectiveLogLevel } from "./logger.js";
+import type { PostgresAddressPublisher } from "./postgres-address.js";
 import { autoPromoteKey, INTERNAL_PREFIX, StaleKeySweeper, staleInternalKeys } from "./internal-keys.js";
 
 export interface ControlLoopDeps {
@@ -21,6 +22,8 @@ export interface ControlLoopDeps {
   log: Logger;
   /** Sets the level of every logger of this sidecar (log_level / debug at run time). */
   setLogLevel?(level: LevelWithSilent): void;
+  /** Records this node's PostgreSQL address in the store (a sidecar with --postgres-dsn). */
+  postgresAddress?: PostgresAddressPublisher;
 }
 
 /** A learner this close to the leader's log is caught up enough to vote. */
@@ -34,6 +37,8 @@ export class ControlLoop {
   private logLevel: LevelWithSilent;
   /** Internal keys whose subject is gone, deleted once stale this long (twice a client request's bound, over a join's put-then-add). */
   private readonly sweeper: StaleKeySweeper;
+  /** A write of this node's PostgreSQL address in flight (never awaited by a cycle: it may wait for a leader). */
+  private publishing: Promise<void> | undefined;
 
   constructor(private readonly d: ControlLoopDeps) {
     this.timing = { heartbeatMs: d.cfg.heartbeatMs, electionMs: d.cfg.electionMs };
@@ -72,6 +77,7 @@ export class ControlLoop {
     if (t) actions.push(t);
     actions.push(...this.applySettings());
     const st = this.d.node.status();
+    this.publishPostgresAddress(st.leader !== 0);
     if (st.role !== Role.Leader) {
       this.sweeper.forget();
       const base = st.leader ? `no action: following leader ${st.leader} (term ${st.term})` : `no action: no leader known (term ${st.term}, ${st.role})`;
@@ -94,6 +100,17 @@ export class ControlLoop {
     const swept = await this.sweepInternalKeys(new Set([...st.conf.voters, ...st.conf.learners]));
     if (swept.length) actions.push(`deleted stale internal keys ${swept.join(", ")}`);
     return actions.length ? actions.join("; ") : `no action: I am the leader (term ${st.term}, ${st.conf.voters.length} voters)`;
+  }
+
+  private publishPostgresAddress(hasLeader: boolean): void {
+    const p = this.d.postgresAddress;
+    if (!p || this.publishing) return;
+    this.publishing = p
+      .publish(this.d.state, hasLeader)
+      .then((done) => {
+        if (done) this.d.log.info(done);
+      })
+      .finally(() => (this.publishing = undefined));
   }
 
   /** Delete pgraft's own keys about removed members and dropped data nodes (see internal-keys.ts). */

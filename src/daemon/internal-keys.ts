@@ -1,7 +1,8 @@
 // pgraft's own KV keys, under `pgraft.internal/`: the promotion intent of a
 // joining learner (promote/<id>), a join request (join/<node>, see
 // src/join/group-controller.ts), a part's records (part/<node>@<seq>/…, see
-// src/part/part-keys.ts).
+// src/part/part-keys.ts), a member's PostgreSQL address (postgres/<id>, see
+// postgres-address.ts).
 //
 // Users may neither read nor write them through the KV API (gRPC, CLI, SQL):
 // a call without the internal marker below is refused with PERMISSION_DENIED
@@ -26,6 +27,7 @@ export const INTERNAL_HEADER = "pgraft-internal";
 
 export const autoPromoteKey = (id: number): string => `${INTERNAL_PREFIX}promote/${id}`;
 const JOIN_PREFIX = `${INTERNAL_PREFIX}join/`;
+export const POSTGRES_ADDRESS_PREFIX = `${INTERNAL_PREFIX}postgres/`;
 const PART_PREFIX = `${INTERNAL_PREFIX}part/`;
 /** Every key of a data node's join (mirrors JOIN_KEY in src/join/group-controller.ts). */
 export const joinKeyOf = (name: string): string => `${JOIN_PREFIX}${name}`;
@@ -52,8 +54,8 @@ export function reservedKeyError(what: string): grpc.ServerErrorResponse {
 }
 
 /**
- * The internal keys among `keys` whose subject is gone: promote/<id> of a
- * non-member, join/<name> of a node that does not exist, part/<name>@<seq>/…
+ * The internal keys among `keys` whose subject is gone: promote/<id> and
+ * postgres/<id> of a non-member, join/<name> of a node that does not exist, part/<name>@<seq>/…
  * of a node that does not exist with that sequence number. Keys of any other
  * shape are left alone.
  */
@@ -62,8 +64,9 @@ export function staleInternalKeys(keys: readonly string[], members: ReadonlySet<
   const partPrefixes = nodes.map(partPrefixOf);
   const out: string[] = [];
   for (const k of keys) {
-    if (k.startsWith(`${INTERNAL_PREFIX}promote/`)) {
-      const id = k.slice(`${INTERNAL_PREFIX}promote/`.length);
+    const memberKey = [`${INTERNAL_PREFIX}promote/`, POSTGRES_ADDRESS_PREFIX].find((p) => k.startsWith(p));
+    if (memberKey) {
+      const id = k.slice(memberKey.length);
       if (/^\d+$/.test(id) && !members.has(Number(id))) out.push(k);
     } else if (k.startsWith(JOIN_PREFIX)) {
       if (!names.has(k.slice(JOIN_PREFIX.length))) out.push(k);

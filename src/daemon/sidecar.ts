@@ -28,6 +28,7 @@ import { clusterServiceHandlers } from "./cluster-service.js";
 import { ControlLoop, effectiveTiming } from "./control-loop.js";
 import { NOT_CONFIGURED, PostgresMonitor } from "../postgres/monitor.js";
 import { ClusterPostgres, postgresNodesCheck } from "./postgres-status.js";
+import { PostgresAddressPublisher } from "./postgres-address.js";
 import { handOverTarget } from "./hand-over.js";
 import { internalCall } from "./internal-keys.js";
 import { exposedKeyFile, secureDataDir } from "./data-dir.js";
@@ -231,7 +232,20 @@ export class Sidecar {
           sql.link.start();
         }
       }
-      const loop = new ControlLoop({ cfg, node: n, state, transport, log: log.child({ component: "control-loop" }), setLogLevel: (level) => setTreeLevel(log, level) });
+      const postgresAddress = cfg.postgresAdvertise
+        ? new PostgresAddressPublisher(cfg.nodeId, cfg.postgresAdvertise, async (key, value) => {
+            await local.kvPut({ clusterId: cfg.clusterId, key, value }, internalCall());
+          })
+        : undefined;
+      const loop = new ControlLoop({
+        cfg,
+        node: n,
+        state,
+        transport,
+        log: log.child({ component: "control-loop" }),
+        setLogLevel: (level) => setTreeLevel(log, level),
+        ...(postgresAddress ? { postgresAddress } : {}),
+      });
       const sidecar = new Sidecar(cfg, log, n, state, transport, server, http, loop, creds, port, sql);
       sidecarRef.s = sidecar;
       n.start();

@@ -151,3 +151,14 @@ export function dsnClientConfig(dsn: string, options: pg.ClientConfig = {}): pg.
     password: typeof password === "string" && password !== "" ? password : passwordResolver(typeof passfile === "string" && passfile !== "" ? passfile : undefined),
   };
 }
+
+/**
+ * The `host:port` a DSN (either form) connects to, as libpq would: the first
+ * host of a list, localhost and 5432 when left out, a socket directory as it is.
+ */
+export function dsnAddress(dsn: string): string {
+  const cfg = parseIntoClientConfig(toUriDsn(dsn));
+  const host = (cfg.host ?? "").split(",")[0] || "localhost";
+  const port = cfg.port !== undefined && cfg.port !== null && String(cfg.port) !== "" ? String(cfg.port).split(",")[0] : "5432";
+  return `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+}

@@ -13,14 +13,16 @@
 import { ALL_FUNCTIONS, FUNCTION_BY_NAME, isSetReturning, resultColumns, VIEWS, type SqlFunction } from "../sqlapi/catalog.js";
 
 /** Bumped whenever the generated SQL changes; the installer replaces an older shim in place. */
-export const SHIM_VERSION = "0.2.0";
+export const SHIM_VERSION = "0.3.0";
 /**
  * Versions an installed extension may be at: `pgraft extension` writes an
  * update script from each (`pgraft--<old>--<new>.sql`), so `ALTER EXTENSION
- * pgraft UPDATE` works. The shim's body is CREATE OR REPLACE throughout (no
- * return type changes), so the update script is the body again.
+ * pgraft UPDATE` works. The shim's body is CREATE OR REPLACE throughout, after
+ * dropping any function whose result columns changed (replacedResultsSql), so
+ * the update script is the body again. (0.3.0: pgraft_get_nodes gained
+ * postgres_address.)
  */
-export const PREVIOUS_SHIM_VERSIONS: readonly string[] = ["0.1.0"];
+export const PREVIOUS_SHIM_VERSIONS: readonly string[] = ["0.1.0", "0.2.0"];
 export const SERVER_NAME = "pgraft_sidecar";
 export const CONNECTION_NAME = "pgraft_sidecar";
 const SEARCH_PATH = "pg_catalog, pgraft, public";
@@ -271,9 +273,38 @@ REVOKE ALL ON FUNCTION pgraft._finish() FROM PUBLIC;
 `;
 }
 
+/**
+ * PostgreSQL cannot change a function's result columns in place (CREATE OR
+ * REPLACE refuses): for each set-returning function, drop the installed one
+ * when its column names differ from the catalogue's, with the pgraft views and
+ * the bdr alias over it; the body then creates them again. A user's own view
+ * over it makes the DROP fail (and the install with it) rather than vanish.
+ */
+function replacedResultsSql(): string {
+  const blocks: string[] = [];
+  for (const f of ALL_FUNCTIONS) {
+    if (!isSetReturning(f)) continue;
+    const names = [...f.args.map((a) => a.name), ...resultColumns(f).map((c) => c.name)];
+    const drops = [
+      ...VIEWS.filter((v) => v.fn === f.name).map((v) => `DROP VIEW IF EXISTS pgraft.${v.name}, bdr.${v.name};`),
+      ...(f.bdrAlias ? [`DROP FUNCTION IF EXISTS ${argTypes(f, "bdr")};`] : []),
+      `DROP FUNCTION ${argTypes(f)};`,
+    ];
+    blocks.push(`IF EXISTS (SELECT FROM pg_catalog.pg_proc WHERE oid = pg_catalog.to_regprocedure(${lit(argTypes(f))})
+      AND proargnames IS DISTINCT FROM ARRAY[${names.map(lit).join(", ")}]::text[]) THEN
+    ${drops.join("\n    ")}
+  END IF;`);
+  }
+  return `DO $replaced$
+BEGIN
+  ${blocks.join("\n  ")}
+END
+$replaced$;`;
+}
+
 /** The whole shim except the dblink extension and the server settings (shared by the installer and the extension script). */
 export function shimBodySql(): string {
-  const parts = [baseSql(), "CREATE SCHEMA IF NOT EXISTS bdr;\nCOMMENT ON SCHEMA bdr IS 'pgraft: the bdr.* names of EDB Postgres Distributed''s node management, calling the pgraft functions';\nGRANT USAGE ON SCHEMA bdr TO PUBLIC;"];
+  const parts = [baseSql(), replacedResultsSql(), "CREATE SCHEMA IF NOT EXISTS bdr;\nCOMMENT ON SCHEMA bdr IS 'pgraft: the bdr.* names of EDB Postgres Distributed''s node management, calling the pgraft functions';\nGRANT USAGE ON SCHEMA bdr TO PUBLIC;"];
   for (const f of ALL_FUNCTIONS) {
     parts.push(functionSql(f));
     parts.push(`COMMENT ON FUNCTION ${argTypes(f)} IS ${lit(f.comment)};`);

@@ -20,6 +20,7 @@ import { internalCall } from "../daemon/internal-keys.js";
 import { JOIN_KEY } from "../join/group-controller.js";
 import { parseRecord, statusKey, type PartStatusRecord } from "../part/part-keys.js";
 import { checkTargetEmpty, JoinCopyError } from "../join/snapshot-copy.js";
+import { recordedPostgresAddress } from "../daemon/postgres-address.js";
 import { dataPlaneHealth, groupSlotName } from "../slots/index.js";
 import { invalidParameter, nullArgument } from "./errors.js";
 
@@ -314,6 +315,7 @@ const IMPLS: Record<string, Impl> = {
         bool(m.isLeader),
         bool(m.reachable),
         num(m.lagEntries),
+        recordedPostgresAddress(d.state, m.id) ?? null,
       ];
     });
   },

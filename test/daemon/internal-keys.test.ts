@@ -6,6 +6,7 @@ import { test } from "node:test";
 import { KvStore } from "../../src/cluster/kv.js";
 import type { DataNode } from "../../src/cluster/node-groups.js";
 import { autoPromoteKey, INTERNAL_PREFIX, joinKeyOf, partPrefixOf, StaleKeySweeper, staleInternalKeys } from "../../src/daemon/internal-keys.js";
+import { postgresAddressKey } from "../../src/daemon/postgres-address.js";
 import { JOIN_KEY } from "../../src/join/group-controller.js";
 import { caughtUpKey, drainedKey, planKey, statusKey, stoppedKey } from "../../src/part/part-keys.js";
 
@@ -20,7 +21,7 @@ test("the key shapes are the ones the join and part code write", () => {
   }
 });
 
-test("stale: promote keys of non-members, join and part keys of nodes that are gone; nothing else", () => {
+test("stale: promote and PostgreSQL address keys of non-members, join and part keys of nodes that are gone; nothing else", () => {
   const alpha = node("alpha", 1);
   const beta = node("beta", 2);
   const keys = [
@@ -33,8 +34,17 @@ test("stale: promote keys of non-members, join and part keys of nodes that are g
     planKey(node("gone", 5)),
     `${INTERNAL_PREFIX}something-else/9`,
     `${INTERNAL_PREFIX}promote/not-a-number`,
+    postgresAddressKey(2),
+    postgresAddressKey(8),
+    `${INTERNAL_PREFIX}postgres/x`,
   ];
-  assert.deepEqual(staleInternalKeys(keys, new Set([1, 2, 3, 4]), [alpha, beta]), [autoPromoteKey(9), joinKeyOf("gone"), statusKey(node("alpha", 7)), planKey(node("gone", 5))]);
+  assert.deepEqual(staleInternalKeys(keys, new Set([1, 2, 3, 4]), [alpha, beta]), [
+    autoPromoteKey(9),
+    joinKeyOf("gone"),
+    statusKey(node("alpha", 7)),
+    planKey(node("gone", 5)),
+    postgresAddressKey(8),
+  ]);
   assert.deepEqual(staleInternalKeys(keys.slice(0, 1), new Set([4]), []), []);
 });
 

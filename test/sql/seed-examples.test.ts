@@ -235,6 +235,17 @@ describe("the seed's SQL examples on a 3-node cluster (PostgreSQL 15 + sidecars)
         assert.ok(x.last_heartbeat_ms === null || (num(x.last_heartbeat_ms) >= 0 && num(x.last_heartbeat_ms) < 5_000), `last_heartbeat_ms ${String(x.last_heartbeat_ms)}`);
         assert.ok(num(x.replication_lag_bytes) >= 0);
       }
+      // Beside the Raft address, each member's PostgreSQL (each sidecar records its own; every node shows all).
+      const pgAddrs = await settled(
+        n,
+        "SELECT node_id, postgres_address FROM pgraft_get_nodes() ORDER BY node_id",
+        (rows) => rows.every((x) => x.postgres_address !== null),
+        `every member's PostgreSQL address, as node ${n.id} sees it`,
+      );
+      assert.deepEqual(
+        pgAddrs.rows.map((x) => [x.node_id, x.postgres_address]),
+        c.nodes.map((m) => [m.id, `127.0.0.1:${m.pg.server.port}`]),
+      );
 
       const vol = await n.query<Row>(SEED.logVolume);
       assert.deepEqual(columns(vol), ["first_index", "last_index", "total_entries", "disk_usage_mb"]);
