@@ -41,7 +41,8 @@ import type { Assembled } from "./decoder.js";
 import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
 import { ApplySession, BATCH_SETUP, qualified, type SessionOptions } from "./session.js";
 import { applyOneByOne, locateRow } from "./slow-path.js";
-import { deleteManySql, fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql, updateManySql, type TableMeta } from "./statements.js";
+import { resolvingDeleteSql, resolvingInsertSql, resolvingUpdateSql } from "./resolving-statements.js";
+import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql, type TableMeta } from "./statements.js";
 import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type Value } from "./types.js";
 
 export type { NodeRef } from "./session.js";
@@ -56,6 +57,8 @@ export interface ApplierOptions extends Omit<SessionOptions, "onError"> {
   onDurable?: (lsn: bigint) => void;
   /** Called once when the applier failed (connection lost, a change that cannot be applied); it is unusable afterwards. */
   onFailure?: (e: Error) => void;
+  /** Log update_origin_change conflicts the incoming change won (default: not, as PGD). */
+  logOriginChange?: () => boolean;
 }
 
 export interface ApplierStats {
@@ -63,8 +66,44 @@ export interface ApplierStats {
   appliedChanges: number;
   skippedTransactions: number;
   conflicts: number;
-  /** Transactions redone on the slow path (a conflict or an error on the fast path). */
+  /** Conflicts by `type/resolution` (insert_exists/apply_remote, …), logged or not. */
+  conflictsByKind: Map<string, number>;
+  /** Transactions redone on the slow path (an error, a tie, a table without a primary key meeting another node's row). */
   slowPathTransactions: number;
+}
+
+export function emptyStats(): ApplierStats {
+  return { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, conflicts: 0, conflictsByKind: new Map(), slowPathTransactions: 0 };
+}
+
+/** `a` + `b` (a new object). */
+export function sumStats(a: ApplierStats, b: ApplierStats | undefined): ApplierStats {
+  const kinds = new Map(a.conflictsByKind);
+  for (const [k, n] of b?.conflictsByKind ?? []) kinds.set(k, (kinds.get(k) ?? 0) + n);
+  return {
+    appliedTransactions: a.appliedTransactions + (b?.appliedTransactions ?? 0),
+    appliedChanges: a.appliedChanges + (b?.appliedChanges ?? 0),
+    skippedTransactions: a.skippedTransactions + (b?.skippedTransactions ?? 0),
+    conflicts: a.conflicts + (b?.conflicts ?? 0),
+    conflictsByKind: kinds,
+    slowPathTransactions: a.slowPathTransactions + (b?.slowPathTransactions ?? 0),
+  };
+}
+
+/** Count the conflicts a committed batch reports (each resolving statement's `pgraft_conflicts`: `type/resolution=n,…`). */
+export function countConflicts(stats: ApplierStats, results: unknown): void {
+  for (const r of Array.isArray(results) ? results : [results]) {
+    const rows = (r as { rows?: Record<string, unknown>[] } | undefined)?.rows;
+    const text = rows?.[0]?.pgraft_conflicts;
+    if (typeof text !== "string") continue;
+    for (const part of text.split(",")) {
+      const at = part.lastIndexOf("=");
+      const kind = part.slice(0, at);
+      const n = Number(part.slice(at + 1));
+      stats.conflicts += n;
+      stats.conflictsByKind.set(kind, (stats.conflictsByKind.get(kind) ?? 0) + n);
+    }
+  }
 }
 
 interface Item {
@@ -80,6 +119,8 @@ interface Item {
 /** One Query on the wire: the transactions whose COMMIT it carries. */
 interface Batch {
   commits: Item[];
+  /** What the server answered (one result per statement), once it did. */
+  results?: unknown;
 }
 
 /**
@@ -121,7 +162,7 @@ export class Applier {
   durableLsn = 0n;
   /** The last transaction committed (durable or not). */
   committedLsn = 0n;
-  readonly stats: ApplierStats = { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, conflicts: 0, slowPathTransactions: 0 };
+  readonly stats: ApplierStats = emptyStats();
 
   constructor(opts: ApplierOptions) {
     this.opts = opts;
@@ -278,39 +319,55 @@ export class Applier {
   /** The statements of one transaction between its BEGIN and COMMIT: its setup and its changes (the setup folded into a lone statement). */
   private transactionSql(tx: RemoteTransaction, prev: bigint): string[] {
     const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), literal(formatLsn(prev))];
+    const context = [literal(microsToTimestamptz(tx.commitTime)), literal(formatLsn(tx.commitLsn)), this.opts.logOriginChange?.() ? "true" : "false", literal(this.session.writersJson())];
     const list = [...batches(tx.changes, (rel) => this.session.meta(rel))];
     const only = list.length === 1 ? list[0]! : undefined;
-    if (only && only[0]!.kind !== "truncate") return [this.changeSql(only, setup)];
-    return [executeSql(BATCH_SETUP, setup), ...list.map((b) => this.changeSql(b))];
+    if (only && only[0]!.kind !== "truncate") return [this.changeSql(only, context, setup)];
+    return [executeSql(BATCH_SETUP, setup), ...list.map((b) => this.changeSql(b, context))];
   }
 
   /**
-   * One statement: a change, or a run of inserts into one table with the same
-   * columns as one multi-row INSERT. `solo`: the statement is the whole
-   * transaction, these are its setup arguments (statements.ts soloSetup).
+   * One statement: a change, or a run of one table's inserts, updates or
+   * deletes. On a table with a primary key a run (of one change or many)
+   * resolves its conflicts in line (resolving-statements.ts; `context`: the
+   * transaction's commit time and LSN, the logging switch, the writers);
+   * elsewhere a change that meets another node's row raises and goes to the
+   * slow path. `solo`: the statement is the whole transaction, these are its
+   * setup arguments (statements.ts soloSetup).
    */
-  private changeSql(batch: Change[], solo?: string[]): string {
+  private changeSql(batch: Change[], context: string[], solo?: string[]): string {
     const s = this.session;
     const one = solo !== undefined;
     const tag = one ? "s" : "";
-    const tail = solo ?? [];
+    const tail = [...context, ...(solo ?? [])];
     const first = batch[0]!;
-    if (batch.length > 1 && first.kind !== "truncate") {
+    const names = { localNode: this.opts.localNode.name, peer: this.opts.peer.name };
+    const resolving = first.kind !== "truncate" && s.meta(first.rel).key !== null && runShape(first, (rel) => s.meta(rel)).shape !== "";
+    if (resolving) {
       const meta = s.meta(first.rel);
       const column = (i: number, row: (ch: Change) => Value[]): string => arrayLiteral(batch.map((ch) => row(ch)[i]));
-      const count = literal(String(batch.length));
       if (first.kind === "delete") {
         const keys = meta.key!.map((i) => column(i, (ch) => (ch as Extract<Change, { kind: "delete" }>).old));
-        return executeSql(s.batchShape(meta, `${tag}D`, () => deleteManySql(meta, s.roident, one)), [...keys, count, ...tail]);
+        return executeSql(s.batchShape(meta, `${tag}D`, () => resolvingDeleteSql(meta, s.roident, names, one)), [...keys, ...tail]);
       }
-      const mask = presentMask(first.new);
+      const ch0 = first as Extract<Change, { kind: "insert" | "update" }>;
+      const mask = presentMask(ch0.new);
       const newRow = (ch: Change): Value[] => (ch as Extract<Change, { kind: "insert" | "update" }>).new;
       const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [column(i, newRow)] : []));
-      if (first.kind === "insert") return executeSql(s.batchShape(meta, `${tag}I${mask}`, () => insertManySql(meta, mask, one)), [...values, ...tail]);
+      if (first.kind === "insert") return executeSql(s.batchShape(meta, `${tag}I${mask}`, () => resolvingInsertSql(meta, mask, s.roident, names, one)), [...values, ...tail]);
       const keys = meta.key!.map((i) => column(i, newRow));
-      return executeSql(s.batchShape(meta, `${tag}U${mask}`, () => updateManySql(meta, mask, s.roident, one)), [...values, ...keys, count, ...tail]);
+      return executeSql(s.batchShape(meta, `${tag}U${mask}`, () => resolvingUpdateSql(meta, mask, s.roident, names, one)), [...values, ...keys, ...tail]);
     }
-    const args = (vs: (string | null)[]): string[] => [...vs.map(literal), ...tail];
+    const plainTail = solo ?? [];
+    if (batch.length > 1 && first.kind === "insert") {
+      // Inserts into a table without a primary key (nothing identifies "the same row": no conflict).
+      const meta = s.meta(first.rel);
+      const mask = presentMask(first.new);
+      const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [arrayLiteral(batch.map((ch) => (ch as Extract<Change, { kind: "insert" }>).new[i]))] : []));
+      return executeSql(s.batchShape(meta, `${tag}N${mask}`, () => insertManySql(meta, mask, one)), [...values, ...plainTail]);
+    }
+    if (batch.length > 1) throw new Error(`a run of ${batch.length} ${first.kind} changes on a table without a primary key`);
+    const args = (vs: (string | null)[]): string[] => [...vs.map(literal), ...plainTail];
     switch (first.kind) {
       case "insert": {
         const meta = s.meta(first.rel);
@@ -375,7 +432,10 @@ export class Applier {
     const batch: Batch = { commits };
     this.inFlight.push(batch);
     void this.session.query({ text: parts.join("") }).then(
-      () => this.answered(batch, undefined),
+      (results) => {
+        batch.results = results;
+        this.answered(batch, undefined);
+      },
       (e: unknown) => this.answered(batch, e ?? new Error("batch failed")),
     );
   }
@@ -402,6 +462,8 @@ export class Applier {
     this.wakeWaiters();
     if (this.failed || this.closed) return;
     if (error === undefined && !this.recovering) {
+      // A batch answered whole: all its statements' work committed (a huge transaction's first part commits with its last batch; counted now all the same).
+      countConflicts(this.stats, batch.results);
       for (const item of batch.commits) this.committed(item);
       this.advance();
       this.kick();
@@ -473,7 +535,10 @@ export class Applier {
       } else {
         this.sendPos = this.items.indexOf(failedItem) + 1;
         this.opts.log.debug("redoing a transaction on the slow path", { peer: this.opts.peer.name, end: formatLsn(failedItem.endLsn), cause: errorText(r.error) });
-        this.stats.conflicts += await applyOneByOne({ session: this.session, localNode: this.opts.localNode, peer: this.opts.peer, log: this.opts.log }, failedItem.tx!);
+        this.stats.conflicts += await applyOneByOne(
+          { session: this.session, localNode: this.opts.localNode, peer: this.opts.peer, log: this.opts.log, logOriginChange: this.opts.logOriginChange?.() ?? false },
+          failedItem.tx!,
+        );
         this.stats.slowPathTransactions++;
         this.chainLsn = failedItem.endLsn;
         failedItem.sync = true; // the slow path commits synchronously

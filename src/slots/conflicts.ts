@@ -3,30 +3,38 @@
 // The local row's version is its commit timestamp and the origin (node) that
 // wrote it (pg_xact_commit_timestamp_origin(xmin); the applier commits every
 // remote transaction with the upstream's commit timestamp, so these are the
-// *origin* commit timestamps on every node). Rules:
-// - insert_exists (the key is already here)        → the newer change wins
-// - update_differing (the row was last written by another node than the one
-//   sending this update)                            → the newer change wins
-// - update_missing (no such row)                   → insert it
-// - delete_differing (as update_differing)         → the newer change wins
-// - delete_missing                                 → skip
+// *origin* commit timestamps on every node). Types and default resolutions
+// are PGD's (origin conflict detection):
+// - insert_exists (the key is already here)         → the newer row wins
+// - update_origin_change (the row was last written by another node than the
+//   one sending this update)                         → the newer change wins;
+//   logged when the local row stays, and when the update wins only with
+//   log_origin_change on (most updates of a multi-writer group are this)
+// - update_missing (no such row)                    → insert it
+// - delete_recently_updated (the local row, another node's, is newer than
+//   the delete)                                      → skip; a delete newer
+//   than another node's row is no conflict
+// - delete_missing                                  → skip
 // - insert_exists / update_exists on a unique index other than the key (the
 //   new row's values are another local row's)       → the newer change wins:
-//   the other row is deleted, or the change is skipped
+//   the other row is deleted, or the change is skipped (slow path only)
 // "Newer": the later commit timestamp; on a tie the higher node id. A row
 // written before track_commit_timestamp was on (no timestamp), or earlier in
 // this very transaction, is no conflict: the change applies.
-// Every conflict becomes a row in pgraft.conflict_history, in the same local
-// transaction as the change, so the history never disagrees with the data.
+// The fast path decides all but the unique-index and tie cases inside its
+// statements (resolving-statements.ts); the slow path (slow-path.ts) decides
+// the same way, change by change. Every logged conflict is a row in
+// pgraft.conflict_history, in the same local transaction as the change, so
+// the history never disagrees with the data.
 //
 // Deletes leave no tombstone: a delete racing an older update elsewhere can
-// resurrect the row there through update_missing → insert (the rule the issue
-// asks for). Tombstones would be the fix, if that matters.
+// resurrect the row there through update_missing → insert. Tombstones would
+// be the fix, if that matters.
 import type pg from "pg";
 import { CONFLICT_TABLE } from "./local-objects.js";
 import { formatLsn, microsToTimestamptz } from "./lsn.js";
 
-export type ConflictType = "insert_exists" | "update_exists" | "update_differing" | "update_missing" | "delete_differing" | "delete_missing";
+export type ConflictType = "insert_exists" | "update_exists" | "update_origin_change" | "update_missing" | "delete_recently_updated" | "delete_missing";
 /** apply_remote: the incoming change was applied; keep_local: the local row stays; insert_remote: the update became an insert; skip: nothing to do. */
 export type Resolution = "apply_remote" | "keep_local" | "insert_remote" | "skip";
 

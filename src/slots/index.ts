@@ -66,6 +66,8 @@ export interface DataPlaneOptions {
   /** A receiver stops reading its stream while this many transactions wait to be durable (default 5000). */
   maxBacklog?: number;
   onStateChange?: (e: StateChange) => void;
+  /** Log update_origin_change conflicts the incoming change won (default: not, as PGD; read for every transaction). */
+  logOriginChange?: () => boolean;
 }
 
 /** Where this node stands with a peer's changes once it stopped receiving from it. */
@@ -221,6 +223,7 @@ export class DataPlane {
       windowTransactions: this.opts.windowTransactions,
       maxBacklog: this.opts.maxBacklog,
       onStateChange: this.opts.onStateChange,
+      ...(this.opts.logOriginChange ? { logOriginChange: this.opts.logOriginChange } : {}),
     });
     this.receivers.set(p.name, r);
     r.start();

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS pgraft.conflict_history (
   remote_commit_lsn pg_lsn
 );
 COMMENT ON TABLE pgraft.conflict_history IS
-  'One row per replication conflict met while applying a peer''s change (pgraft data plane): insert_exists, update_exists, update_differing, update_missing, delete_differing, delete_missing';
+  'One row per replication conflict met while applying a peer''s change (pgraft data plane): insert_exists, update_exists, update_origin_change, update_missing, delete_recently_updated, delete_missing';
 CREATE OR REPLACE FUNCTION pgraft.apply_guard(ok boolean) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN

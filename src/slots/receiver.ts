@@ -45,7 +45,7 @@
 // for a parted node a moment before that node's data plane stops.
 import type pg from "pg";
 import { LogicalReplicationService } from "pg-logical-replication";
-import { Applier, type ApplierStats, type NodeRef } from "./applier.js";
+import { Applier, emptyStats, sumStats, type ApplierStats, type NodeRef } from "./applier.js";
 import { clientConfig, connectClient, destroyClient, sqlState } from "./connection.js";
 import { TextPgoutputPlugin, TransactionAssembler } from "./decoder.js";
 import { formatLsn, maxLsn, parseLsn } from "./lsn.js";
@@ -70,6 +70,8 @@ export interface StateChange {
 
 export interface ReceiverOptions {
   localDsn: string;
+  /** Log update_origin_change conflicts the incoming change won (applier.ts). */
+  logOriginChange?: () => boolean;
   localNode: NodeRef;
   peer: PeerSpec;
   db: string;
@@ -150,7 +152,7 @@ export class Receiver {
   /** When the slot was first found missing although we had streamed from it. */
   private vanishedAt: number | undefined;
   private readonly outage: Outage;
-  private readonly totals: ApplierStats = { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, conflicts: 0, slowPathTransactions: 0 };
+  private totals: ApplierStats = emptyStats();
 
   constructor(opts: ReceiverOptions) {
     this.opts = opts;
@@ -286,6 +288,7 @@ export class Receiver {
       members: o.members,
       log: o.log,
       windowTransactions: o.windowTransactions,
+      ...(o.logOriginChange ? { logOriginChange: o.logOriginChange } : {}),
       onDurable: (lsn) => this.onDurable(lsn),
       onFailure: (e) => this.breakSession(e),
     });
@@ -511,23 +514,11 @@ export class Receiver {
   }
 
   private statsNow(): ApplierStats {
-    const cur = this.applier?.stats;
-    const t = this.totals;
-    return {
-      appliedTransactions: t.appliedTransactions + (cur?.appliedTransactions ?? 0),
-      appliedChanges: t.appliedChanges + (cur?.appliedChanges ?? 0),
-      skippedTransactions: t.skippedTransactions + (cur?.skippedTransactions ?? 0),
-      conflicts: t.conflicts + (cur?.conflicts ?? 0),
-      slowPathTransactions: t.slowPathTransactions + (cur?.slowPathTransactions ?? 0),
-    };
+    return sumStats(this.totals, this.applier?.stats);
   }
 
   private addStats(s: ApplierStats): void {
-    this.totals.appliedTransactions += s.appliedTransactions;
-    this.totals.appliedChanges += s.appliedChanges;
-    this.totals.skippedTransactions += s.skippedTransactions;
-    this.totals.conflicts += s.conflicts;
-    this.totals.slowPathTransactions += s.slowPathTransactions;
+    this.totals = sumStats(this.totals, s);
   }
 }
 

@@ -57,6 +57,7 @@ export class ApplySession {
   /** roident → origin name. */
   private origins = new Map<number, string>();
   private originsReadAt = 0;
+  private writers: { at: number; json: string } | undefined;
   private readonly metas = new WeakMap<RelationDesc, TableMeta>();
   private readonly relIds = new WeakMap<RelationDesc, number>();
   private nextRelId = 1;
@@ -191,6 +192,8 @@ export class ApplySession {
 
   /** Learn (once per Relation message) how each table of `tx` is keyed here and its columns' local types. */
   async ensureMetas(tx: RemoteTransaction): Promise<void> {
+    // A quiet moment (nothing in flight): learn origins created since (a member that joined), for the history's writer names.
+    if (Date.now() - this.originsReadAt > 1_000) await this.refreshOrigins();
     for (const ch of tx.changes) {
       if (ch.kind === "truncate" || this.metas.has(ch.rel)) continue;
       const rel = ch.rel;
@@ -233,6 +236,24 @@ export class ApplySession {
     if (!this.origins.has(roident) || Date.now() - this.originsReadAt > 1_000) await this.refreshOrigins();
     const name = this.origins.get(roident);
     return name === undefined ? undefined : this.opts.members().get(name);
+  }
+
+  /**
+   * The writers as the resolving statements' history wants them: JSON of
+   * roident → member name (0: this node), for every origin known here that
+   * belongs to a member. Rebuilt when the origins were read again.
+   */
+  writersJson(): string {
+    if (this.writers?.at !== this.originsReadAt) {
+      const out: Record<string, string> = { "0": this.opts.localNode.name };
+      const members = this.opts.members();
+      for (const [id, name] of this.origins) {
+        const m = members.get(name);
+        if (m) out[String(id)] = m.name;
+      }
+      this.writers = { at: this.originsReadAt, json: JSON.stringify(out) };
+    }
+    return this.writers.json;
   }
 
   private async refreshOrigins(): Promise<void> {

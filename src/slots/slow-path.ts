@@ -29,6 +29,8 @@ interface LocalRow {
 
 export interface SlowPathContext {
   session: ApplySession;
+  /** Log update_origin_change conflicts the incoming change won. */
+  logOriginChange: boolean;
   localNode: NodeRef;
   peer: NodeRef;
   log: SlotsLogger;
@@ -105,7 +107,11 @@ async function applyChange(ctx: SlowPathContext, ch: Change, tx: RemoteTransacti
     else await s.prepared(meta, "dc", () => deleteByCtidSql(meta), [local.ctid]);
   }
   if (same) return conflicts;
-  return conflicts + (await conflict(ch.kind === "update" ? "update_differing" : "delete_differing", applied ? "apply_remote" : "keep_local"));
+  // As the fast path decides (resolving-statements.ts): a delete newer than another node's row is no conflict;
+  // an update that wins over it is logged only when asked (PGD's default).
+  if (ch.kind === "delete") return win ? conflicts : conflicts + (await conflict("delete_recently_updated", "skip"));
+  if (applied && !ctx.logOriginChange) return conflicts + 1;
+  return conflicts + (await conflict("update_origin_change", applied ? "apply_remote" : "keep_local"));
 }
 
 /** A write's fate: applied (perhaps after deleting rows it collided with), or skipped; and the conflicts it met. */

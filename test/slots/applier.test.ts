@@ -1,8 +1,8 @@
 // The applier against one real server, driven directly: thousands of
 // transactions submitted at once go out in batches; conflicts in the middle
-// of a batch and inside a transaction that spans batches send those
-// transactions to the slow path while everything around them still commits
-// once, in order; values that need quoting arrive exactly.
+// of a batch and inside a transaction that spans batches are resolved in line
+// (no batch aborts, nothing goes to the slow path) while everything around
+// them still commits once, in order; values that need quoting arrive exactly.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Applier } from "../../src/slots/applier.js";
@@ -103,8 +103,10 @@ describe("applier batches", () => {
       for (const s of AWKWARD) assert.ok(rows.some((r) => r.v === s), `value ${JSON.stringify(s)} arrived exactly`);
       assert.ok(rows.some((r) => r.v === null), "NULL arrived as NULL");
 
-      // Exactly the three collisions went the slow way (a double apply would have been an insert_exists too).
-      assert.equal(ap.stats.slowPathTransactions, 3);
+      // Exactly the three collisions were conflicts, resolved in line (a double apply would have been an insert_exists too).
+      assert.equal(ap.stats.slowPathTransactions, 0);
+      assert.equal(ap.stats.conflicts, 3);
+      assert.deepEqual([...ap.stats.conflictsByKind], [["insert_exists/keep_local", 3]]);
       assert.equal(ap.stats.appliedTransactions, txs.length);
       const conflicts = await readConflicts(n.client);
       assert.deepEqual(
@@ -148,7 +150,7 @@ describe("applier batches", () => {
     }
   });
 
-  test("runs of updates and deletes by key go as one statement each; a row changed here meanwhile sends its transaction to the slow path", async () => {
+  test("runs of updates and deletes by key go as one statement each; a row changed here meanwhile is a conflict decided in line", async () => {
     await n.client.query("CREATE TABLE u (id int PRIMARY KEY, v text)");
     const urel: RelationDesc = { ...rel, oid: 2, name: "u" };
     const origin = originName(DB, "g", "up2");
@@ -170,18 +172,19 @@ describe("applier batches", () => {
       await ap.submit({ kind: "apply", tx: tx(changes) });
       assert.equal(ap.stats.slowPathTransactions, 0, "no conflict: the fast path applied it");
 
-      // Row 5 is changed here, now (newer than the remote versions): the run that updates it fails its row count,
-      // and the whole transaction is redone change by change: row 5 keeps the local value, the rest apply.
+      // Row 5 is changed here, now (newer than the remote versions): the run that updates it keeps row 5's
+      // local value (update_origin_change, keep_local) and applies the rest, in the same statement.
       await n.client.query("UPDATE u SET v = 'changed here' WHERE id = 5");
       const second = [...Array.from({ length: 10 }, (_, i) => upd(i + 1, `w${i + 1}`)), del(600)];
       model.set(5, "changed here");
       await ap.submit({ kind: "apply", tx: tx(second) });
-      assert.equal(ap.stats.slowPathTransactions, 1);
+      assert.equal(ap.stats.slowPathTransactions, 0);
+      assert.deepEqual([...ap.stats.conflictsByKind], [["update_origin_change/keep_local", 1]]);
 
       const rows = (await n.client.query<{ id: string; v: string }>("SELECT id::text, v FROM u ORDER BY u.id")).rows;
       assert.deepEqual(rows, [...model].sort((x, y) => x[0] - y[0]).map(([id, v]) => ({ id: String(id), v })));
       const c = (await readConflicts(n.client)).filter((r) => r.table_name === '"public"."u"');
-      assert.deepEqual(c.map((r) => [r.key, r.conflict_type, r.resolution]), [['{"id": "5"}', "update_differing", "keep_local"]]);
+      assert.deepEqual(c.map((r) => [r.key, r.conflict_type, r.resolution]), [['{"id": "5"}', "update_origin_change", "keep_local"]]);
     } finally {
       await ap.close();
     }

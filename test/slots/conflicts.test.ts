@@ -33,11 +33,11 @@ describe("conflicts", () => {
   });
 
   /** Stop replication both ways, run `writes` (on both nodes), start it again and wait until both agree. */
-  async function disconnected(writes: () => Promise<void>, tables = ["c"]): Promise<void> {
+  async function disconnected(writes: () => Promise<void>, tables = ["c"], extra: Parameters<typeof startPlane>[2] = {}): Promise<void> {
     await waitCaughtUp(nodes);
     await Promise.all(nodes.map((n) => n.plane!.stop()));
     await writes();
-    await Promise.all(nodes.map((n) => startPlane(nodes, n)));
+    await Promise.all(nodes.map((n) => startPlane(nodes, n, extra)));
     await waitConverged(nodes, tables);
     await waitCaughtUp(nodes);
   }
@@ -45,7 +45,7 @@ describe("conflicts", () => {
   const rows = async (n: TestNode, sql = "SELECT id::text, v FROM c ORDER BY id") => (await n.client.query<{ id: string; v: string }>(sql)).rows;
   const conflicts = async (n: TestNode, id: number): Promise<ConflictRow[]> => (await readConflicts(n.client)).filter((r) => r.key === `{"id": "${id}"}`);
 
-  test("concurrent updates of one row: the later commit wins on both nodes, both conflicts recorded", async () => {
+  test("concurrent updates of one row: the later commit wins on both nodes; the losing side's update_origin_change is logged", async () => {
     await a.client.query("INSERT INTO c VALUES (1, 'initial')");
     await waitConverged(nodes, ["c"]);
     await disconnected(async () => {
@@ -54,24 +54,41 @@ describe("conflicts", () => {
       await b.client.query("UPDATE c SET v = 'from b (later)' WHERE id = 1");
     });
     for (const n of nodes) assert.deepEqual(await rows(n), [{ id: "1", v: "from b (later)" }], n.name);
-    const [ca] = await conflicts(a, 1);
-    assert.ok(ca, "a recorded the conflict");
-    assert.equal(ca.conflict_type, "update_differing");
-    assert.equal(ca.resolution, "apply_remote");
-    assert.equal(ca.local_node, "a");
-    assert.equal(ca.origin_node, "b");
-    assert.equal(ca.local_origin, "a");
-    assert.match(ca.local_tuple ?? "", /from a \(earlier\)/);
-    assert.match(ca.remote_tuple ?? "", /from b \(later\)/);
-    assert.ok(ca.local_commit_ts! < ca.remote_commit_ts, `${ca.local_commit_ts} < ${ca.remote_commit_ts}`);
+    // On a, b's newer update replaced a's row: an update_origin_change that PGD does not log by default.
+    assert.deepEqual(await conflicts(a, 1), [], "a logs nothing by default");
     const [cb] = await conflicts(b, 1);
     assert.ok(cb, "b recorded the conflict");
-    assert.equal(cb.conflict_type, "update_differing");
+    assert.equal(cb.conflict_type, "update_origin_change");
     assert.equal(cb.resolution, "keep_local");
+    assert.equal(cb.local_node, "b");
     assert.equal(cb.origin_node, "a");
-    // Both sides saw the same two versions.
-    assert.equal(cb.local_commit_ts, ca.remote_commit_ts);
-    assert.equal(cb.remote_commit_ts, ca.local_commit_ts);
+    assert.equal(cb.local_origin, "b");
+    assert.match(cb.local_tuple ?? "", /from b \(later\)/);
+    assert.match(cb.remote_tuple ?? "", /from a \(earlier\)/);
+    assert.ok(cb.local_commit_ts! > cb.remote_commit_ts, `${cb.local_commit_ts} > ${cb.remote_commit_ts}`);
+  });
+
+  test("with log_origin_change on, the update that wins is logged too: both sides saw the same two versions", async () => {
+    await a.client.query("INSERT INTO c VALUES (6, 'initial')");
+    await waitConverged(nodes, ["c"]);
+    await disconnected(
+      async () => {
+        await a.client.query("UPDATE c SET v = 'from a (earlier)' WHERE id = 6");
+        await pause(5);
+        await b.client.query("UPDATE c SET v = 'from b (later)' WHERE id = 6");
+      },
+      ["c"],
+      { logOriginChange: () => true },
+    );
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM c WHERE id = 6"), [{ id: "6", v: "from b (later)" }], n.name);
+    const [ca] = await conflicts(a, 6);
+    assert.ok(ca, "a recorded the conflict");
+    assert.deepEqual([ca.conflict_type, ca.resolution, ca.local_origin, ca.origin_node], ["update_origin_change", "apply_remote", "a", "b"]);
+    assert.match(ca.local_tuple ?? "", /from a \(earlier\)/, "the local row as it was before");
+    const [cb] = await conflicts(b, 6);
+    assert.deepEqual([cb?.conflict_type, cb?.resolution], ["update_origin_change", "keep_local"]);
+    assert.equal(cb!.local_commit_ts, ca.remote_commit_ts);
+    assert.equal(cb!.remote_commit_ts, ca.local_commit_ts);
   });
 
   test("the same key inserted on both: insert_exists, the later insert wins", async () => {
@@ -133,7 +150,7 @@ describe("conflicts", () => {
     );
     assert.deepEqual(
       (await conflicts(a, 3)).map((r) => [r.conflict_type, r.resolution]),
-      [["delete_differing", "keep_local"]],
+      [["delete_recently_updated", "skip"]],
     );
   });
 
@@ -183,7 +200,7 @@ describe("conflicts", () => {
 
     const rel: RelationDesc = { oid: 1, schema: "public", name: "tie", replicaIdentity: "default", columns: [{ name: "id", typeOid: 23 }, { name: "v", typeOid: 25 }] };
     const apply = async (peer: { name: string; id: number }, v: string) => {
-      const ap = new Applier({ localDsn: a.dsn, localNode: { name: "a", id: 1 }, peer, originName: originName(DB, "g1", peer.name), members: () => members, log: testLogger("a") });
+      const ap = new Applier({ localDsn: a.dsn, localNode: { name: "a", id: 1 }, peer, originName: originName(DB, "g1", peer.name), members: () => members, log: testLogger("a"), logOriginChange: () => true });
       const resume = await ap.connect();
       await ap.submit({ kind: "apply", tx: { xid: 1, commitLsn: resume + 100n, endLsn: resume + 200n, commitTime: T, changes: [{ kind: "update", rel, old: null, new: ["1", v] }] } });
       await ap.close();
@@ -196,8 +213,8 @@ describe("conflicts", () => {
     assert.deepEqual(
       tie.map((r) => [r.origin_node, r.local_origin, r.conflict_type, r.resolution, r.local_commit_ts === r.remote_commit_ts]),
       [
-        ["n2", "n3", "update_differing", "keep_local", true],
-        ["n4", "n3", "update_differing", "apply_remote", true],
+        ["n2", "n3", "update_origin_change", "keep_local", true],
+        ["n4", "n3", "update_origin_change", "apply_remote", true],
       ],
     );
   });

@@ -141,7 +141,7 @@ describe("PostgreSQL restarted under a running sidecar", { timeout: 400_000 }, (
           assert.deepEqual(doubled.rows, [], `node ${n.id}: no row of the table without a primary key applied twice`);
           // The only conflicts: the first update from beta of a seed row alpha wrote (its writer changes). An insert applied twice would be insert_exists.
           const conflicts = await n.query(
-            "SELECT conflict_type, key::text, count(*)::int AS n FROM pgraft.conflict_history WHERE conflict_type <> 'update_differing' OR key::text NOT LIKE '%seed-%' GROUP BY 1, 2 LIMIT 5",
+            "SELECT conflict_type, key::text, count(*)::int AS n FROM pgraft.conflict_history WHERE conflict_type <> 'update_origin_change' OR key::text NOT LIKE '%seed-%' GROUP BY 1, 2 LIMIT 5",
           );
           assert.deepEqual(conflicts.rows, [], `node ${n.id}: no conflict but a seed row's change of writer`);
         }

@@ -17,7 +17,8 @@ import {
   publicationName,
   shortHash,
 } from "../../src/slots/naming.js";
-import { deleteManySql, fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, updateManySql, type TableMeta } from "../../src/slots/statements.js";
+import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, type TableMeta } from "../../src/slots/statements.js";
+import { resolvingDeleteSql, resolvingInsertSql, resolvingUpdateSql } from "../../src/slots/resolving-statements.js";
 import { batches } from "../../src/slots/applier.js";
 import type { RelationDesc } from "../../src/slots/types.js";
 
@@ -260,13 +261,23 @@ describe("statements", () => {
   const pk: TableMeta = { rel, qualified: '"public"."T x"', key: [0], types, otherUnique: false };
   const full: TableMeta = { rel, qualified: '"public"."T x"', key: null, types, otherUnique: false };
 
-  test("runs of updates and deletes by key: one statement each, with the row count checked", () => {
-    const u = updateManySql(pk, "110", 7).text;
-    assert.match(u, /^WITH w AS \(UPDATE "public"\."T x" l SET "id" = u\.c1::integer, "v" = u\.c2::text FROM unnest\(\$1::text\[\], \$2::text\[\], \$3::text\[\]\) AS u\(c1, c2, k1\) WHERE l\."id" = u\.k1::integer AND /);
-    assert.match(u, /CASE WHEN count\(\*\) = \$4::int THEN NULL ELSE pgraft\.apply_guard\(false\) END/);
-    const d = deleteManySql(pk, 7).text;
-    assert.match(d, /^WITH w AS \(DELETE FROM "public"\."T x" l USING unnest\(\$1::text\[\]\) AS u\(k1\) WHERE l\."id" = u\.k1::integer AND .*count\(\*\) = \$2::int/);
-    assert.throws(() => updateManySql(full, "110", 7), /need a primary key/);
+  test("runs by key resolve in line: lock, decide, write by ctid, log, check; a table without a key is refused", () => {
+    const names = { localNode: "a", peer: "b" };
+    const u = resolvingUpdateSql(pk, "110", 7, names).text;
+    // The new values, then the key as a column of its own, then the four context params.
+    assert.match(u, /^WITH u AS \(SELECT \* FROM unnest\(\$1::text\[\], \$2::text\[\], \$3::text\[\]\) WITH ORDINALITY AS u\(c1, c2, c3, ord\)\), ctx AS \(SELECT \$4::timestamptz, \$5::pg_lsn, \$6::boolean, \$7::jsonb\)/);
+    assert.match(u, /JOIN "public"\."T x" l ON l\."id" = u\.c3::integer FOR UPDATE OF l/);
+    assert.match(u, /\(cur\.o\)\.roident = 7/, "rows this peer wrote last are no conflict");
+    assert.match(u, /'update_origin_change'.*'update_missing', 'insert_remote'/);
+    assert.match(u, /\(NOT d\.win OR \$6::boolean\) AS logged/);
+    const d = resolvingDeleteSql(pk, 7, names).text;
+    assert.match(d, /DELETE FROM "public"\."T x" l USING d WHERE l\.ctid = d\.tid AND d\.win/);
+    assert.match(d, /'delete_recently_updated'.*'delete_missing', 'skip'/);
+    const i = resolvingInsertSql(pk, "111", 7, names, true).text;
+    assert.match(i, /ON CONFLICT \("id"\) DO NOTHING RETURNING "id"/);
+    assert.match(i, /pg_replication_origin_xact_setup\(\$8::pg_lsn, \$9::timestamptz\)/, "a lone transaction's setup after the context");
+    assert.throws(() => resolvingUpdateSql(full, "110", 7, names), /need a primary key/);
+    assert.throws(() => resolvingUpdateSql(pk, "000", 7, names), /needs a column to set/);
   });
 
   test("runs: same table and shape, each key at most once; an update that changes the key, or of a table without a key, stays alone", () => {

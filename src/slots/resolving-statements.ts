@@ -1,0 +1,219 @@
+// The fast path's statements for tables with a primary key: each applies a
+// run of one table's inserts, updates or deletes AND decides, row by row and
+// inside the one statement, every conflict those rows meet — last update
+// wins on the origin commit timestamps — and writes the conflicts to
+// pgraft.conflict_history in the same statement. A change that meets a row
+// another node wrote last is the normal case in a multi-writer group, so it
+// must not abort the batch (the slow path, slow-path.ts, stays for real
+// errors: a constraint no resolution satisfies, a unique index other than
+// the key, a tie of commit timestamps, a table without a primary key).
+//
+// Conflict types and default resolutions are PGD's (origin conflict
+// detection):
+// - insert_exists: the key is here already → the newer row wins (update if
+//   newer, else keep the local row);
+// - update_origin_change: the row was last written by another node than the
+//   one sending the update → the newer change wins; logged when the local
+//   row stays (keep_local), and when the update wins only if
+//   `log_origin_change` is on (PGD does not log it by default: in a
+//   multi-writer group it is most updates);
+// - update_missing: no such row → insert it (insert_remote);
+// - delete_recently_updated: the local row is newer than the delete → skip;
+//   a delete newer than another node's row applies without a conflict;
+// - delete_missing: no such row → skip.
+// A tie (equal commit timestamps, another writer) raises GUARD_SQLSTATE: the
+// slow path breaks it by node id, which needs the writer's member id.
+//
+// Each statement is one WITH query. Its sub-statements share one snapshot:
+// `cur` locks the rows the run targets (FOR UPDATE returns their newest
+// version), `d` decides, the data-modifying CTEs write by ctid, and the
+// history reads the local rows as they were before the statement. A row a
+// concurrent local transaction changed after the snapshot cannot be written
+// by ctid from it, so the final check (every decided write happened) raises
+// GUARD_SQLSTATE and the slow path redoes the transaction.
+//
+// Params: the run's values (text[] per column, element i = row i), then the
+// four context params (CONTEXT_PARAMS), then a one-statement transaction's
+// setup (statements.ts soloSetup).
+import { CONFLICT_TABLE } from "./local-objects.js";
+import { guardSql, quoteIdent, soloSetup, type Sql, type TableMeta } from "./statements.js";
+
+/**
+ * What every resolving statement takes after its rows: the transaction's
+ * commit time and commit LSN (for the decision and the history), whether to
+ * log update_origin_change rows the incoming change won, and the writers
+ * (JSON: roident → member name, for the history's local_origin).
+ */
+export const CONTEXT_PARAMS = 4;
+
+const lit = (s: string): string => `'${s.replace(/'/g, "''")}'`;
+
+interface Context {
+  ts: string;
+  lsn: string;
+  logOriginChange: string;
+  writers: string;
+}
+
+function contextRefs(first: number): Context {
+  return { ts: `$${first}::timestamptz`, lsn: `$${first + 1}::pg_lsn`, logOriginChange: `$${first + 2}::boolean`, writers: `$${first + 3}::jsonb` };
+}
+
+/** Names the context params' types whether or not a statement uses each (PREPARE needs every parameter's type). */
+const typed = (c: Context): string => `ctx AS (SELECT ${c.ts}, ${c.lsn}, ${c.logOriginChange}, ${c.writers})`;
+
+/** Who is applying what: names for the history rows. */
+export interface ResolveNames {
+  localNode: string;
+  peer: string;
+}
+
+/** The run's rows `u(c1…cn, ord)`: params $1…$n are text[], element i of each being row i's value. */
+function rowsCte(n: number): string {
+  const aliases = Array.from({ length: n }, (_, j) => `c${j + 1}`);
+  return `u AS (SELECT * FROM unnest(${aliases.map((_, j) => `$${j + 1}::text[]`).join(", ")}) WITH ORDINALITY AS u(${[...aliases, "ord"].join(", ")}))`;
+}
+
+/** Where a table column's value is in a run row: its alias number (1-based), or 0 when the run does not carry it. */
+type Position = (col: number) => number;
+
+/** Column `col`'s value in run row `alias` (a CTE with u's columns), typed, or as the text sent. */
+function valueRef(meta: TableMeta, pos: Position, col: number, alias = "u", typed = true): string {
+  const j = pos(col);
+  if (j < 1) throw new Error(`${meta.qualified}: column ${meta.rel.columns[col]!.name} is not among the run's values`);
+  return typed ? `${alias}.c${j}::${meta.types[col]!}` : `${alias}.c${j}`;
+}
+
+const column = (meta: TableMeta, i: number): string => quoteIdent(meta.rel.columns[i]!.name);
+
+/** `l`'s key columns equal run row `alias`'s. */
+function keyMatch(meta: TableMeta, l: string, pos: Position, alias = "u"): string {
+  return meta.key!.map((i) => `${l}.${column(meta, i)} = ${valueRef(meta, pos, i, alias)}`).join(" AND ");
+}
+
+/** Lock the local rows the run (rows of `from`) targets: `cur(ord, tid, o)` with o the writer's (timestamp, roident). */
+function lockedRows(meta: TableMeta, keyPos: Position, from = "u"): string {
+  return `cur AS MATERIALIZED (SELECT ${from}.ord, l.ctid AS tid, pg_xact_commit_timestamp_origin(l.xmin) AS o FROM ${from} JOIN ${meta.qualified} l ON ${keyMatch(meta, "l", keyPos, from)} FOR UPDATE OF l)`;
+}
+
+/**
+ * The decision per locked row: `same` (no conflict: written by this peer,
+ * by this transaction, or before commit timestamps were kept) and `win`
+ * (the incoming change is to be applied). `sameOrigin` false: every
+ * existing row is a conflict (an insert's).
+ */
+function decided(c: Context, peerRoident: number, sameOrigin: boolean): string {
+  const same = sameOrigin ? `((cur.o).roident IS NULL OR (cur.o).roident = ${peerRoident})` : "false";
+  const win =
+    `CASE WHEN ${same} OR (cur.o).timestamp IS NULL THEN true ` +
+    `WHEN (cur.o).timestamp <> ${c.ts} THEN (cur.o).timestamp < ${c.ts} ` +
+    // A tie: the slow path breaks it by node id.
+    `ELSE (pgraft.apply_guard(false) IS NULL) END`;
+  return `d AS MATERIALIZED (SELECT cur.ord, cur.tid, (cur.o).timestamp AS ts, (cur.o).roident AS ro, ${same} AS same, ${win} AS win FROM cur)`;
+}
+
+/**
+ * The history rows of `c(type, resolution, ord, tid, local_ts, ro, logged)`:
+ * key and remote row from the run's values, the local row as it was before
+ * the statement.
+ */
+function history(meta: TableMeta, names: ResolveNames, c: Context, keyPos: Position, remoteCols: number[] | null, pos: Position): string {
+  const object = (cols: number[], p: Position): string =>
+    `jsonb_object(ARRAY[${cols.map((i) => lit(meta.rel.columns[i]!.name)).join(", ")}]::text[], ARRAY[${cols.map((i) => valueRef(meta, p, i, "u", false)).join(", ")}]::text[])`;
+  return (
+    `hist AS (INSERT INTO ${CONFLICT_TABLE} (local_node, origin_node, table_name, conflict_type, resolution, key, local_tuple, remote_tuple, local_commit_ts, remote_commit_ts, local_origin, remote_commit_lsn) ` +
+    `SELECT ${lit(names.localNode)}, ${lit(names.peer)}, ${lit(meta.qualified)}, c.type, c.resolution, ${object(meta.key!, keyPos)}, ` +
+    `(SELECT to_jsonb(x) FROM ${meta.qualified} x WHERE x.ctid = c.tid), ${remoteCols ? object(remoteCols, pos) : "NULL::jsonb"}, c.local_ts, ${c.ts}, ` +
+    `CASE WHEN c.ro IS NULL THEN NULL ELSE COALESCE(${c.writers} ->> c.ro::text, 'origin ' || c.ro) END, ${c.lsn} ` +
+    `FROM c JOIN u ON u.ord = c.ord WHERE c.logged RETURNING 1)`
+  );
+}
+
+/** A conflict row of `c` from the decided rows (`d` joined). */
+const decidedConflict = (type: string, resolution: string, where: string, logged: string): string =>
+  `SELECT ${lit(type)}::text AS type, ${resolution}::text AS resolution, d.ord, d.tid, d.ts AS local_ts, d.ro, ${logged} AS logged FROM d WHERE ${where}`;
+/** A conflict row of `c` for run rows that found no local row. */
+const missingConflict = (type: string, resolution: string): string =>
+  `SELECT ${lit(type)}, ${lit(resolution)}, u.ord, NULL::tid, NULL::timestamptz, NULL::oid, true FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord)`;
+
+/** The final SELECT: the check, the conflicts met (`type/resolution=n,…`, NULL for none), and a lone transaction's setup. */
+function result(check: string, setupAt: number, solo: boolean): string {
+  return (
+    `SELECT ${guardSql(check)} AS ok, ` +
+    `(SELECT string_agg(g.type || '/' || g.resolution || '=' || g.n, ',') FROM (SELECT type, resolution, count(*) AS n FROM c GROUP BY 1, 2) g) AS pgraft_conflicts` +
+    (solo ? `, ${soloSetup(setupAt)}` : "")
+  );
+}
+
+const count = (cte: string, where = ""): string => `(SELECT count(*) FROM ${cte}${where ? ` WHERE ${where}` : ""})`;
+
+function columnsOf(meta: TableMeta, mask: string): number[] {
+  return meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [i] : []));
+}
+
+function requireKey(meta: TableMeta, what: string): void {
+  if (!meta.key) throw new Error(`${meta.qualified}: ${what} need a primary key`);
+}
+
+/** INSERTs of a run (params: one text[] per column of `mask`, then the context). */
+export function resolvingInsertSql(meta: TableMeta, mask: string, peerRoident: number, names: ResolveNames, solo = false): Sql {
+  requireKey(meta, "resolving inserts");
+  const cols = columnsOf(meta, mask);
+  const pos: Position = (col) => cols.indexOf(col) + 1;
+  const ref = (col: number): string => valueRef(meta, pos, col);
+  const c = contextRefs(cols.length + 1);
+  const keyList = meta.key!.map((i) => column(meta, i)).join(", ");
+  const text =
+    `WITH ${rowsCte(cols.length)}, ${typed(c)}, ` +
+    `ins AS (INSERT INTO ${meta.qualified} (${cols.map((i) => column(meta, i)).join(", ")}) SELECT ${cols.map(ref).join(", ")} FROM u ON CONFLICT (${keyList}) DO NOTHING RETURNING ${keyList}), ` +
+    // The rows whose key is here already.
+    `rest AS MATERIALIZED (SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ${keyMatch(meta, "ins", pos)})), ` +
+    `${lockedRows(meta, pos, "rest")}, ` +
+    `${decided(c, peerRoident, false)}, ` +
+    `upd AS (UPDATE ${meta.qualified} l SET ${cols.map((i) => `${column(meta, i)} = ${ref(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE l.ctid = d.tid AND d.win RETURNING 1), ` +
+    `c AS (${decidedConflict("insert_exists", "CASE WHEN d.win THEN 'apply_remote' ELSE 'keep_local' END", "true", "true")}), ` +
+    `${history(meta, names, c, pos, cols, pos)} ` +
+    result(`${count("upd")} = ${count("d", "d.win")} AND ${count("cur")} = ${count("rest")}`, cols.length + 1 + CONTEXT_PARAMS, solo);
+  return { text };
+}
+
+/** UPDATEs of a run by key, the key unchanged (params: one text[] per column of `mask`, one per key column, then the context). */
+export function resolvingUpdateSql(meta: TableMeta, mask: string, peerRoident: number, names: ResolveNames, solo = false): Sql {
+  requireKey(meta, "resolving updates");
+  const setCols = columnsOf(meta, mask);
+  if (!setCols.length) throw new Error(`${meta.qualified}: a resolving update needs a column to set`);
+  const key = meta.key!;
+  // The new values first, then the key's values as columns of their own.
+  const setPos: Position = (col) => setCols.indexOf(col) + 1;
+  const keyPos: Position = (col) => (key.includes(col) ? setCols.length + key.indexOf(col) + 1 : 0);
+  const setRef = (col: number): string => valueRef(meta, setPos, col);
+  const n = setCols.length + key.length;
+  const c = contextRefs(n + 1);
+  const text =
+    `WITH ${rowsCte(n)}, ${typed(c)}, ` +
+    `${lockedRows(meta, keyPos)}, ` +
+    `${decided(c, peerRoident, true)}, ` +
+    `upd AS (UPDATE ${meta.qualified} l SET ${setCols.map((i) => `${column(meta, i)} = ${setRef(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE l.ctid = d.tid AND d.win RETURNING 1), ` +
+    `ins AS (INSERT INTO ${meta.qualified} (${setCols.map((i) => column(meta, i)).join(", ")}) SELECT ${setCols.map(setRef).join(", ")} FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord) RETURNING 1), ` +
+    `c AS (${decidedConflict("update_origin_change", "CASE WHEN d.win THEN 'apply_remote' ELSE 'keep_local' END", "NOT d.same", `(NOT d.win OR ${c.logOriginChange})`)} UNION ALL ${missingConflict("update_missing", "insert_remote")}), ` +
+    `${history(meta, names, c, keyPos, setCols, setPos)} ` +
+    result(`${count("upd")} = ${count("d", "d.win")} AND ${count("ins")} = ${count("c", "c.type = 'update_missing'")}`, n + 1 + CONTEXT_PARAMS, solo);
+  return { text };
+}
+
+/** DELETEs of a run by key (params: one text[] per key column, then the context). */
+export function resolvingDeleteSql(meta: TableMeta, peerRoident: number, names: ResolveNames, solo = false): Sql {
+  requireKey(meta, "resolving deletes");
+  const key = meta.key!;
+  const keyPos: Position = (col) => key.indexOf(col) + 1;
+  const c = contextRefs(key.length + 1);
+  const text =
+    `WITH ${rowsCte(key.length)}, ${typed(c)}, ` +
+    `${lockedRows(meta, keyPos)}, ` +
+    `${decided(c, peerRoident, true)}, ` +
+    `del AS (DELETE FROM ${meta.qualified} l USING d WHERE l.ctid = d.tid AND d.win RETURNING 1), ` +
+    `c AS (${decidedConflict("delete_recently_updated", "'skip'", "NOT d.win", "true")} UNION ALL ${missingConflict("delete_missing", "skip")}), ` +
+    `${history(meta, names, c, keyPos, null, keyPos)} ` +
+    result(`${count("del")} = ${count("d", "d.win")}`, key.length + 1 + CONTEXT_PARAMS, solo);
+  return { text };
+}
