@@ -350,7 +350,7 @@ export class Applier {
         const keys = meta.key!.map((i) => column(i, (ch) => (ch as Extract<Change, { kind: "delete" }>).old));
         return executeSql(s.batchShape(meta, `${tag}D`, () => resolvingDeleteSql(meta, s.roident, names, one)), [...keys, ...tail]);
       }
-      const ch0 = first as Extract<Change, { kind: "insert" | "update" }>;
+      const ch0 = first;
       const mask = presentMask(ch0.new);
       const newRow = (ch: Change): Value[] => (ch as Extract<Change, { kind: "insert" | "update" }>).new;
       const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [column(i, newRow)] : []));
