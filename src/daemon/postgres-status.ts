@@ -9,7 +9,8 @@ import type * as grpc from "@grpc/grpc-js";
 import type { ClusterState } from "../cluster/state.js";
 import * as pb from "../gen/pgraft/v1/client_pb.js";
 import { NOT_CONFIGURED_TEXT, type PostgresHealth, type PostgresState } from "../postgres/monitor.js";
-import { createClient, isServiceError, type TypedClient } from "../transport/grpc-service.js";
+import { callErrorText } from "../transport/grpc-error-text.js";
+import { createClient, type TypedClient } from "../transport/grpc-service.js";
 
 /** How long the health check waits for another sidecar's Status. */
 export const PEER_STATUS_TIMEOUT_MS = 2_000;
@@ -62,7 +63,6 @@ export interface ClusterPostgresDeps {
   timeoutMs?: number;
 }
 
-const callError = (e: unknown): string => (isServiceError(e) ? `${e.details || e.message}` : e instanceof Error ? e.message : String(e));
 
 export class ClusterPostgres {
   private readonly clients = new Map<string, TypedClient<(typeof pb.Cluster)["method"]>>();
@@ -83,7 +83,8 @@ export class ClusterPostgres {
           const health = postgresHealthFrom(r.postgres);
           return health ? { id: m.id, health } : { id: m.id, unknown: `its sidecar (pgraft ${r.version || "?"}) does not report it` };
         } catch (e) {
-          return { id: m.id, unknown: `its sidecar did not answer: ${callError(e)}` };
+          const text = callErrorText(e, "its sidecar");
+          return { id: m.id, unknown: text.startsWith("its sidecar") ? text : `its sidecar did not answer: ${text}` };
         }
       }),
     );

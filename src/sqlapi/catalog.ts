@@ -88,7 +88,7 @@ export const FUNCTIONS: readonly SqlFunction[] = [
       { name: "postgres_address", type: "text" },
     ],
     privilege: "monitor",
-    comment: "Every member as the leader sees it: state (leader/follower/learner/unreachable), replication progress, its sidecar's Raft address and last contact, and its PostgreSQL's address (host:port; NULL for a sidecar without PostgreSQL).",
+    comment: "Every member as the leader sees it (with no leader, as this node sees it: state unknown, progress NULL): state (leader/follower/learner/unreachable), replication progress, its sidecar's Raft address and last contact, and its PostgreSQL's address (host:port; NULL for a sidecar without PostgreSQL).",
   },
   { name: "pgraft_quorum_met", args: [], returns: "boolean", privilege: "monitor", comment: "True when a leader with an active quorum exists, as this node sees it." },
   // ---------------------------------------------------------------- leadership

@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { ClusterError, SQLSTATE as CLUSTER_SQLSTATE, type ClusterErrorCode } from "../cluster/errors.js";
 import { RaftError, type RaftErrorCode } from "../consensus/errors.js";
 import { PgWireError } from "../pgwire/index.js";
+import { transportErrorText } from "../transport/grpc-error-text.js";
 import { isServiceError } from "../transport/grpc-service.js";
 
 const UNKNOWN_OUTCOME_HINT = "The change may or may not have been applied: read the state before retrying.";
@@ -58,7 +59,9 @@ export function toSqlError(e: unknown): PgWireError {
   if (isServiceError(e)) {
     const code = e.metadata?.get("pgraft-error-code")[0];
     const sqlstate = fromCode(typeof code === "string" ? code : undefined) ?? STATUS_SQLSTATE[e.code] ?? "XX000";
-    return withHint(sqlstate, e.details || e.message);
+    // Without pgraft's own code the status is the transport's: the leader this sidecar forwarded to could not be reached.
+    const text = e.details || e.message;
+    return withHint(sqlstate, typeof code === "string" ? text : transportErrorText(text, "the leader's sidecar"));
   }
   return new PgWireError({ code: "XX000", message: e instanceof Error ? e.message : String(e) });
 }

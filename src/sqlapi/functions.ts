@@ -21,6 +21,7 @@ import { JOIN_KEY } from "../join/group-controller.js";
 import { parseRecord, statusKey, type PartStatusRecord } from "../part/part-keys.js";
 import { checkTargetEmpty, JoinCopyError } from "../join/snapshot-copy.js";
 import { recordedPostgresAddress } from "../daemon/postgres-address.js";
+import { callErrorText } from "../transport/grpc-error-text.js";
 import { dataPlaneHealth, groupSlotName } from "../slots/index.js";
 import { invalidParameter, nullArgument } from "./errors.js";
 
@@ -136,6 +137,36 @@ const one = (v: string | null): Row[] => [[v]];
 
 async function status(d: SqlApiDeps): Promise<pb.StatusResponse> {
   return d.cluster.status({ clusterId: d.clusterId });
+}
+
+/**
+ * pgraft_get_nodes' rows from this node's own view, for when no leader
+ * answers: membership, addresses and roles as this node knows them; the
+ * state `unknown` (this node: its own Raft state), and NULL for what only a
+ * leader knows (match index, last heartbeat, lag, reachability).
+ */
+async function localMembers(d: SqlApiDeps): Promise<(string | null)[][]> {
+  const [r, st] = await Promise.all([d.cluster.members({ clusterId: d.clusterId, fromLeader: false }), status(d)]);
+  const self = stateName(st.state);
+  return r.members.map((m) => {
+    const { host, port } = splitAddress(m.raftAddress);
+    return [
+      num(m.id),
+      m.id === d.selfId ? self : "unknown",
+      null,
+      num(r.commitIndex),
+      host,
+      port === null ? null : num(port),
+      null,
+      null,
+      m.name,
+      m.role === pb.MemberRole.LEARNER ? "learner" : "voter",
+      bool(m.isLeader),
+      null,
+      null,
+      recordedPostgresAddress(d.state, m.id) ?? null,
+    ];
+  });
 }
 
 async function membersFromLeader(d: SqlApiDeps): Promise<pb.MembersResponse> {
@@ -298,7 +329,14 @@ const IMPLS: Record<string, Impl> = {
   },
 
   async pgraft_get_nodes(_f, _a, d) {
-    const r = await membersFromLeader(d);
+    let r: pb.MembersResponse;
+    try {
+      r = await membersFromLeader(d);
+    } catch {
+      // No leader (or it does not answer): what this node knows, with the columns only a leader knows NULL —
+      // an operator needs the member list most when the cluster has lost its leader.
+      return localMembers(d);
+    }
     return r.members.map((m) => {
       const { host, port } = splitAddress(m.raftAddress);
       return [
@@ -622,7 +660,7 @@ const IMPLS: Record<string, Impl> = {
         stalled.length > 0 ? `not answering: node ${stalled.map((x) => x.id).join(", node ")}; max lag ${maxLag} entries` : `max lag ${maxLag} entries over ${others.length} follower(s)`,
       ]);
     } catch (e) {
-      rows.push(["follower_lag", "critical", `the leader could not be asked: ${e instanceof Error ? e.message : String(e)}`]);
+      rows.push(["follower_lag", "critical", `the leader could not be asked: ${callErrorText(e, "the leader's sidecar")}`]);
     }
     const perTerm = Number(st.electionsStarted) / Math.max(1, Number(st.term));
     rows.push(["elections_per_term", perTerm > 2 ? "warning" : "ok", `${st.electionsStarted} election(s) started here over ${st.term} term(s) (${perTerm.toFixed(2)} per term)`]);

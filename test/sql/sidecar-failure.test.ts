@@ -144,4 +144,24 @@ describe("the sidecar paused or killed under a SQL call", () => {
       await s.end();
     }
   });
+  it("no leader (the two other sidecars paused): pgraft_get_nodes() on the third lists every member from its own view, NULL where only a leader knows", async (_t, c) => {
+    const [self, ...others] = c.nodes;
+    for (const o of others) c.pauseSidecar(o.id);
+    try {
+      await until("node 1 to lose the leader", async () => (await self!.query<{ l: number | null }>("SELECT pgraft_get_leader() AS l")).rows[0]!.l === null, 15_000);
+      const r = await self!.query<Record<string, unknown>>("SELECT node_id, state, match_index, reachable, lag_entries, last_heartbeat_ms, address, postgres_address FROM pgraft_get_nodes() ORDER BY node_id");
+      assert.deepEqual(r.rows.map((x) => x.node_id), [1, 2, 3]);
+      const me = r.rows[0]!;
+      assert.ok(["follower", "pre-candidate", "candidate"].includes(me.state as string), `its own state: ${String(me.state)}`);
+      for (const x of r.rows.slice(1)) assert.equal(x.state, "unknown");
+      for (const x of r.rows) {
+        assert.deepEqual([x.match_index, x.reachable, x.lag_entries, x.last_heartbeat_ms], [null, null, null, null], `node ${String(x.node_id)}: only a leader knows these`);
+        assert.equal(x.address, "127.0.0.1");
+        assert.equal(x.postgres_address, `127.0.0.1:${c.node(x.node_id as number).pg.server.port}`);
+      }
+    } finally {
+      for (const o of others) c.resumeSidecar(o.id);
+    }
+    await c.leader(15_000);
+  });
 });
