@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { ConfigSource, MemberRole, RaftState } from "../../src/gen/pgraft/v1/client_pb.js";
+import { ConfigSource, MemberRole, PostgresState, RaftState } from "../../src/gen/pgraft/v1/client_pb.js";
 import { runCli, startFakeCluster, target, type FakeCluster } from "./helpers.js";
 
 const DOC = join(fileURLToPath(new URL(".", import.meta.url)), "..", "..", "docs", "cli-json.md");
@@ -22,7 +22,8 @@ function documented(): Map<string, unknown> {
 const header = { clusterId: "prod", memberId: 2, leaderId: 1, raftTerm: 7n, revision: 42n, appliedIndex: 120n };
 const leaderHeader = { ...header, memberId: 1 };
 const members = [
-  { id: 1, name: "alpha", raftAddress: "10.0.0.1:7400", role: MemberRole.VOTER, isLeader: true, matchIndex: 120n, lagEntries: 0n, reachable: true, lastHeartbeatMs: 0n, progressState: "replicate" },
+  // The leader's own row as the sidecar sends it: heartbeat 0, no progress state (it does not replicate to itself).
+  { id: 1, name: "alpha", raftAddress: "10.0.0.1:7400", role: MemberRole.VOTER, isLeader: true, matchIndex: 120n, lagEntries: 0n, reachable: true, lastHeartbeatMs: 0n, progressState: "" },
   { id: 2, name: "beta", raftAddress: "10.0.0.2:7400", role: MemberRole.VOTER, isLeader: false, matchIndex: 118n, lagEntries: 2n, reachable: true, lastHeartbeatMs: 35n, replicationLagBytes: 512n, progressState: "replicate" },
   { id: 3, name: "gamma", raftAddress: "10.0.0.3:7400", role: MemberRole.LEARNER, isLeader: false, matchIndex: 0n, lagEntries: 120n, reachable: false, lastHeartbeatMs: -1n, progressState: "probe" },
 ];
@@ -31,7 +32,7 @@ const entry = { name: "heartbeat_interval", value: "75ms", defaultValue: "100ms"
 
 /** command (as in the doc's heading) → the arguments, the method the fake answers, its answer. */
 const CASES: [string, string[], string, Record<string, unknown>][] = [
-  ["status --json", ["status"], "status", { header, nodeId: 2, name: "beta", state: RaftState.FOLLOWER, term: 7n, leaderId: 1, commitIndex: 120n, appliedIndex: 120n, firstIndex: 1n, lastIndex: 120n, voters: [1, 2], learners: [3], version: "0.1.0", quorumMet: true }],
+  ["status --json", ["status"], "status", { header, nodeId: 2, name: "beta", state: RaftState.FOLLOWER, term: 7n, leaderId: 1, commitIndex: 120n, appliedIndex: 120n, firstIndex: 1n, lastIndex: 120n, voters: [1, 2], learners: [3], version: "0.1.0", quorumMet: true, postgres: { state: PostgresState.UP, sinceUnixMs: 1718000000000n, error: "", checkedUnixMs: 1718000042000n } }],
   ["members --json", ["members"], "members", { header, members }],
   ["members --from-leader --json", ["members", "--from-leader"], "members", { header: leaderHeader, members }],
   ["kv get --json", ["kv", "get", "configs/maintenance"], "kvGet", { header, kv }],

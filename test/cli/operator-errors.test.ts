@@ -58,7 +58,7 @@ describe("operator errors", { concurrency: true }, () => {
     const cases: [string[], RegExp][] = [
       [["status", "--endpoint", fake.address, "--plaintext"], /^pgraft: status: --cluster-id is required \(or set \$PGRAFT_CLUSTER_ID\)$/],
       [["status", "--endpoint", "localhost", "--cluster-id", "err-usage", "--plaintext"], /^pgraft: status: --endpoint: "localhost" is not host:port$/],
-      [["kv", "put", "greeting", "hello", ...target(fake, "err-usage")], /^pgraft: kv put: the value must be JSON text: .*; to store a string, quote it: '"hello"'$/],
+      [["kv", "put", "greeting", "hello", ...target(fake, "err-usage")], /^pgraft: kv put: the value must be JSON text: .*; to store it as a string, pass the JSON string: '"hello"'$/],
       [["remove-node", "three", ...target(fake, "err-usage")], /^pgraft: remove-node: node id must be an integer in 1\.\.4294967295, got "three"$/],
       [["kv", "put", "k", ...target(fake, "err-usage")], /^pgraft: kv put: missing required argument 'json-value'$/],
     ];

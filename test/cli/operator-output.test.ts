@@ -99,7 +99,7 @@ describe("operator output", { concurrency: true }, () => {
     const row = (id: string): string => lines.find((l) => cell(l, 0) === id)!;
     assert.deepEqual(
       cols.map((_, i) => cell(row("1"), i)),
-      ["1", "alpha", "10.0.0.1:7400", "voter", "*", "120", "0", "yes", "-"],
+      ["1", "alpha", "10.0.0.1:7400", "voter", "*", "120", "0", "yes", "0ms ago"], // as --json: last_heartbeat_ms 0
     );
     assert.deepEqual(
       cols.map((_, i) => cell(row("2"), i)),

@@ -12,8 +12,9 @@ import { parseInt64, parseJsonValue, parseNodeId, parsePositiveInt, parseRaftAdd
 import { resolveCommonOptions } from "../../src/cli/operator/common-options.js";
 import { RequestError, UsageError, describeRequestError } from "../../src/cli/operator/errors.js";
 import { escapeControl, messageJson, renderKeyValues, renderTable } from "../../src/cli/operator/output.js";
-import { truncate } from "../../src/cli/operator/format.js";
+import { statusJson, truncate } from "../../src/cli/operator/format.js";
 import { registerOperatorCommands } from "../../src/cli/operator/index.js";
+import { runProcess } from "../support/run.js";
 
 const usage = (f: () => unknown): string => {
   try {
@@ -72,9 +73,31 @@ describe("arguments", () => {
 
   test("JSON values: sent as typed; a bare word gets the quoting hint", () => {
     for (const ok of ['"hello"', "42", "true", "null", ' {"a": [1, 2]} ']) assert.equal(parseJsonValue(ok), ok);
-    assert.match(usage(() => parseJsonValue("hello")), /to store a string, quote it: '"hello"'$/);
-    assert.match(usage(() => parseJsonValue("it's")), /quote it as JSON: "it's"$/);
+    assert.match(usage(() => parseJsonValue("hello")), /to store it as a string, pass the JSON string: '"hello"'$/);
     assert.match(usage(() => parseJsonValue("{a:1}")), /^the value must be JSON text: /);
+  });
+
+  test("the hint's suggestion, pasted into a shell, stores the text that was meant as a JSON string", async () => {
+    // input (one argument, as the shell passed it) -> the string the user meant to store
+    const cases: [string, string][] = [
+      ["hello", "hello"],
+      ["it's", "it's"],
+      ['"line1\nline2"', "line1\nline2"], // "$(printf '"line1\nline2"')": quoted, but with a raw newline
+      ['"tab\there"', "tab\there"],
+      ["a\nb", "a\nb"],
+      ["{a:1}", "{a:1}"],
+    ];
+    for (const [input, meant] of cases) {
+      const message = usage(() => parseJsonValue(input));
+      assert.doesNotMatch(message, /[\n\t]/, "no raw control character in the message");
+      const suggestion = /pass the JSON string: (.*)$/.exec(message)?.[1];
+      assert.ok(suggestion, message);
+      // What bash makes of the pasted suggestion is the argument pgraft would get.
+      const r = await runProcess("bash", ["-c", `printf %s ${suggestion}`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(parseJsonValue(r.stdout), r.stdout, `accepted: ${r.stdout}`);
+      assert.equal(JSON.parse(r.stdout), meant, `${JSON.stringify(input)} -> ${suggestion}`);
+    }
   });
 });
 
@@ -139,6 +162,19 @@ describe("rendering", () => {
     assert.equal(messageJson(StatusResponseSchema, create(StatusResponseSchema, { state: RaftState.FOLLOWER }))["state"], "follower");
     const pgDown = messageJson(StatusResponseSchema, create(StatusResponseSchema, { postgres: { state: PostgresState.NOT_CONFIGURED } }));
     assert.equal((pgDown["postgres"] as Record<string, unknown>)["state"], "not_configured"); // as /health says it
+  });
+
+  test("status JSON: the postgres object's unknowns are null (no error while up, no times before the first probe)", () => {
+    const pg = (postgres: Record<string, unknown>): unknown => statusJson(messageJson(StatusResponseSchema, create(StatusResponseSchema, { postgres })))["postgres"];
+    assert.deepEqual(pg({ state: PostgresState.UP, sinceUnixMs: 5n, error: "", checkedUnixMs: 9n }), { state: "up", since_unix_ms: 5, error: null, checked_unix_ms: 9 });
+    assert.deepEqual(pg({ state: PostgresState.DOWN, sinceUnixMs: 5n, error: "connection refused", checkedUnixMs: 9n }), {
+      state: "down",
+      since_unix_ms: 5,
+      error: "connection refused",
+      checked_unix_ms: 9,
+    });
+    assert.deepEqual(pg({ state: PostgresState.UNKNOWN }), { state: "unknown", since_unix_ms: null, error: null, checked_unix_ms: null });
+    assert.equal(statusJson(messageJson(StatusResponseSchema, create(StatusResponseSchema)))["postgres"], null);
   });
 
   test("escapeControl: control characters escaped, plain text as it is", () => {

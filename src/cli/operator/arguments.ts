@@ -2,6 +2,7 @@
 // sent. Each returns the value or throws a UsageError naming the argument.
 import { formatHostPort, parseHostPort } from "../../config/address.js";
 import { UsageError } from "./errors.js";
+import { escapeControl } from "./output.js";
 
 const MAX_NODE_ID = 0xffffffff;
 const MAX_INT64 = (1n << 63n) - 1n;
@@ -43,18 +44,42 @@ export function parseKey(raw: string): string {
   return raw;
 }
 
+/** `text` as one shell word: in single quotes, each quote inside as '\'' (close, escaped quote, open). */
+export function shellQuote(text: string): string {
+  return `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The JSON string a value that is not JSON was most likely meant to be: a
+ * quoted text whose only fault is raw control characters (a newline from
+ * "$(printf ...)") is that text, the control characters escaped; anything
+ * else (a bare word: the shell ate the quotes) is the whole input.
+ */
+export function meantJsonString(raw: string): string {
+  if (raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"')) {
+    // eslint-disable-next-line no-control-regex
+    const escaped = raw.replace(/[\u0000-\u001f]/g, (c) => JSON.stringify(c).slice(1, -1));
+    try {
+      const text: unknown = JSON.parse(escaped);
+      if (typeof text === "string") return JSON.stringify(text);
+    } catch {
+      // not a quoted string after all
+    }
+  }
+  return JSON.stringify(raw);
+}
+
 /**
  * A KV value: JSON text, sent as given. A bare word is the usual slip (the
- * shell ate the quotes), so the message shows how to quote it.
+ * shell ate the quotes), so the message shows the value as a JSON string,
+ * quoted for the shell: pasted, it stores the text as a string.
  */
 export function parseJsonValue(raw: string): string {
   try {
     JSON.parse(raw);
     return raw;
   } catch (e) {
-    const why = e instanceof Error ? e.message : String(e);
-    const quoted = JSON.stringify(raw);
-    const how = quoted.includes("'") ? `quote it as JSON: ${quoted}` : `quote it: '${quoted}'`;
-    throw new UsageError([`the value must be JSON text: ${why}; to store a string, ${how}`]);
+    const why = escapeControl(e instanceof Error ? e.message : String(e));
+    throw new UsageError([`the value must be JSON text: ${why}; to store it as a string, pass the JSON string: ${shellQuote(meantJsonString(raw))}`]);
   }
 }

@@ -33,3 +33,31 @@ export function finishOperatorCommands(commands: readonly Command[]): void {
   };
   commands.forEach(visit);
 }
+
+/** "-5s", "-1", "-.5": a value, not an option (no option of pgraft is a dash and a digit). */
+const DASH_VALUE = /^-\.?\d/;
+
+/**
+ * Let an argument that starts with a dash and a digit ("-5s") through as an
+ * argument instead of an unknown option, so `config set election_timeout
+ * -5s` reaches the setting's validator (and its "invalid value" error) as the
+ * SQL function does. The option after a flag that takes a value
+ * (`--timeout -5s`) is still that flag's value.
+ */
+export function allowDashValues(cmd: Command): Command {
+  const parse = cmd.parseOptions.bind(cmd);
+  cmd.parseOptions = (args: string[]) => {
+    const held = new Map<string, string>();
+    const takesValue = (arg: string | undefined): boolean => arg !== undefined && cmd.options.some((o) => (o.required || o.optional) && (o.long === arg || o.short === arg));
+    const marked = args.map((arg, i) => {
+      if (!DASH_VALUE.test(arg) || takesValue(args[i - 1])) return arg;
+      const mark = `\u0000pgraft-dash-value-${i}`;
+      held.set(mark, arg);
+      return mark;
+    });
+    const restore = (a: string): string => held.get(a) ?? a;
+    const r = parse(marked);
+    return { operands: r.operands.map(restore), unknown: r.unknown.map(restore) };
+  };
+  return cmd;
+}

@@ -57,7 +57,7 @@ export const nodeList = (ids: readonly number[]): string => (ids.length ? [...id
 export const nodeOrNone = (id: number): string => (id ? String(id) : "none");
 export const yesNo = (b: boolean): string => (b ? "yes" : "no");
 
-/** Milliseconds since the last answer (-1: never) as "120ms ago" / "3.4s ago". */
+/** Milliseconds since the last answer (-1: never) as "120ms ago" / "3.4s ago" (0, the leader's own row: "0ms ago"). */
 export function ago(ms: bigint): string {
   if (ms < 0n) return "never";
   if (ms < 1000n) return `${ms}ms ago`;
@@ -82,7 +82,8 @@ export function membersTable(members: readonly Member[], withProgress: boolean):
       withProgress ? String(m.matchIndex) : "-",
       withProgress ? String(m.lagEntries) : "-",
       withProgress ? yesNo(m.reachable) : "-",
-      withProgress ? (m.isLeader ? "-" : ago(m.lastHeartbeatMs)) : "-",
+      // The leader's own row: 0 (it is the one answering), as in --json.
+      withProgress ? ago(m.lastHeartbeatMs) : "-",
     ]);
   return renderTable(MEMBER_COLUMNS, rows);
 }
@@ -108,6 +109,20 @@ export function membersJson(doc: JsonObject, withProgress: boolean): JsonObject 
     }
   }
   return { ...doc, progress_from_leader: withProgress };
+}
+
+/**
+ * `status --json`: the `postgres` object with what is not known as null, not
+ * "" or 0 — `error` unless PostgreSQL is down, `since_unix_ms`
+ * and `checked_unix_ms` before the first probe.
+ */
+export function statusJson(doc: JsonObject): JsonObject {
+  const pg = doc["postgres"];
+  if (pg && typeof pg === "object" && !Array.isArray(pg)) {
+    if (pg["state"] !== "down" || pg["error"] === "") pg["error"] = null;
+    for (const f of ["since_unix_ms", "checked_unix_ms"]) if (pg[f] === 0) pg[f] = null;
+  }
+  return doc;
 }
 
 export function keyValueLines(kv: KeyValue): string[] {

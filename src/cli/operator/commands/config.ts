@@ -5,7 +5,7 @@ import { electionTimingWarning, parseDurationMs } from "../../../cluster/config-
 import { ConfigGetResponseSchema, ConfigResetResponseSchema, ConfigSaveResponseSchema, ConfigSetResponseSchema } from "../../../gen/pgraft/v1/client_pb.js";
 import { operatorAction } from "../action.js";
 import { UsageError } from "../errors.js";
-import { operatorCommand } from "../commander-setup.js";
+import { allowDashValues, operatorCommand } from "../commander-setup.js";
 import { configEntryLines, configTable } from "../format.js";
 
 const settingName = (raw: string | undefined): string => {
@@ -13,6 +13,15 @@ const settingName = (raw: string | undefined): string => {
   if (name === "") throw new UsageError(["the setting name must not be empty"]);
   return name;
 };
+
+/**
+ * What set and reset print after the change. A change is replicated through
+ * Raft: it applies on every node at once and stays across restarts without
+ * config save, which only marks the current values as the saved set (source
+ * "saved") and has each sidecar copy them into pgraft.saved_config.
+ */
+export const SAVE_HINT =
+  '(applies to every node now and survives restarts; "pgraft config save" marks the current values as the saved set, copied to the table pgraft.saved_config on every node)';
 
 export function registerConfig(program: Command): Command[] {
   const config = operatorCommand(program, "config", "read and change the runtime settings every node shares");
@@ -29,7 +38,9 @@ export function registerConfig(program: Command): Command[] {
     }),
   );
 
-  operatorCommand(config, "set <name> <value>", "change a setting on every node now (e.g. heartbeat_interval 75ms); config save keeps it across restarts").action(
+  allowDashValues(
+    operatorCommand(config, "set <name> <value>", "change a setting on every node now, through Raft, so it also survives restarts (e.g. heartbeat_interval 75ms; a value may start with -)"),
+  ).action(
     operatorAction(async (ctx, [rawName, rawValue]) => {
       const name = settingName(rawName);
       const value = (rawValue ?? "").trim();
@@ -37,7 +48,7 @@ export function registerConfig(program: Command): Command[] {
       const res = await ctx.request(`config set ${name}`, (c, o) => c.configSet({ clusterId: ctx.clusterId, name, value }, o));
       ctx.show(ConfigSetResponseSchema, res, () => [
         `${name}: ${res.previousValue || "?"} -> ${res.entry?.value ?? value}`,
-        `(applies to every node now; run "pgraft config save" to keep it across restarts)`,
+        SAVE_HINT,
       ]);
       const set = res.entry?.name ?? name;
       if (set === "heartbeat_interval" || set === "election_timeout") {
@@ -55,18 +66,18 @@ export function registerConfig(program: Command): Command[] {
     }),
   );
 
-  operatorCommand(config, "reset <name>", "put a setting back to its default on every node now; config save keeps that across restarts").action(
+  operatorCommand(config, "reset <name>", "put a setting back to its default on every node now, through Raft, so it also survives restarts").action(
     operatorAction(async (ctx, [rawName]) => {
       const name = settingName(rawName);
       const res = await ctx.request(`config reset ${name}`, (c, o) => c.configReset({ clusterId: ctx.clusterId, name }, o));
       ctx.show(ConfigResetResponseSchema, res, () => [
         `${name}: ${res.previousValue || "?"} -> ${res.entry?.value ?? "?"} (the default)`,
-        `(applies to every node now; run "pgraft config save" to keep it across restarts)`,
+        SAVE_HINT,
       ]);
     }),
   );
 
-  operatorCommand(config, "save", "persist the runtime changes so they survive a restart").action(
+  operatorCommand(config, "save", "mark the current runtime values as the saved set (source \"saved\" in config get), copied to pgraft.saved_config on every node").action(
     operatorAction(async (ctx) => {
       const res = await ctx.request("config save", (c, o) => c.configSave({ clusterId: ctx.clusterId }, o));
       ctx.show(ConfigSaveResponseSchema, res, () =>

@@ -3,14 +3,14 @@ import type { Command } from "commander";
 import { StatusResponseSchema } from "../../../gen/pgraft/v1/client_pb.js";
 import { operatorAction } from "../action.js";
 import { operatorCommand } from "../commander-setup.js";
-import { nodeList, nodeOrNone, stateName, yesNo } from "../format.js";
-import { renderKeyValues } from "../output.js";
+import { nodeList, nodeOrNone, stateName, statusJson, yesNo } from "../format.js";
+import { messageJson, renderKeyValues } from "../output.js";
 
 export function registerStatus(program: Command): Command[] {
   const status = operatorCommand(program, "status", "show the answering sidecar's view: its state, term, leader, log indexes and the membership").action(
     operatorAction(async (ctx) => {
       const res = await ctx.request("status", (c, o) => c.status({ clusterId: ctx.clusterId }, o));
-      ctx.show(StatusResponseSchema, res, () =>
+      ctx.showJson(statusJson(messageJson(StatusResponseSchema, res)), () =>
         renderKeyValues([
           ["node", String(res.nodeId)],
           ["name", res.name || "-"],
