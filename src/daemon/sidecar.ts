@@ -29,6 +29,7 @@ import { ControlLoop, effectiveTiming } from "./control-loop.js";
 import { NOT_CONFIGURED, PostgresMonitor } from "../postgres/monitor.js";
 import { ClusterPostgres, postgresNodesCheck } from "./postgres-status.js";
 import { PostgresAddressPublisher } from "./postgres-address.js";
+import { registerDataPlaneMetrics } from "../metrics/data-plane.js";
 import { handOverTarget } from "./hand-over.js";
 import { internalCall } from "./internal-keys.js";
 import { exposedKeyFile, secureDataDir } from "./data-dir.js";
@@ -195,6 +196,8 @@ export class Sidecar {
           leaderId: () => n.status().leader,
         });
         sql.groups.start();
+        const groups = sql.groups;
+        registerDataPlaneMetrics(metrics.registry, { status: () => groups.status(), dataNodes: () => state.dataNodes() });
       }
       if (cfg.sqlListen) {
         const password = await loadOrCreateShimPassword(cfg.dataDir);

@@ -37,6 +37,7 @@
 import { arrayLiteral, executeSql, literal } from "./batch-text.js";
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
+import { CONFLICT_TABLE } from "./local-objects.js";
 import type { Assembled } from "./decoder.js";
 import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
 import { ApplySession, BATCH_SETUP, qualified, type SessionOptions } from "./session.js";
@@ -162,6 +163,8 @@ export class Applier {
   durableLsn = 0n;
   /** The last transaction committed (durable or not). */
   committedLsn = 0n;
+  /** The origin commit time (µs) of the last transaction committed here; undefined before the first. */
+  committedTime: bigint | undefined;
   readonly stats: ApplierStats = emptyStats();
 
   constructor(opts: ApplierOptions) {
@@ -483,6 +486,7 @@ export class Applier {
   private committed(item: Item): void {
     item.status = "committed";
     this.committedLsn = item.endLsn;
+    this.committedTime = item.tx!.commitTime;
     this.stats.appliedTransactions++;
     this.stats.appliedChanges += item.tx!.changes.length;
     if (item.sync) {
@@ -522,6 +526,7 @@ export class Applier {
       const sent = this.items.slice(0, this.sendPos).filter((it) => it.kind === "apply" && it.status === "sent");
       const done = sent.filter((it) => it.endLsn <= progress);
       for (const it of done) this.committed(it);
+      await this.countCommittedConflicts(done);
       const failedItem = sent[done.length];
       for (const it of sent.slice(done.length + 1)) {
         it.status = "queued";
@@ -535,10 +540,20 @@ export class Applier {
       } else {
         this.sendPos = this.items.indexOf(failedItem) + 1;
         this.opts.log.debug("redoing a transaction on the slow path", { peer: this.opts.peer.name, end: formatLsn(failedItem.endLsn), cause: errorText(r.error) });
-        this.stats.conflicts += await applyOneByOne(
-          { session: this.session, localNode: this.opts.localNode, peer: this.opts.peer, log: this.opts.log, logOriginChange: this.opts.logOriginChange?.() ?? false },
+        // Counted only once it committed: a failed slow path fails the applier (nothing of it counts).
+        const kinds: string[] = [];
+        await applyOneByOne(
+          {
+            session: this.session,
+            localNode: this.opts.localNode,
+            peer: this.opts.peer,
+            log: this.opts.log,
+            logOriginChange: this.opts.logOriginChange?.() ?? false,
+            onConflict: (k) => kinds.push(k),
+          },
           failedItem.tx!,
         );
+        countConflicts(this.stats, { rows: [{ pgraft_conflicts: kinds.map((k) => `${k}=1`).join(",") || null }] });
         this.stats.slowPathTransactions++;
         this.chainLsn = failedItem.endLsn;
         failedItem.sync = true; // the slow path commits synchronously
@@ -553,6 +568,21 @@ export class Applier {
     this.advance();
     this.kick();
     this.flush();
+  }
+
+  /**
+   * The conflicts of transactions that committed in a batch that then failed
+   * (its answer, which carried their counts, is lost): read back from the
+   * history. Conflicts not logged (update_origin_change won by the incoming
+   * change, log_origin_change off) go uncounted there.
+   */
+  private async countCommittedConflicts(done: Item[]): Promise<void> {
+    if (!done.length) return;
+    const r = await this.session.query<{ k: string; n: string }>({
+      text: `SELECT conflict_type || '/' || resolution AS k, count(*)::text AS n FROM ${CONFLICT_TABLE} WHERE origin_node = $1 AND remote_commit_lsn = ANY($2::pg_lsn[]) GROUP BY 1`,
+      values: [this.opts.peer.name, done.map((it) => formatLsn(it.tx!.commitLsn))],
+    });
+    countConflicts(this.stats, { rows: [{ pgraft_conflicts: r.rows.map((x) => `${x.k}=${x.n}`).join(",") || null }] });
   }
 
   // ------------------------------------------------------------------ failure and shutdown

@@ -419,7 +419,9 @@ export class DataPlane {
 /**
  * The data plane's line of pgraft_health_check(): critical while a slot is
  * lost (here, or the one we stream from a peer), warning while this node's
- * PostgreSQL cannot be reached or a peer's stream is down, ok otherwise.
+ * PostgreSQL cannot be reached, a peer's stream is down, a peer's changes
+ * arrive behind past a threshold (LAG_WARN_*) or a slot retains WAL past one
+ * (RETAINED_WARN_BYTES), ok otherwise.
  */
 export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warning" | "critical"; detail: string } {
   const lost = [
@@ -439,8 +441,23 @@ export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warnin
       detail: `${streaming} of ${st.receivers.length} stream(s) from peers running; not receiving from ${down.map((r) => `${r.peer} (since ${r.since.toISOString()}${r.lastError ? `: ${r.lastError}` : ""})`).join(", ")}`,
     };
   }
+  const behind = st.receivers.filter((r) => (r.lagSeconds ?? 0) > LAG_WARN_SECONDS || (r.lagBytes ?? 0) > LAG_WARN_BYTES);
+  const retaining = st.slots.filter((s) => (s.retainedBytes ?? 0) > RETAINED_WARN_BYTES);
+  if (behind.length || retaining.length) {
+    const parts = [
+      ...behind.map((r) => `applying ${r.peer}'s changes ${r.lagSeconds === null ? "" : `${r.lagSeconds.toFixed(1)} s `}behind (${r.lagBytes ?? "?"} bytes)`),
+      ...retaining.map((s) => `slot ${s.name} retains ${(s.retainedBytes! / 2 ** 20).toFixed(0)} MiB of WAL${s.peer ? ` (for ${s.peer})` : ""}`),
+    ];
+    return { severity: "warning", detail: `${parts.join("; ")} (thresholds: ${LAG_WARN_SECONDS} s or ${LAG_WARN_BYTES / 2 ** 20} MiB behind, ${RETAINED_WARN_BYTES / 2 ** 30} GiB retained)` };
+  }
   return { severity: "ok", detail: `node ${st.node} in group ${st.group}: ${st.slots.length - 1} node slot(s), ${streaming} of ${st.receivers.length} stream(s) from peers running` };
 }
+
+/** A peer whose changes arrive this far behind is a warning in pgraft_health_check (apply lag). */
+export const LAG_WARN_SECONDS = 30;
+export const LAG_WARN_BYTES = 64 * 2 ** 20;
+/** A slot holding back this much WAL is a warning (disk fills while a peer is away). */
+export const RETAINED_WARN_BYTES = 2 ** 30;
 
 /** DataPlane.start, as a function. */
 export function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane> {

@@ -52,6 +52,8 @@ export interface SlotInfo {
   restartLsn: string | null;
   /** Current WAL position − confirmed_flush_lsn: what the peer has not yet confirmed. */
   lagBytes: number | null;
+  /** Current WAL position − restart_lsn: the WAL this slot keeps PostgreSQL from recycling. */
+  retainedBytes: number | null;
 }
 
 export interface ProviderOptions {
@@ -72,6 +74,7 @@ interface SlotRow {
   confirmed_flush_lsn: string | null;
   restart_lsn: string | null;
   lag: string | null;
+  retained?: string | null;
 }
 
 const truthy = (v: string | boolean): boolean => v === true || v === "t" || v === "true";
@@ -234,7 +237,8 @@ export class Provider {
   private async slotRow(name: string): Promise<SlotRow | undefined> {
     const r = await this.client.query<SlotRow>(
       `SELECT slot_name, plugin, slot_type, database, active::text AS active, wal_status, confirmed_flush_lsn::text, restart_lsn::text,
-              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS lag
+              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS lag,
+              pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS retained
          FROM pg_replication_slots WHERE slot_name = $1`,
       [name],
     );
@@ -493,6 +497,7 @@ export class Provider {
         confirmedFlushLsn: null,
         restartLsn: null,
         lagBytes: null,
+        retainedBytes: null,
       };
     };
     return [row(this.groupSlot, "group"), ...peers.map((p) => row(this.nodeSlot(p), "node", p))];
@@ -531,6 +536,7 @@ export class Provider {
         confirmedFlushLsn: row?.confirmed_flush_lsn ?? null,
         restartLsn: row?.restart_lsn ?? null,
         lagBytes: lag === null ? null : Number(lag),
+        retainedBytes: row?.retained ? Number(row.retained) : null,
       };
     };
     const out = [info(this.groupSlot, "group", await this.slotRow(this.groupSlot))];

@@ -109,6 +109,8 @@ export interface ReceiverStatus {
   upstreamLsn: string | null;
   /** upstreamLsn − max(durable, confirmed) in bytes. */
   lagBytes: number | null;
+  /** 0 when nothing is left to apply; else how long ago the last transaction applied here committed on the peer (null: none applied yet). */
+  lagSeconds: number | null;
   lastError: string | null;
   /** Sessions started (1 + reconnects). */
   sessions: number;
@@ -153,6 +155,11 @@ export class Receiver {
   private vanishedAt: number | undefined;
   private readonly outage: Outage;
   private totals: ApplierStats = emptyStats();
+  /** The origin commit time (µs) of the last transaction applied from this peer, across sessions. */
+  private get lastCommitTime(): bigint | undefined {
+    return this.applier?.committedTime ?? this.lastSessionCommitTime;
+  }
+  private lastSessionCommitTime: bigint | undefined;
 
   constructor(opts: ReceiverOptions) {
     this.opts = opts;
@@ -185,6 +192,7 @@ export class Receiver {
       confirmedLsn: this.confirmed ? formatLsn(this.confirmed) : null,
       upstreamLsn: this.upstream === undefined ? null : formatLsn(this.upstream),
       lagBytes: lag,
+      lagSeconds: lag === 0 ? 0 : this.lastCommitTime === undefined ? null : Math.max(0, Date.now() / 1000 - Number(this.lastCommitTime) / 1e6),
       lastError: this.lastError,
       sessions: this.sessions,
       stats,
@@ -391,6 +399,7 @@ export class Receiver {
     this.applier = undefined;
     if (applier) {
       this.addStats(applier.stats);
+      this.lastSessionCommitTime = applier.committedTime ?? this.lastSessionCommitTime;
       if (this.aborted) applier.abort();
       else {
         // Let what is in flight commit (it is then not streamed again), but not forever.

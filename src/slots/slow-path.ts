@@ -31,6 +31,8 @@ export interface SlowPathContext {
   session: ApplySession;
   /** Log update_origin_change conflicts the incoming change won. */
   logOriginChange: boolean;
+  /** Each conflict met, logged or not, as `type/resolution` (for the applier's counts). */
+  onConflict?(kind: string): void;
   localNode: NodeRef;
   peer: NodeRef;
   log: SlotsLogger;
@@ -110,7 +112,10 @@ async function applyChange(ctx: SlowPathContext, ch: Change, tx: RemoteTransacti
   // As the fast path decides (resolving-statements.ts): a delete newer than another node's row is no conflict;
   // an update that wins over it is logged only when asked (PGD's default).
   if (ch.kind === "delete") return win ? conflicts : conflicts + (await conflict("delete_recently_updated", "skip"));
-  if (applied && !ctx.logOriginChange) return conflicts + 1;
+  if (applied && !ctx.logOriginChange) {
+    ctx.onConflict?.("update_origin_change/apply_remote");
+    return conflicts + 1;
+  }
   return conflicts + (await conflict("update_origin_change", applied ? "apply_remote" : "keep_local"));
 }
 
@@ -237,5 +242,6 @@ async function record(
     remoteCommitLsn: tx.commitLsn,
   };
   ctx.log.info("replication conflict", { peer: ctx.peer.name, table: rec.table, type, resolution, key: rec.key });
+  ctx.onConflict?.(`${type}/${resolution}`);
   await ctx.session.query({ name: "pgraft_conflict", text: RECORD_CONFLICT_SQL, values: recordParams(rec) });
 }

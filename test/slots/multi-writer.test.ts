@@ -14,7 +14,9 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type pg from "pg";
-import { readConflicts } from "../../src/slots/index.js";
+import { Registry } from "prom-client";
+import { registerDataPlaneMetrics } from "../../src/metrics/data-plane.js";
+import { dataPlaneHealth, readConflicts } from "../../src/slots/index.js";
 import { onAll, startNodes, startPlanes, tableHash, teardown, waitCaughtUp, waitConverged, type TestNode } from "./support.js";
 
 const ACCOUNTS = 200;
@@ -136,6 +138,33 @@ describe("multi-writer load on three nodes", () => {
       }
     }
     t.diagnostic(`${total} conflicts logged; ${slow} transactions took the slow path`);
+
+    // What /metrics and the health check say about it, from node a's real data plane.
+    const a = nodes[0]!;
+    const registry = new Registry();
+    registerDataPlaneMetrics(registry, { status: () => a.plane!.status(), dataNodes: () => [{ name: "a", group: "g1", state: "ACTIVE" }] });
+    const text = await registry.metrics();
+    const value = (line: string): number => {
+      const m = new RegExp(`^${line.replace(/[{}"()]/g, "\\$&")} (\\S+)$`, "m").exec(text);
+      assert.ok(m, `${line} in /metrics:\n${text}`);
+      return Number(m[1]);
+    };
+    const st = await a.plane!.status();
+    const history = await readConflicts(a.client);
+    for (const r of st.receivers) {
+      assert.equal(value(`pgraft_apply_transactions_total{peer="${r.peer}"}`), r.stats.appliedTransactions);
+      assert.ok(r.stats.appliedTransactions > 0);
+      assert.equal(value(`pgraft_receiver_state{peer="${r.peer}",state="streaming"}`), 1);
+      assert.equal(value(`pgraft_apply_lag_seconds{peer="${r.peer}"}`), 0, "caught up");
+      for (const [kind, n] of r.stats.conflictsByKind) {
+        const [type, resolution] = kind.split("/");
+        assert.equal(value(`pgraft_apply_conflicts_total{peer="${r.peer}",type="${type}",resolution="${resolution}"}`), n);
+        assert.equal(history.filter((c) => c.origin_node === r.peer && c.conflict_type === type && c.resolution === resolution).length, n, `${kind} from ${r.peer}: counted = logged`);
+      }
+    }
+    assert.ok(value(`pgraft_slot_retained_wal_bytes{slot="${st.groupSlot}",kind="group",peer=""}`) >= 0);
+    assert.equal(value('pgraft_data_node_state{node="a",group="g1",state="ACTIVE"}'), 1);
+    assert.equal(dataPlaneHealth(st).severity, "ok", dataPlaneHealth(st).detail);
     assert.ok(total > 0, "the load made conflicts (rows written on one node, updated on the others)");
     assert.ok(slow <= 3, `conflicts are decided in line: ${slow} transactions took the slow path (only a tie of commit timestamps should)`);
   });
