@@ -33,6 +33,14 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 /** Every runtime setting, sorted by name. */
 export const SETTINGS: readonly SettingSpec[] = [
   {
+    name: "conflict_log_origin_change",
+    type: "boolean",
+    default: "false",
+    description:
+      "Also log to pgraft.conflict_history the update_origin_change conflicts that the incoming update won (an update of a row another node wrote last, older than the update); off, as in EDB PGD, since in a multi-writer group they are most updates. Every node, at once",
+    restartRequired: false,
+  },
+  {
     name: "debug",
     type: "boolean",
     default: "false",
@@ -267,6 +275,7 @@ export function normalize(name: string, raw: string): string {
 
 /** The effective settings, typed. */
 export interface RuntimeSettings {
+  conflictLogOriginChange: boolean;
   debug: boolean;
   electionTimeoutMs: number;
   failoverEnabled: boolean;
@@ -305,6 +314,7 @@ export function resolveSettings(overrides: ReadonlyMap<string, string>, check = 
   const v = effectiveValues(overrides);
   const get = (name: string): SettingValue => parseSetting(name, v.get(name)!);
   return {
+    conflictLogOriginChange: get("conflict_log_origin_change") as boolean,
     debug: get("debug") as boolean,
     electionTimeoutMs: get("election_timeout") as number,
     failoverEnabled: get("failover_enabled") as boolean,

@@ -157,6 +157,8 @@ export class GroupController {
       db: me.dbname,
       peers,
       notReceiving,
+      // The replicated setting, read for every transaction: a change applies on every node at once.
+      logOriginChange: () => this.d.state.settings().conflictLogOriginChange,
       log: {
         info: (m, f) => this.d.log.info(f ?? {}, m),
         warn: (m, f) => this.d.log.warn(f ?? {}, m),

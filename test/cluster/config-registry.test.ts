@@ -32,6 +32,7 @@ describe("config registry", () => {
   test("the required settings exist with the documented defaults", () => {
     const d = Object.fromEntries(SETTINGS.map((s) => [s.name, s.default]));
     assert.deepEqual(d, {
+      conflict_log_origin_change: "false",
       debug: "false",
       election_timeout: "1s",
       failover_enabled: "true",
@@ -126,7 +127,7 @@ describe("config registry", () => {
   });
 
   test("unknown settings list the valid names; names are case- and prefix-tolerant", () => {
-    throwsCode(() => normalize("heartbeat", "75ms"), "UNKNOWN_SETTING", /unknown setting "heartbeat"; valid settings: debug, election_timeout, failover_enabled, heartbeat_interval/);
+    throwsCode(() => normalize("heartbeat", "75ms"), "UNKNOWN_SETTING", /unknown setting "heartbeat"; valid settings: conflict_log_origin_change, debug, election_timeout, failover_enabled, heartbeat_interval/);
     throwsCode(() => getSetting(""), "UNKNOWN_SETTING");
     throwsCode(() => getSetting("constructor"), "UNKNOWN_SETTING");
     assert.equal(getSetting("pgraft.Heartbeat_Interval").name, "heartbeat_interval");
