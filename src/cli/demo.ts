@@ -4,7 +4,9 @@
 // same foreground process in the background and returns once it is ready
 // (what happens later goes to DIR/demo.log); --stop stops every process of
 // the directory, however it was left. A sidecar or PostgreSQL that exits on
-// its own is reported and restarted after a backoff; the others keep running.
+// its own is reported (with the last error in its log) and restarted after a
+// backoff; the others keep running. A restart keeps the saved ports and
+// refuses to start, naming them, while another program holds one.
 import { spawn } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { chmodSync, closeSync, existsSync, openSync } from "node:fs";
@@ -14,11 +16,13 @@ import { reachableTempDir } from "../postgres/index.js";
 import {
   DEMO_CLUSTER_ID,
   DemoRunningError,
+  PortsTakenError,
   demoExists,
   recordOwner,
   runningProcesses,
   startDemo,
   stopDemoDir,
+  takenPorts,
   type DemoNodeInfo,
   type DemoPids,
 } from "../demo/local-cluster.js";
@@ -187,6 +191,8 @@ async function detach(o: DemoCliOptions, baseDir: string, cmd: string): Promise<
   await mkdir(baseDir, { recursive: true });
   const running = await runningProcesses(baseDir);
   if (running.length) throw new DemoRunningError(baseDir, running, cmd);
+  const taken = await takenPorts(baseDir);
+  if (taken.length) throw new PortsTakenError(baseDir, taken);
   await rm(join(baseDir, READY_FILE), { force: true });
   const logPath = join(baseDir, "demo.log");
   const fd = openSync(logPath, "a", 0o600);

@@ -22,10 +22,10 @@ program
   .command("demo")
   .description(
     "start a local cluster: N PostgreSQL servers (initdb'd here) with a pgraft sidecar each, the shim installed; prints a psql command, metrics URL, HTTP routes, process ids and node-group examples per node (no password on any command line: DSNs name each node's 0600 pgpass file). " +
-      "A sidecar or PostgreSQL that exits on its own (kill -9) is reported and restarted after a backoff (1s doubling to 30s); the others keep running. DIR/pids.json holds the current process ids",
+      "A sidecar or PostgreSQL that exits on its own (kill -9) is reported, with the last error in its log, and restarted after a backoff (1s doubling to 30s); the others keep running. DIR/pids.json holds the current process ids",
   )
   .option("--nodes <n>", "number of nodes (1..7)", positiveInt("--nodes", 7), 3)
-  .option("--base-dir <dir>", "where the nodes keep PostgreSQL, Raft data and logs (default: a new dir under the system temp dir); an existing demo dir is restarted")
+  .option("--base-dir <dir>", "where the nodes keep PostgreSQL, Raft data and logs (default: a new dir under the system temp dir); an existing demo dir is restarted on the ports it saved (refused, naming node, role and port, while another program holds one)")
   .option("--json", "print the cluster id, the nodes' DSNs, endpoints and process ids as JSON once the cluster is ready (docs/cli-json.md)", false)
   .option("--detach", "leave the cluster running in the background and return once it is ready (what happens later goes to DIR/demo.log)", false)
   .option("--stop", "stop every process of the demo in --base-dir, however it was left (the supervisor, and sidecars or postmasters it left behind)", false)

@@ -14,8 +14,8 @@
 // DSNs the demo prints (psql, interface DSNs for create_node) name the node's
 // pgpass file instead (`passfile=`), which psql, pg_dump and the sidecars read.
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomBytes, randomInt } from "node:crypto";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, statSync, writeFileSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -67,6 +67,163 @@ function freePort(): Promise<number> {
     });
   });
 }
+
+/** Whether nothing listens on 127.0.0.1:`port` (we can bind it ourselves). */
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once("error", () => resolve(false));
+    s.listen({ port, host: "127.0.0.1", exclusive: true }, () => s.close(() => resolve(true)));
+  });
+}
+
+/** The lowest port the system hands out on its own (connect, listen on 0): Linux's ip_local_port_range. */
+function ephemeralLow(): number {
+  try {
+    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 0 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/**
+ * A free port for the demo, below the ephemeral range: a port the system
+ * picked (listen on 0) is one it may hand to any program's next connection
+ * before the demo's process binds it, or on a later start; below the range
+ * only a program that asks for that very port can take it. Falls back to a
+ * port the system picks when that range is too small.
+ */
+async function demoPort(used: Set<number>): Promise<number> {
+  const low = 20_000;
+  const high = ephemeralLow() - 1;
+  for (let i = 0; high - low >= 1_000 && i < 200; i++) {
+    const port = low + randomInt(high - low + 1);
+    if (!used.has(port) && (await portFree(port))) {
+      used.add(port);
+      return port;
+    }
+  }
+  return freePort();
+}
+
+const PORT_ROLES: readonly [keyof NodePorts, string][] = [
+  ["pg", "PostgreSQL"],
+  ["grpc", "sidecar gRPC (Raft)"],
+  ["http", "sidecar HTTP"],
+  ["sql", "sidecar SQL"],
+];
+
+/**
+ * The saved ports of the demo in `baseDir` that another program holds now
+ * ("node 2: sidecar HTTP port 41234"). The ports are chosen once and kept,
+ * since the Raft members and node-group DSNs record them, so on a later start
+ * one may be taken (most likely in a demo made before demoPort chose them
+ * below the ephemeral range).
+ */
+export async function takenPorts(baseDir: string): Promise<string[]> {
+  const st = await loadState(baseDir);
+  const taken: string[] = [];
+  for (const n of st?.nodes ?? []) {
+    for (const [role, what] of PORT_ROLES) if (!(await portFree(n.ports[role]))) taken.push(`node ${n.id}: ${what} port ${n.ports[role]}`);
+  }
+  return taken;
+}
+
+export class PortsTakenError extends Error {
+  constructor(
+    readonly baseDir: string,
+    readonly taken: readonly string[],
+  ) {
+    super(
+      `a port this demo saved (in ${join(baseDir, STATE_FILE)}) is in use by another program: ${taken.join("; ")}. ` +
+        `The demo keeps its ports (the cluster's members and node-group DSNs record them): stop what holds it (ss -ltnp shows it) and start again, or start a new demo with another --base-dir`,
+    );
+  }
+}
+
+/** At most this much of a line of a process's log goes into an exit report. */
+export const CAUSE_MAX_CHARS = 200;
+const LOG_TAIL_BYTES = 64 * 1024;
+
+/** What `path` holds from byte `from` on (at most its last LOG_TAIL_BYTES); "" when it cannot be read. */
+export function readLogFrom(path: string, from = 0): string {
+  let fd: number | undefined;
+  try {
+    const size = statSync(path).size;
+    const start = Math.max(from <= size ? from : 0, size - LOG_TAIL_BYTES);
+    const buf = Buffer.alloc(size - start);
+    fd = openSync(path, "r");
+    readSync(fd, buf, 0, buf.length, start);
+    return buf.toString("utf8");
+  } catch {
+    return "";
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+export const logSize = (path: string): number => {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+};
+
+/** A sidecar's JSON log line (pino) as "msg: err.message" when its level is error or fatal. */
+function jsonLogError(line: string): string | undefined {
+  if (!line.startsWith("{")) return undefined;
+  try {
+    const o = JSON.parse(line) as { level?: unknown; msg?: unknown; err?: { message?: unknown } };
+    if (o.level !== "error" && o.level !== "fatal") return undefined;
+    const msg = typeof o.msg === "string" ? o.msg : "";
+    const err = typeof o.err?.message === "string" ? o.err.message : "";
+    return [msg, err].filter((x) => x !== "").join(": ") || line;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Signals another process sends: the exit's cause is the sender, not the log. */
+const EXTERNAL_SIGNALS = new Set<string>(["SIGKILL", "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP"]);
+const SIDECAR_ERROR = /(^pgraft: )|\b[A-Z][A-Za-z]*Error\b|\bE[A-Z]{4,}\b/;
+const POSTGRES_ERROR = /\b(FATAL|PANIC):|Address already in use/;
+
+/**
+ * Why a process most likely exited, from the end of what it wrote to its log:
+ * for a sidecar the last error among its last 20 lines (the CLI's fatal
+ * "pgraft: ..." line, a JSON line at level error/fatal, an exception); for
+ * PostgreSQL the last two FATAL/PANIC or "Address already in use" lines among
+ * its last 10. Control characters become spaces; cut to CAUSE_MAX_CHARS.
+ * Undefined when those lines show no error (a kill -9 leaves none). The demo's
+ * own "=== pgraft: ..." markers and stack frames do not count as lines.
+ */
+export function exitCause(logText: string, kind: "sidecar" | "postgres"): string | undefined {
+  const lines = logText
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l !== "" && !l.startsWith("=== pgraft:") && !l.startsWith("at "))
+    .slice(kind === "sidecar" ? -20 : -10);
+  const found: string[] = [];
+  for (const line of lines) {
+    const hit = kind === "sidecar" ? (jsonLogError(line) ?? (!line.startsWith("{") && SIDECAR_ERROR.test(line) ? line : undefined)) : POSTGRES_ERROR.test(line) ? line : undefined;
+    if (hit !== undefined) found.push(hit);
+  }
+  if (!found.length) return undefined;
+  // eslint-disable-next-line no-control-regex
+  const text = found.slice(kind === "sidecar" ? -1 : -2).join(" / ").replace(/[\u0000-\u001f\u007f]/g, " ");
+  return text.length > CAUSE_MAX_CHARS ? text.slice(0, CAUSE_MAX_CHARS - 1) + "…" : text;
+}
+
+/** The part of PostgreSQL's log written since the last start the demo marked ("=== pgraft: starting ..."). */
+function lastStartOf(logText: string): string {
+  const i = logText.lastIndexOf("=== pgraft: starting ");
+  return i < 0 ? logText : logText.slice(i);
+}
+
+/** "; last error in its log: ..." for an exit report, or "" when the log shows none. */
+const causeSuffix = (cause: string | undefined): string => (cause ? `; last error in its log: ${cause}` : "");
 
 async function loadState(baseDir: string): Promise<DemoState | undefined> {
   try {
@@ -129,6 +286,8 @@ interface Supervised {
   server: LocalPostgres;
   sidecar: ChildProcess | undefined;
   sidecarLog: string;
+  /** Where the sidecar log ended when the running sidecar was started (its own lines come after). */
+  sidecarLogFrom: number;
   sidecarSince: number;
   sidecarDelay: number;
   /** The postmaster is being (re)started: its exits are start() attempts, not crashes. */
@@ -153,13 +312,16 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
   }
   if (!state) {
     const nodes: DemoState["nodes"] = [];
+    const used = new Set<number>();
     for (let id = 1; id <= o.nodes; id++) {
-      nodes.push({ id, ports: { pg: await freePort(), grpc: await freePort(), http: await freePort(), sql: await freePort() }, password: randomBytes(12).toString("hex") });
+      nodes.push({ id, ports: { pg: await demoPort(used), grpc: await demoPort(used), http: await demoPort(used), sql: await demoPort(used) }, password: randomBytes(12).toString("hex") });
     }
     state = { version: 1, nodes };
     await saveState(o.baseDir, state);
   }
   const st = state;
+  const taken = await takenPorts(o.baseDir);
+  if (taken.length) throw new PortsTakenError(o.baseDir, taken);
 
   const supervised: Supervised[] = [];
   const timers = new Set<NodeJS.Timeout>();
@@ -199,6 +361,7 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
   const spawnSidecar = (s: Supervised): void => {
     const n = st.nodes.find((x) => x.id === s.id)!;
     const nodeDir = join(o.baseDir, `node${n.id}`);
+    s.sidecarLogFrom = logSize(s.sidecarLog);
     const fd = openSync(s.sidecarLog, "a", 0o600);
     let child: ChildProcess;
     try {
@@ -231,7 +394,9 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
       writePids();
       if (stopping) return;
       s.sidecarDelay = nextRestartDelay(s.sidecarDelay, Date.now() - s.sidecarSince);
-      event(`node ${s.id}: the sidecar (pid ${child.pid}) exited (${signal ? `signal ${signal}` : `code ${code}`}); the other processes keep running; restarting it in ${s.sidecarDelay / 1000}s (log ${s.sidecarLog})`);
+      // Killed by a signal: whatever its log says last is not why.
+      const cause = signal ? "" : causeSuffix(exitCause(readLogFrom(s.sidecarLog, s.sidecarLogFrom), "sidecar"));
+      event(`node ${s.id}: the sidecar (pid ${child.pid}) exited (${signal ? `signal ${signal}` : `code ${code}`}${cause}); the other processes keep running; restarting it in ${s.sidecarDelay / 1000}s (log ${s.sidecarLog})`);
       later(s.sidecarDelay, () => {
         spawnSidecar(s);
         event(`node ${s.id}: sidecar restarted (pid ${s.sidecar?.pid})`);
@@ -258,7 +423,9 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
             s.pgStarting = false;
             if (stopping) return;
             s.pgDelay = nextRestartDelay(s.pgDelay, 0);
-            event(`node ${s.id}: PostgreSQL did not start again (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); trying again in ${s.pgDelay / 1000}s`);
+            const why = e instanceof Error ? e.message : String(e);
+            const cause = causeSuffix(exitCause(lastStartOf(readLogFrom(s.server.logFile)), "postgres"));
+            event(`node ${s.id}: PostgreSQL did not start again (${why.split("\n")[0]}${cause}); trying again in ${s.pgDelay / 1000}s`);
             restartPostgres(s);
           },
         ),
@@ -301,6 +468,7 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
           server: undefined as unknown as LocalPostgres,
           sidecar: undefined,
           sidecarLog: join(nodeDir, "sidecar.log"),
+          sidecarLogFrom: 0,
           sidecarSince: 0,
           sidecarDelay: 0,
           pgStarting: true,
@@ -319,7 +487,9 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
             if (stopping || s.pgStarting) return;
             s.pgDelay = nextRestartDelay(s.pgDelay, Date.now() - s.pgSince);
             const how = x.signal ? `signal ${x.signal}` : `code ${x.code}`;
-            event(`node ${n.id}: PostgreSQL exited (${how}); the other processes keep running; restarting it in ${s.pgDelay / 1000}s (log ${s.server.logFile})`);
+            // Killed from outside (kill -9, a stop): its backends' last words are not why; a crash (SIGABRT, SIGSEGV) may be in the log.
+            const cause = x.signal && EXTERNAL_SIGNALS.has(x.signal) ? "" : causeSuffix(exitCause(lastStartOf(readLogFrom(s.server.logFile)), "postgres"));
+            event(`node ${n.id}: PostgreSQL exited (${how}${cause}); the other processes keep running; restarting it in ${s.pgDelay / 1000}s (log ${s.server.logFile})`);
             restartPostgres(s);
           },
         });

@@ -2,9 +2,12 @@
 // kill -9 of one sidecar or one postmaster leaves the others running, is
 // logged in demo.log and the process is restarted; a second start in the same
 // dir is refused; `--stop` after the supervisor was killed stops everything;
-// `--json` carries the cluster id and the process ids. Needs `make build`.
+// `--json` carries the cluster id and the process ids; an exit's report quotes
+// the error in the process's log; a saved port taken by another program is
+// named and the start refused. Needs `make build`.
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { alive, runningProcesses } from "../../src/demo/local-cluster.js";
@@ -86,6 +89,39 @@ describe("pgraft demo (real processes)", { concurrency: false }, () => {
     assert.match(log(), new RegExp(`node 2: sidecar restarted \\(pid ${back}\\)`));
   });
 
+  test("a sidecar that exits because its port was taken: the report quotes the error from its log", async () => {
+    const state = JSON.parse(readFileSync(join(dir, "demo.json"), "utf8")) as { nodes: { id: number; ports: { http: number } }[] };
+    const httpPort = state.nodes.find((n) => n.id === 2)!.ports.http;
+    const victim = pidsFile().nodes.find((n) => n.id === 2)!.sidecar!;
+    process.kill(victim, "SIGKILL");
+    await waitFor("the sidecar gone", () => !alive(victim));
+    // Another program takes the sidecar's HTTP port while it is down.
+    const squatter = createServer();
+    await new Promise<void>((resolve, reject) => {
+      squatter.once("error", reject);
+      squatter.listen({ port: httpPort, host: "127.0.0.1" }, resolve);
+    });
+    try {
+      const report = await waitFor(
+        "the restarted sidecar's exit, with its cause",
+        () => log().split("\n").find((l) => /node 2: the sidecar \(pid \d+\) exited \(code \d+; last error in its log: .*EADDRINUSE/.test(l)),
+        { timeoutMs: 30_000, context: log },
+      );
+      assert.ok(report.includes(String(httpPort)), report);
+      assert.match(report, /restarting it in \d+s/);
+    } finally {
+      await new Promise<void>((resolve) => squatter.close(() => resolve()));
+    }
+    await waitFor(
+      "node 2's sidecar running again",
+      () => {
+        const p = pidsFile().nodes.find((n) => n.id === 2)?.sidecar;
+        return p && p !== victim && alive(p) && log().includes(`node 2: sidecar restarted (pid ${p})`) ? p : undefined;
+      },
+      { timeoutMs: 60_000, context: log },
+    );
+  });
+
   test("kill -9 of a postmaster: the others keep running, demo.log says so, and it is restarted", async () => {
     const [n1, n2] = doc.nodes as [DemoDoc["nodes"][0], DemoDoc["nodes"][0]];
     const victim = n1.postgres_pid!;
@@ -114,5 +150,24 @@ describe("pgraft demo (real processes)", { concurrency: false }, () => {
     const again = await demo(["--stop", "--base-dir", dir]);
     assert.equal(again.code, 0);
     assert.match(again.stdout, /no process of the demo in .* is running/);
+  });
+
+  test("a start while another program holds a saved port is refused, naming node, role and port; nothing is started", async () => {
+    const state = JSON.parse(readFileSync(join(dir, "demo.json"), "utf8")) as { nodes: { id: number; ports: { grpc: number } }[] };
+    const port = state.nodes.find((n) => n.id === 2)!.ports.grpc;
+    const squatter = createServer();
+    await new Promise<void>((resolve, reject) => {
+      squatter.once("error", reject);
+      squatter.listen({ port, host: "127.0.0.1" }, resolve);
+    });
+    try {
+      const r = await demo(["--detach", "--nodes", "2", "--base-dir", dir]);
+      assert.equal(r.code, 1, r.stdout);
+      assert.match(r.stderr, new RegExp(`is in use by another program: node 2: sidecar gRPC \\(Raft\\) port ${port}\\b`));
+      assert.deepEqual(await runningProcesses(dir), []);
+      assert.equal(readFileSync(join(dir, "demo.json"), "utf8"), JSON.stringify(state, null, 2) + "\n", "the saved ports are kept");
+    } finally {
+      await new Promise<void>((resolve) => squatter.close(() => resolve()));
+    }
   });
 });
