@@ -43,7 +43,7 @@ import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
 import { ApplySession, BATCH_SETUP, qualified, type SessionOptions } from "./session.js";
 import { applyOneByOne, locateRow } from "./slow-path.js";
 import { resolvingDeleteSql, resolvingInsertSql, resolvingUpdateSql } from "./resolving-statements.js";
-import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql, type TableMeta } from "./statements.js";
+import { deleteManySql, fastDeleteSql, fastUpdateSql, GUARD_SQLSTATE, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql, updateManySql, type TableMeta } from "./statements.js";
 import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type Value } from "./types.js";
 
 export type { NodeRef } from "./session.js";
@@ -71,10 +71,12 @@ export interface ApplierStats {
   conflictsByKind: Map<string, number>;
   /** Transactions redone on the slow path (an error, a tie, a table without a primary key meeting another node's row). */
   slowPathTransactions: number;
+  /** Transactions sent again with resolving statements after a conflict stopped their optimistic batch. */
+  resolvingResends: number;
 }
 
 export function emptyStats(): ApplierStats {
-  return { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, conflicts: 0, conflictsByKind: new Map(), slowPathTransactions: 0 };
+  return { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, conflicts: 0, conflictsByKind: new Map(), slowPathTransactions: 0, resolvingResends: 0 };
 }
 
 /** `a` + `b` (a new object). */
@@ -88,6 +90,7 @@ export function sumStats(a: ApplierStats, b: ApplierStats | undefined): ApplierS
     conflicts: a.conflicts + (b?.conflicts ?? 0),
     conflictsByKind: kinds,
     slowPathTransactions: a.slowPathTransactions + (b?.slowPathTransactions ?? 0),
+    resolvingResends: a.resolvingResends + (b?.resolvingResends ?? 0),
   };
 }
 
@@ -113,6 +116,8 @@ interface Item {
   endLsn: bigint;
   status: "queued" | "sent" | "committed" | "durable";
   sync: boolean;
+  /** Sent again with resolving statements after a conflict stopped its optimistic batch (a second failure: the slow path). */
+  resolving?: boolean;
   resolve: () => void;
   reject: (e: Error) => void;
 }
@@ -132,6 +137,16 @@ interface Batch {
 const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = on;SELECT pg_current_xact_id();COMMIT;";
 /** How long commits may wait for their flush (see flush()). */
 const FLUSH_DELAY_MS = 5;
+
+/**
+ * How long a table whose changes met a conflict is applied with resolving
+ * statements (resolving-statements.ts) before the optimistic ones are tried
+ * again: a multi-writer table stays resolving (one failed batch per window),
+ * a one-way table pays for the cheaper statements.
+ */
+const CONTENDED_MS = 10_000;
+/** The errors of an optimistic statement that resolving ones decide in line: the guard (another node's row, a missing row) and a duplicate key. */
+const CONFLICT_STATES = new Set([GUARD_SQLSTATE, "23505"]);
 
 /** Rows per multi-row INSERT. */
 const BATCH_ROWS = 1000;
@@ -155,6 +170,8 @@ export class Applier {
   private closed = false;
   /** End LSN of the last transaction sent (what the next one's chain check expects as the origin's progress). */
   private chainLsn = 0n;
+  /** Tables (qualified names) applied with resolving statements until the time given (ms). */
+  private readonly contended = new Map<string, number>();
   /** The connection that makes commits durable (see flush()). */
   private flusher: pg.Client | undefined;
   private flushing = false;
@@ -342,35 +359,27 @@ export class Applier {
     const s = this.session;
     const one = solo !== undefined;
     const tag = one ? "s" : "";
-    const tail = [...context, ...(solo ?? [])];
     const first = batch[0]!;
-    const names = { localNode: this.opts.localNode.name, peer: this.opts.peer.name };
-    const resolving = first.kind !== "truncate" && s.meta(first.rel).key !== null && runShape(first, (rel) => s.meta(rel)).shape !== "";
-    if (resolving) {
+    const meta0 = first.kind === "truncate" ? undefined : s.meta(first.rel);
+    const keyed = meta0 !== undefined && meta0.key !== null && runShape(first, (rel) => s.meta(rel)).shape !== "";
+    if (keyed && (this.contended.get(meta0.qualified) ?? 0) > Date.now()) return this.resolvingSql(batch, meta0, tag, one, [...context, ...(solo ?? [])]);
+    const tail = solo ?? [];
+    if (batch.length > 1 && first.kind !== "truncate") {
       const meta = s.meta(first.rel);
       const column = (i: number, row: (ch: Change) => Value[]): string => arrayLiteral(batch.map((ch) => row(ch)[i]));
+      const count = literal(String(batch.length));
       if (first.kind === "delete") {
         const keys = meta.key!.map((i) => column(i, (ch) => (ch as Extract<Change, { kind: "delete" }>).old));
-        return executeSql(s.batchShape(meta, `${tag}D`, () => resolvingDeleteSql(meta, s.roident, names, one)), [...keys, ...tail]);
+        return executeSql(s.batchShape(meta, `${tag}D`, () => deleteManySql(meta, s.roident, one)), [...keys, count, ...tail]);
       }
-      const ch0 = first;
-      const mask = presentMask(ch0.new);
+      const mask = presentMask(first.new);
       const newRow = (ch: Change): Value[] => (ch as Extract<Change, { kind: "insert" | "update" }>).new;
       const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [column(i, newRow)] : []));
-      if (first.kind === "insert") return executeSql(s.batchShape(meta, `${tag}I${mask}`, () => resolvingInsertSql(meta, mask, s.roident, names, one)), [...values, ...tail]);
+      if (first.kind === "insert") return executeSql(s.batchShape(meta, `${tag}I${mask}`, () => insertManySql(meta, mask, one)), [...values, ...tail]);
       const keys = meta.key!.map((i) => column(i, newRow));
-      return executeSql(s.batchShape(meta, `${tag}U${mask}`, () => resolvingUpdateSql(meta, mask, s.roident, names, one)), [...values, ...keys, ...tail]);
+      return executeSql(s.batchShape(meta, `${tag}U${mask}`, () => updateManySql(meta, mask, s.roident, one)), [...values, ...keys, count, ...tail]);
     }
-    const plainTail = solo ?? [];
-    if (batch.length > 1 && first.kind === "insert") {
-      // Inserts into a table without a primary key (nothing identifies "the same row": no conflict).
-      const meta = s.meta(first.rel);
-      const mask = presentMask(first.new);
-      const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [arrayLiteral(batch.map((ch) => (ch as Extract<Change, { kind: "insert" }>).new[i]))] : []));
-      return executeSql(s.batchShape(meta, `${tag}N${mask}`, () => insertManySql(meta, mask, one)), [...values, ...plainTail]);
-    }
-    if (batch.length > 1) throw new Error(`a run of ${batch.length} ${first.kind} changes on a table without a primary key`);
-    const args = (vs: (string | null)[]): string[] => [...vs.map(literal), ...plainTail];
+    const args = (vs: (string | null)[]): string[] => [...vs.map(literal), ...tail];
     switch (first.kind) {
       case "insert": {
         const meta = s.meta(first.rel);
@@ -391,6 +400,29 @@ export class Applier {
         if (one) throw new Error("a truncate cannot be a one-statement transaction");
         return `${truncateSql(first.rels.map((r) => qualified(r)), first.restartIdentity, first.cascade).text};`;
     }
+  }
+
+  /**
+   * A run (of one change or many) on a table with a primary key, as a
+   * statement that decides its conflicts in line (resolving-statements.ts;
+   * `tail`: the transaction's context — commit time and LSN, the logging
+   * switch, the writers — then a lone statement's setup).
+   */
+  private resolvingSql(batch: Change[], meta: TableMeta, tag: string, one: boolean, tail: string[]): string {
+    const s = this.session;
+    const first = batch[0]!;
+    const names = { localNode: this.opts.localNode.name, peer: this.opts.peer.name };
+    const column = (i: number, row: (ch: Change) => Value[]): string => arrayLiteral(batch.map((ch) => row(ch)[i]));
+    if (first.kind === "delete") {
+      const keys = meta.key!.map((i) => column(i, (ch) => (ch as Extract<Change, { kind: "delete" }>).old));
+      return executeSql(s.batchShape(meta, `${tag}RD`, () => resolvingDeleteSql(meta, s.roident, names, one)), [...keys, ...tail]);
+    }
+    const newRow = (ch: Change): Value[] => (ch as Extract<Change, { kind: "insert" | "update" }>).new;
+    const mask = presentMask(newRow(first));
+    const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [column(i, newRow)] : []));
+    if (first.kind === "insert") return executeSql(s.batchShape(meta, `${tag}RI${mask}`, () => resolvingInsertSql(meta, mask, s.roident, names, one)), [...values, ...tail]);
+    const keys = meta.key!.map((i) => column(i, newRow));
+    return executeSql(s.batchShape(meta, `${tag}RU${mask}`, () => resolvingUpdateSql(meta, mask, s.roident, names, one)), [...values, ...keys, ...tail]);
   }
 
   /**
@@ -537,6 +569,16 @@ export class Applier {
         this.chainLsn = progress;
         this.sendPos = this.items.findIndex((it) => it.kind === "apply" && it.status === "queued");
         if (this.sendPos < 0) this.sendPos = this.items.length;
+      } else if (!failedItem.resolving && CONFLICT_STATES.has(sqlState(r.error) ?? "")) {
+        // A conflict stopped the optimistic statements: its tables resolve in line for a while, and it goes again.
+        const until = Date.now() + CONTENDED_MS;
+        for (const ch of failedItem.tx!.changes) if (ch.kind !== "truncate") this.contended.set(qualified(ch.rel), until);
+        failedItem.resolving = true;
+        failedItem.status = "queued";
+        this.unsentApply++;
+        this.sendPos = this.items.indexOf(failedItem);
+        this.chainLsn = progress;
+        this.stats.resolvingResends++;
       } else {
         this.sendPos = this.items.indexOf(failedItem) + 1;
         this.opts.log.debug("redoing a transaction on the slow path", { peer: this.opts.peer.name, end: formatLsn(failedItem.endLsn), cause: errorText(r.error) });

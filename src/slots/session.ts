@@ -87,7 +87,8 @@ export class ApplySession {
     // Applying is what a replica does: user and FK triggers stay quiet (they ran on the origin node),
     // and commits need not wait for a flush (the applier's flusher makes them durable; the slow path commits synchronously).
     // Batches carry values as literals: only quotes need escaping with standard_conforming_strings (batch-text.ts).
-    await client.query("SET synchronous_commit = off; SET session_replication_role = replica; SET standard_conforming_strings = on");
+    // Generic plans: every statement here finds rows by key, and planning a resolving statement for each execution (what "auto" picks for them) costs more than running it.
+    await client.query("SET synchronous_commit = off; SET session_replication_role = replica; SET standard_conforming_strings = on; SET plan_cache_mode = force_generic_plan");
     await client.query(`PREPARE ${BATCH_SETUP} AS ${setupSql(true).text}`);
     try {
       await client.query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)", [o.originName]);

@@ -9,15 +9,18 @@
 // wrote: nothing is rounded).
 //
 // Three families:
-// - fast path on a table with a primary key: resolving-statements.ts (each
-//   run's conflicts decided in line);
-// - fast path elsewhere (no conflict expected): a plain INSERT, and
-//   UPDATE/DELETE that touch the row only when it was last written by the
-//   same peer (or by this very transaction, or before commit timestamps were
-//   tracked) and raise (pgraft.apply_guard) unless they touched exactly one
-//   row; also an update that changes the key. Any error aborts the local
-//   transaction, and the applier redoes it on the slow path. This is what
-//   makes it safe to pipeline whole transactions, COMMIT included.
+// - fast path, optimistic (no conflict expected): a plain INSERT (a
+//   duplicate key raises unique_violation), and UPDATE/DELETE that touch the
+//   row only when it was last written by the same peer (or by this very
+//   transaction, or before commit timestamps were tracked) and raise
+//   (pgraft.apply_guard) unless they touched every row. Any error aborts the
+//   local transaction; the applier sends it again with the resolving family
+//   (or, for a real error, redoes it on the slow path). This is what makes it
+//   safe to pipeline whole transactions, COMMIT included.
+// - fast path, resolving (resolving-statements.ts): for a table with a
+//   primary key where conflicts were just met, each run decides its
+//   conflicts in line; 3-5 times the server's work of the optimistic family
+//   per statement, so it is used only where conflicts happen.
 // - slow path: a locking lookup of the local row with its commit timestamp and
 //   origin, then the action conflicts.ts decided, by ctid.
 import type { RelationDesc, Value } from "./types.js";
@@ -192,6 +195,49 @@ export function insertManySql(meta: TableMeta, mask: string, solo = false): Sql 
     `INSERT INTO ${meta.qualified} (${cols.map((c) => c.name).join(", ")}) ` +
     `SELECT ${cols.map((c, i) => `u.${aliases[i]}::${c.type}`).join(", ")} FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(", ")}) AS u(${aliases.join(", ")})`;
   return solo ? withCheck(dml, "count(*)", cols.length + 1, true) : { text: dml };
+}
+
+/** `column = u.alias::type` for each of `cols`, and the unnest of their text[] params from $first on. */
+function unnested(meta: TableMeta, cols: number[], alias: string, first: number): { refs: string[]; params: string[] } {
+  return {
+    refs: cols.map((i, j) => `u.${alias}${j + 1}::${meta.types[i]!}`),
+    params: cols.map((_, j) => `$${first + j}::text[]`),
+  };
+}
+
+/**
+ * Many updates of one table at once, each row found by its primary key
+ * (params: one text[] per column of `mask`, then one per key column, then
+ * the number of rows). The applier only batches rows whose keys differ (an
+ * UPDATE … FROM changes a row once however many source rows match it).
+ * Raises GUARD_SQLSTATE unless every row was updated (one may be another
+ * node's now, or gone: the slow path sorts it out).
+ */
+export function updateManySql(meta: TableMeta, mask: string, peerRoident: number, solo = false): Sql {
+  const key = meta.key;
+  if (!key) throw new Error(`${meta.qualified}: batched updates need a primary key`);
+  const setCols = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [i] : []));
+  const set = unnested(meta, setCols, "c", 1);
+  const k = unnested(meta, key, "k", 1 + setCols.length);
+  const n = 1 + setCols.length + key.length;
+  const aliases = [...setCols.map((_, j) => `c${j + 1}`), ...key.map((_, j) => `k${j + 1}`)];
+  const dml =
+    `UPDATE ${meta.qualified} l SET ${setCols.map((i, j) => `${quoteIdent(meta.rel.columns[i]!.name)} = ${set.refs[j]}`).join(", ")} ` +
+    `FROM unnest(${[...set.params, ...k.params].join(", ")}) AS u(${aliases.join(", ")}) ` +
+    `WHERE ${key.map((i, j) => `l.${quoteIdent(meta.rel.columns[i]!.name)} = ${k.refs[j]}`).join(" AND ")} AND ${sameOrigin("l", peerRoident)}`;
+  return withCheck(dml, guardSql(`count(*) = $${n}::int`), n + 1, solo);
+}
+
+/** Many deletes of one table at once by primary key (params: one text[] per key column, then the number of rows); as updateManySql. */
+export function deleteManySql(meta: TableMeta, peerRoident: number, solo = false): Sql {
+  const key = meta.key;
+  if (!key) throw new Error(`${meta.qualified}: batched deletes need a primary key`);
+  const k = unnested(meta, key, "k", 1);
+  const n = 1 + key.length;
+  const dml =
+    `DELETE FROM ${meta.qualified} l USING unnest(${k.params.join(", ")}) AS u(${key.map((_, j) => `k${j + 1}`).join(", ")}) ` +
+    `WHERE ${key.map((i, j) => `l.${quoteIdent(meta.rel.columns[i]!.name)} = ${k.refs[j]}`).join(" AND ")} AND ${sameOrigin("l", peerRoident)}`;
+  return withCheck(dml, guardSql(`count(*) = $${n}::int`), n + 1, solo);
 }
 
 const ONE_ROW = guardSql("count(*) = 1");

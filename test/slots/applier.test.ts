@@ -1,8 +1,10 @@
 // The applier against one real server, driven directly: thousands of
 // transactions submitted at once go out in batches; conflicts in the middle
 // of a batch and inside a transaction that spans batches are resolved in line
-// (no batch aborts, nothing goes to the slow path) while everything around
-// them still commits once, in order; values that need quoting arrive exactly.
+// (the optimistic batch that meets one stops, and the transaction goes again
+// with resolving statements: nothing goes to the slow path) while everything
+// around them still commits once, in order; values that need quoting arrive
+// exactly.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { Applier } from "../../src/slots/applier.js";
@@ -105,6 +107,7 @@ describe("applier batches", () => {
 
       // Exactly the three collisions were conflicts, resolved in line (a double apply would have been an insert_exists too).
       assert.equal(ap.stats.slowPathTransactions, 0);
+      assert.ok(ap.stats.resolvingResends >= 1, "the first collision switched the table to resolving statements");
       assert.equal(ap.stats.conflicts, 3);
       assert.deepEqual([...ap.stats.conflictsByKind], [["insert_exists/keep_local", 3]]);
       assert.equal(ap.stats.appliedTransactions, txs.length);
