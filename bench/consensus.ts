@@ -1,5 +1,6 @@
 // bench/consensus: the Raft engine alone — committed entries per second,
-// fsyncs per committed entry and commit latency of a 3-node pgraft cluster
+// the leader's fsyncs per committed entry (its own WAL only: the followers'
+// fsyncs are not counted) and commit latency of a 3-node pgraft cluster
 // inside this one process (RaftNode with its real WAL on disk and fsync, a
 // state machine that only counts entries, proposers calling the leader's
 // propose() in-process), at 1, 16 and 256 concurrent proposers; once with
@@ -14,7 +15,9 @@
 // the two systems like with like (both through their client APIs).
 // The proposers share this process with the three nodes, so "cpu %" (this
 // process, user + system, in % of one core) is the cluster and its load
-// generator together.
+// generator together, and all of them run on one Node.js event loop (one
+// core): the figures are bounded by that core, not by what three separate
+// processes on three cores would do.
 //
 //   make bench                   (BENCH_SECONDS=5 BENCH_CONCURRENCY=1,16,256 BENCH_REPS=3)
 import { mkdtemp, rm } from "node:fs/promises";
@@ -26,7 +29,7 @@ import { RaftNode, type StateMachine, type Transport } from "../src/consensus/dr
 import { GrpcPeerTransport, PEER_SERVER_OPTIONS } from "../src/transport/peer-transport.js";
 import { MemoryNetwork } from "../src/consensus/memory-transport.js";
 import { Role } from "../src/consensus/types.js";
-import { alternate, fmt, fmtSpread, loadAverage, machineNote, repetitions, selfCpuMeter, spread } from "./report.js";
+import { alternate, fmt, fmtSpread, loadAverageChecked, machineNote, repetitions, selfCpuMeter, spread } from "./report.js";
 import { closedLoop, percentile, type RunResult } from "./stats.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
@@ -119,7 +122,7 @@ async function runPgraft(concurrency: number, wiring: Wiring): Promise<Run> {
     const cpu = selfCpuMeter();
     const r: Run = await closedLoop(concurrency, SECONDS, () => l.propose(VALUE));
     r.cpuPct = cpu();
-    r.fsyncsPerEntry = (l.storageStats().fsyncs - before) / r.committed;
+    r.fsyncsPerEntry = (l.storageStats().fsyncs - before) / r.committed; // the leader's WAL only
     return r;
   } finally {
     await Promise.all(nodes.map((n) => n.stop()));
@@ -134,10 +137,12 @@ const NAME: Record<Wiring, string> = { memory: "pgraft (mem) ", grpc: "pgraft (g
 async function main(): Promise<void> {
   console.log(`bench/consensus: the Raft engine alone, 3 nodes in one process, ${VALUE.length}-byte entries, ${SECONDS}s per run, closed-loop in-process proposers, ${REPS} repetitions per level (mem and grpc alternate which runs first)`);
   console.log("pgraft (mem): in-memory messages between the nodes; pgraft (grpc): Raft messages over gRPC on loopback; both with the real WAL and fsync");
+  console.log("all three nodes and the proposers share this one Node.js event loop (one core): every figure is bounded by that core");
+  console.log("leader fsyncs/entry: the leader's own WAL fsyncs per committed entry; the two followers' fsyncs are not counted");
   console.log("no etcd column and no ratio against etcd: this is not the path etcd's client takes (bench/kv compares both systems through their client APIs)");
-  console.log(`load average before: ${loadAverage()} (${machineNote()})`);
+  console.log(`load average before: ${loadAverageChecked()} (${machineNote()})`);
   console.log("");
-  console.log("proposers  wiring         entries/s median (min-max)   p50 ms  p99 ms  fsyncs/entry  cpu % (process)");
+  console.log("proposers  wiring         entries/s median (min-max)   p50 ms  p99 ms  leader fsyncs/entry  cpu % (process)");
   for (const c of LEVELS) {
     const runs: Record<Wiring, Run[]> = { memory: [], grpc: [] };
     for (let rep = 0; rep < REPS; rep++) for (const w of alternate<Wiring>(rep, "memory", "grpc")) runs[w].push(await runPgraft(c, w));
@@ -146,15 +151,15 @@ async function main(): Promise<void> {
       const rate = spread(rs.map((r) => r.committed / r.seconds));
       const med = (f: (r: Run) => number): number => spread(rs.map(f)).median;
       console.log(
-        `${(i === 0 ? String(c) : "").padEnd(11)}${NAME[w]}  ${`${fmt(rate.median)} (${fmt(rate.min)}-${fmt(rate.max)})`.padEnd(29)}${fmt(med((r) => percentile(r.latenciesMs, 50)), 2).padEnd(8)}${fmt(med((r) => percentile(r.latenciesMs, 99)), 2).padEnd(8)}${fmt(med((r) => r.fsyncsPerEntry ?? NaN), 3).padEnd(14)}${fmt(med((r) => r.cpuPct ?? NaN))}`,
+        `${(i === 0 ? String(c) : "").padEnd(11)}${NAME[w]}  ${`${fmt(rate.median)} (${fmt(rate.min)}-${fmt(rate.max)})`.padEnd(29)}${fmt(med((r) => percentile(r.latenciesMs, 50)), 2).padEnd(8)}${fmt(med((r) => percentile(r.latenciesMs, 99)), 2).padEnd(8)}${fmt(med((r) => r.fsyncsPerEntry ?? NaN), 3).padEnd(21)}${fmt(med((r) => r.cpuPct ?? NaN))}`,
       );
     });
     const ratios = runs.grpc.map((g, i) => g.committed / g.seconds / (runs.memory[i]!.committed / runs.memory[i]!.seconds));
     console.log(`${"".padEnd(11)}entries/s grpc/mem, per repetition: ${fmtSpread(ratios)}`);
   }
   console.log("");
-  console.log("p50/p99/fsyncs/cpu: the median over the repetitions of each run's figure");
-  console.log(`load average after: ${loadAverage()}`);
+  console.log("p50/p99/leader fsyncs/cpu: the median over the repetitions of each run's figure");
+  console.log(`load average after: ${loadAverageChecked()}`);
 }
 
 main().catch((e: unknown) => {

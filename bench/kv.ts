@@ -12,14 +12,16 @@
 // The load generator's CPU (this process, user + system, % of one core) is
 // printed per run; a level where either side's generator reached
 // BENCH_SATURATED_PCT (90) % is the last one run, since beyond it the
-// generator, not the system, sets the figure.
+// generator, not the system, sets the figure. Both sides' clients are made
+// and connected before the clock (and the CPU meter) starts: pgraft's
+// channels with one put each, etcd's client with WARM_PUTS puts.
 //
 //   make bench      (BENCH_SECONDS=5 BENCH_CLIENTS=1,16,64 BENCH_REPS=3)
 import { existsSync } from "node:fs";
-import { runEtcd, startEtcd } from "./etcd-baseline.js";
+import { etcdKvClient, runEtcd, startEtcd, WARM_PUTS } from "./etcd-baseline.js";
 import { startPgraft } from "./pgraft-cluster.js";
 import { closedLoop, percentile, type RunResult } from "./stats.js";
-import { alternate, fmt, fmtSpread, loadAverage, machineNote, repetitions, SATURATED_PCT, selfCpuMeter, spread } from "./report.js";
+import { alternate, fmt, fmtSpread, loadAverageChecked, machineNote, repetitions, SATURATED_PCT, selfCpuMeter, spread } from "./report.js";
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? "1,16,64").split(",").map(Number);
@@ -53,9 +55,14 @@ async function runPgraft(c: number): Promise<Run> {
 async function runEtcdOnce(c: number): Promise<Run> {
   const etcd = await startEtcd(23890); // not bench/failover's ports: the two can run side by side
   try {
-    const cpu = selfCpuMeter();
-    const r = await runEtcd(etcd, c, SECONDS, VALUE, key);
-    return { ...r, cpuPct: cpu() };
+    const client = await etcdKvClient(etcd); // connections open before the clock starts, as pgraft's channels are
+    try {
+      const cpu = selfCpuMeter();
+      const r = await runEtcd(client, c, SECONDS, VALUE, key);
+      return { ...r, cpuPct: cpu() };
+    } finally {
+      client.close();
+    }
   } finally {
     await etcd.stop();
   }
@@ -73,8 +80,9 @@ async function main(): Promise<void> {
   const haveEtcd = existsSync(process.env.ETCD_BIN ?? "/usr/bin/etcd");
   console.log(`bench/kv: 3 nodes each, 8-byte keys, ${VALUE.length}-byte values, ${SECONDS}s per run, closed-loop clients over all members, ${REPS} repetitions per level (pgraft and etcd alternate which runs first)`);
   console.log("both through their gRPC client APIs from this one process (pgraft: @grpc/grpc-js to the sidecars; etcd: the etcd3 client); generator cpu = this process, % of one core");
+  console.log(`both clients are created and connected before the clock starts (pgraft: one put per member's channel; etcd: ${WARM_PUTS} puts, the etcd3 client picks a member per call)`);
   if (!haveEtcd) console.log("etcd not found (apt-get install etcd-server, or ETCD_BIN=...): the etcd rows are skipped");
-  console.log(`load average before: ${loadAverage()} (${machineNote()})`);
+  console.log(`load average before: ${loadAverageChecked()} (${machineNote()})`);
   console.log("");
   console.log("clients  system  puts/s median (min-max) p50 ms  p99 ms  generator cpu % (min-max)");
   const systems: System[] = haveEtcd ? ["pgraft", "etcd"] : ["pgraft"];
@@ -98,7 +106,7 @@ async function main(): Promise<void> {
   }
   console.log("");
   console.log("p50/p99: the median over the repetitions of each run's figure");
-  console.log(`load average after: ${loadAverage()}`);
+  console.log(`load average after: ${loadAverageChecked()}`);
 }
 
 main().catch((e: unknown) => {

@@ -18,6 +18,21 @@ export function loadAverage(): string {
     .join(" ");
 }
 
+/** The 1-minute load average is above the number of cores: every figure then shares the cores with other work. */
+export function busy(): boolean {
+  return loadavg()[0]! > availableParallelism();
+}
+
+/** "" or " (busy: load above the 2 cores; figures are rough)": appended to a load-average line when busy(). */
+export function busyNote(): string {
+  return busy() ? ` (busy: load above the ${availableParallelism()} cores; figures are rough)` : "";
+}
+
+/** loadAverage() followed by busyNote(): what a "load average before/after" line prints. */
+export function loadAverageChecked(): string {
+  return `${loadAverage()}${busyNote()}`;
+}
+
 export function machineNote(): string {
   return process.env.BENCH_NOTE ?? `${availableParallelism()} cores shared with everything else on this machine`;
 }
