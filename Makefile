@@ -63,6 +63,7 @@ bench: build
 	node dist/bench/failover.js
 	node dist/bench/sql.js
 	node dist/bench/replication.js
+	node dist/bench/multi-writer.js
 
 clean:
 	rm -rf dist

@@ -57,15 +57,14 @@
 //   make build && node dist/bench/replication.js   (BENCH_SECONDS=10 BENCH_CLIENTS=8 BENCH_JOIN_MB=200 BENCH_REPS=3
 //   BENCH_TX_ROWS=1: row changes per transaction;
 //   BENCH_KEEP=1 keeps the temp dir with the server and sidecar logs)
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import pg from "pg";
 import { startDemo, type DemoNodeInfo, type RunningDemo } from "../src/demo/local-cluster.js";
-import { keyValueDsn, uriDsn, type ConnectionParams, type PostgresBinaries } from "../src/postgres/index.js";
+import type { PostgresBinaries } from "../src/postgres/index.js";
+import { GROUP_DB, Server, checkInterrupted, createGroup, interrupt, joinGroup, ql, run, sleep, tail, until, wasInterrupted } from "./demo-group.js";
 import { MAIN } from "./pgraft-cluster.js";
 import { reachableTempDir, requirePgbench } from "./pgbench.js";
-import { pidsByCommandLine, postmasterPid, treeCpuSeconds } from "./proc-cpu.js";
+import { pidsByCommandLine, treeCpuSeconds } from "./proc-cpu.js";
 import { percentile } from "./stats.js";
 import { alternate, fmtSpread, loadAverage, machineNote, repetitions, spread } from "./report.js";
 
@@ -81,7 +80,6 @@ const SAMPLE_MS = 100;
 const WARMUP_MS = 500;
 const CATCHUP_TIMEOUT_MS = Number(process.env.BENCH_CATCHUP_TIMEOUT_MS ?? 120_000);
 const JOIN_TIMEOUT_MS = Number(process.env.BENCH_JOIN_TIMEOUT_MS ?? 20 * 60_000);
-const GROUP_DB = "postgres";
 const NATIVE_DB = "bench_native";
 const NATIVE_JOIN_DB = "bench_native_join";
 const PGBENCH_TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers"];
@@ -105,96 +103,8 @@ UPDATE bench_t SET seq = nextval('bench_seq'), v = v + 1, ts = clock_timestamp()
 /** A transaction: one change (autocommit) by default, BENCH_TX_ROWS changes between BEGIN and END otherwise. */
 const LOAD_SCRIPT = TX_ROWS === 1 ? CHANGE : `BEGIN;\n${CHANGE.repeat(TX_ROWS)}END;\n`;
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const fmt = (n: number, d = 0): string => (Number.isFinite(n) ? n.toFixed(d) : "n/a");
 const qi = (s: string): string => `"${s.replace(/"/g, '""')}"`;
-const ql = (s: string): string => `'${s.replace(/'/g, "''")}'`;
-
-let interrupted = false;
-let currentChild: ChildProcess | undefined;
-const checkInterrupted = (): void => {
-  if (interrupted) throw new Error("interrupted");
-};
-
-/** One server of the demo, as this benchmark reaches it. */
-class Server {
-  readonly params: ConnectionParams;
-  constructor(
-    readonly info: DemoNodeInfo,
-    readonly dataDir: string,
-    readonly name: string,
-  ) {
-    const u = new URL(info.dsn);
-    this.params = { host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), database: decodeURIComponent(u.pathname.slice(1)) };
-  }
-
-  kv(db: string): string {
-    return keyValueDsn({ ...this.params, database: db });
-  }
-
-  /** An interface DSN for create_node / join_node_group: no password (it is replicated), the node's passfile instead. */
-  iface(db: string): string {
-    const { password: _pw, ...params } = this.params;
-    return keyValueDsn({ ...params, database: db, passfile: this.info.passfile });
-  }
-
-  async connect(db: string): Promise<pg.Client> {
-    const c = new pg.Client({ connectionString: uriDsn({ ...this.params, database: db }), application_name: "pgraft_bench_replication" });
-    c.on("error", () => {});
-    await c.connect();
-    return c;
-  }
-
-  async query<R extends pg.QueryResultRow = Record<string, unknown>>(db: string, sql: string, params?: unknown[]): Promise<R[]> {
-    const c = await this.connect(db);
-    try {
-      return (await c.query<R>(sql, params)).rows;
-    } finally {
-      await c.end().catch(() => undefined);
-    }
-  }
-
-  env(db: string): NodeJS.ProcessEnv {
-    return { ...process.env, PGHOST: this.params.host, PGPORT: String(this.params.port), PGUSER: this.params.user, PGPASSWORD: this.params.password, PGDATABASE: db, PGAPPNAME: "pgraft_bench_replication" };
-  }
-
-  /** Core-seconds used so far by this server's whole process tree. */
-  cpu(): number {
-    return treeCpuSeconds(postmasterPid(this.dataDir));
-  }
-}
-
-/** Run a program to completion (Ctrl-C kills it); its stdout + stderr. */
-async function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, what: string, cwd?: string): Promise<string> {
-  const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-    const p = spawn(cmd, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
-    currentChild = p;
-    let output = "";
-    p.stdout.on("data", (b: Buffer) => (output += b.toString()));
-    p.stderr.on("data", (b: Buffer) => (output += b.toString()));
-    p.once("error", reject);
-    p.once("close", (c) => resolve({ code: c, output }));
-  }).finally(() => (currentChild = undefined));
-  checkInterrupted();
-  if (code !== 0) throw new Error(`${what} failed (${cmd} ${args.join(" ")}: exit code ${code}):\n${output.trim()}`);
-  return output;
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs: number, everyMs = SAMPLE_MS): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last = "";
-  for (;;) {
-    checkInterrupted();
-    try {
-      const v = await f();
-      if (v) return v;
-    } catch (e) {
-      last = e instanceof Error ? e.message : String(e);
-    }
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${last ? ` (last error: ${last})` : ""}`);
-    await sleep(everyMs);
-  }
-}
 
 // ------------------------------------------------------------------ load + apply
 
@@ -355,8 +265,6 @@ async function nativeJoin(bins: PostgresBinaries, a: Server, b: Server, workDir:
   return { schemaSeconds: (t1 - t0) / 1000, copySeconds: (t2 - t1) / 1000 };
 }
 
-const nodeState = async (s: Server): Promise<string | undefined> => (await s.query<{ st: string }>(GROUP_DB, "SELECT peer_state_name AS st FROM pgraft.local_node_summary"))[0]?.st;
-
 /**
  * pgraft: B leaves the group and its database is emptied, as the docs say to
  * rejoin a node: part_node from A, until B holds no slot and A no slot or
@@ -380,18 +288,7 @@ async function pgraftLeave(a: Server, b: Server): Promise<void> {
 async function pgraftJoin(a: Server, b: Server): Promise<number> {
   await b.query(GROUP_DB, "SELECT bdr.create_node($1, $2)", [b.name, b.iface(GROUP_DB)]);
   const t0 = performance.now();
-  await b.query(GROUP_DB, "SELECT bdr.join_node_group($1, wait_for_completion := false)", [a.iface(GROUP_DB)]);
-  let last = "";
-  await until(
-    `node ${b.name} to be ACTIVE (join)`,
-    async () => {
-      last = (await nodeState(b)) ?? "no node";
-      return last === "ACTIVE";
-    },
-    JOIN_TIMEOUT_MS,
-  ).catch((e: unknown) => {
-    throw new Error(`${e instanceof Error ? e.message : String(e)}; last state ${last}; see ${b.info.sidecarLog}`);
-  });
+  await joinGroup(b, a, JOIN_TIMEOUT_MS);
   const seconds = (performance.now() - t0) / 1000;
   const rows = await b.query<{ n: string }>(GROUP_DB, "SELECT count(*)::text AS n FROM pgbench_accounts");
   const want = await a.query<{ n: string }>(GROUP_DB, "SELECT count(*)::text AS n FROM pgbench_accounts");
@@ -401,20 +298,9 @@ async function pgraftJoin(a: Server, b: Server): Promise<number> {
 
 // ------------------------------------------------------------------ main
 
-async function tail(file: string, lines: number): Promise<string> {
-  try {
-    return (await readFile(file, "utf8")).trimEnd().split("\n").slice(-lines).join("\n");
-  } catch (e) {
-    return `(unreadable: ${e instanceof Error ? e.message : String(e)})`;
-  }
-}
-
 async function main(): Promise<void> {
   const { bins, pgbench } = await requirePgbench();
-  const onSignal = (): void => {
-    interrupted = true;
-    currentChild?.kill("SIGINT");
-  };
+  const onSignal = interrupt;
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
@@ -450,9 +336,7 @@ async function main(): Promise<void> {
     alive();
 
     // ---- 2. the group on A, the join data set, native copy, pgraft join
-    await a.query(GROUP_DB, "SELECT bdr.create_node($1, $2)", [a.name, a.iface(GROUP_DB)]);
-    await a.query(GROUP_DB, "SELECT bdr.create_node_group('bench')");
-    await until(`node ${a.name} to be ACTIVE`, async () => (await nodeState(a)) === "ACTIVE", 30_000);
+    await createGroup(a, "bench");
     const scale = Math.max(1, Math.round(JOIN_MB / 15));
     const t = performance.now();
     await run(pgbench, ["-i", "-s", String(scale), "-I", "dtGvp"], a.env(GROUP_DB), "pgbench -i on A");
@@ -544,7 +428,7 @@ async function main(): Promise<void> {
     console.log(`load average after: ${loadAverage()}; total ${((Date.now() - started) / 1000).toFixed(0)}s`);
   } catch (e) {
     // The logs go with the temp dir: show their ends first (not after Ctrl-C).
-    for (const n of interrupted ? [] : (demo?.nodes ?? [])) {
+    for (const n of wasInterrupted() ? [] : (demo?.nodes ?? [])) {
       for (const f of [n.sidecarLog, n.postgresLog]) console.error(`--- last lines of ${f}:\n${await tail(f, 25)}`);
     }
     throw e;
