@@ -15,15 +15,20 @@ const REASONS: Record<string, string> = {
   EAI_AGAIN: "name does not resolve (yet)",
 };
 
+/** A failed connection in grpc-js's text: the address it tried (when named) and the cause, in words; undefined for any other text. */
+export function connectionFailure(text: string): { address?: string; reason: string } | undefined {
+  const conn = /No connection established\. Last error: (?:Error: )?(.*?)\.?\s*(?:Resolution note:.*)?$/s.exec(text);
+  if (!conn) return undefined;
+  const cause = conn[1]!.trim();
+  const sys = /^(?:connect|getaddrinfo) (E[A-Z_]+)\s*(\S*)/.exec(cause);
+  if (sys) return { ...(sys[2] ? { address: sys[2] } : {}), reason: REASONS[sys[1]!] ? `${REASONS[sys[1]!]} (${sys[1]})` : sys[1]! };
+  return { reason: cause && cause !== "null" ? cause : "no connection yet" };
+}
+
 /** A transport failure's text, shortened to its cause; `target` names what was called ("the leader's sidecar"). Other texts are returned as they are. */
 export function transportErrorText(text: string, target = "the sidecar"): string {
-  const conn = /No connection established\. Last error: (?:Error: )?(.*?)\.?\s*(?:Resolution note:.*)?$/s.exec(text);
-  if (conn) {
-    const cause = conn[1]!.trim();
-    const sys = /^(?:connect|getaddrinfo) (E[A-Z_]+)\s*(\S*)/.exec(cause);
-    if (sys) return `${target}${sys[2] ? ` at ${sys[2]}` : ""} is unreachable: ${REASONS[sys[1]!] ?? sys[1]!}`;
-    return `${target} is unreachable${cause && cause !== "null" ? `: ${cause}` : " (no connection yet)"}`;
-  }
+  const f = connectionFailure(text);
+  if (f) return `${target}${f.address ? ` at ${f.address}` : ""} is unreachable: ${f.reason}`;
   const deadline = /^Deadline exceeded after ([\d.]+)s/.exec(text);
   if (deadline) return `${target} did not answer within ${Number(deadline[1]).toFixed(1)} s`;
   return text;

@@ -8,11 +8,11 @@ import { callErrorText, transportErrorText } from "../../src/transport/grpc-erro
 test("a refused or unresolvable connection: the target, its address and the cause", () => {
   assert.equal(
     transportErrorText("No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:44943. Resolution note: ", "the leader's sidecar"),
-    "the leader's sidecar at 127.0.0.1:44943 is unreachable: connection refused",
+    "the leader's sidecar at 127.0.0.1:44943 is unreachable: connection refused (ECONNREFUSED)",
   );
-  assert.equal(transportErrorText("No connection established. Last error: connect EHOSTUNREACH 10.0.0.9:7400"), "the sidecar at 10.0.0.9:7400 is unreachable: host unreachable");
-  assert.equal(transportErrorText("No connection established. Last error: getaddrinfo ENOTFOUND nohost.invalid"), "the sidecar at nohost.invalid is unreachable: name does not resolve");
-  assert.equal(transportErrorText("No connection established. Last error: null. Resolution note: ;"), "the sidecar is unreachable (no connection yet)");
+  assert.equal(transportErrorText("No connection established. Last error: connect EHOSTUNREACH 10.0.0.9:7400"), "the sidecar at 10.0.0.9:7400 is unreachable: host unreachable (EHOSTUNREACH)");
+  assert.equal(transportErrorText("No connection established. Last error: getaddrinfo ENOTFOUND nohost.invalid"), "the sidecar at nohost.invalid is unreachable: name does not resolve (ENOTFOUND)");
+  assert.equal(transportErrorText("No connection established. Last error: null. Resolution note: ;"), "the sidecar is unreachable: no connection yet");
 });
 
 test("a deadline: how long was waited, without the load balancer's timings", () => {
@@ -27,5 +27,5 @@ test("any other text is left as it is; a plain Error gives its message", () => {
     details: "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1",
     metadata: new grpc.Metadata(),
   });
-  assert.equal(callErrorText(e, "its sidecar"), "its sidecar at 127.0.0.1:1 is unreachable: connection refused");
+  assert.equal(callErrorText(e, "its sidecar"), "its sidecar at 127.0.0.1:1 is unreachable: connection refused (ECONNREFUSED)");
 });

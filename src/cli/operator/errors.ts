@@ -4,6 +4,7 @@
 // turned into the server's message plus a hint for the codes we recognise.
 import * as grpc from "@grpc/grpc-js";
 import { isServiceError } from "../../transport/grpc-service.js";
+import { connectionFailure } from "../../transport/grpc-error-text.js";
 
 export const EXIT_REQUEST_FAILED = 1;
 export const EXIT_USAGE = 2;
@@ -110,8 +111,8 @@ const clusterIdHint = (ctx: HintContext): string =>
 
 /** grpc-js's text for a refused connection, shortened to its cause. */
 function connectionMessage(f: CallFailure, ctx: HintContext): string {
-  const m = /^No connection established\. Last error: (?:Error: )?(.*?)\.?(?:\s*Resolution note:.*)?$/.exec(f.message);
-  return m ? `cannot connect to ${ctx.endpoint}: ${m[1]}` : f.message;
+  const c = connectionFailure(f.message);
+  return c ? `cannot connect to ${ctx.endpoint}: ${c.reason}` : f.message;
 }
 
 /** `<what>: <server message> [code]; hint: ...` (without the "pgraft: " prefix). */
