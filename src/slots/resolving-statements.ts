@@ -24,13 +24,15 @@
 // A tie (equal commit timestamps, another writer) raises GUARD_SQLSTATE: the
 // slow path breaks it by node id, which needs the writer's member id.
 //
-// Each statement is one WITH query. Its sub-statements share one snapshot:
-// `cur` locks the rows the run targets (FOR UPDATE returns their newest
-// version), `d` decides, the data-modifying CTEs write by ctid, and the
-// history reads the local rows as they were before the statement. A row a
-// concurrent local transaction changed after the snapshot cannot be written
-// by ctid from it, so the final check (every decided write happened) raises
-// GUARD_SQLSTATE and the slow path redoes the transaction.
+// Each statement is one WITH query. `cur` locks the rows the run targets
+// (FOR UPDATE waits for a local transaction holding one, then reads its
+// newest version), `d` decides, the data-modifying CTEs write by key — a row
+// a local transaction changed since the statement's snapshot is followed to
+// its newest version, the one locked and decided on, as READ COMMITTED's
+// UPDATE does — and the history takes the local row as the lock found it.
+// The final check (every decided write happened) raises GUARD_SQLSTATE when
+// something else moved under the statement (a key inserted locally since its
+// snapshot): the slow path redoes the transaction.
 //
 // Params: the run's values (text[] per column, element i = row i), then the
 // four context params (CONTEXT_PARAMS), then a one-statement transaction's
@@ -91,9 +93,20 @@ function keyMatch(meta: TableMeta, l: string, pos: Position, alias = "u"): strin
   return meta.key!.map((i) => `${l}.${column(meta, i)} = ${valueRef(meta, pos, i, alias)}`).join(" AND ");
 }
 
-/** Lock the local rows the run (rows of `from`) targets: `cur(ord, tid, o)` with o the writer's (timestamp, roident). */
-function lockedRows(meta: TableMeta, keyPos: Position, from = "u"): string {
-  return `cur AS MATERIALIZED (SELECT ${from}.ord, l.ctid AS tid, pg_xact_commit_timestamp_origin(l.xmin) AS o FROM ${from} JOIN ${meta.qualified} l ON ${keyMatch(meta, "l", keyPos, from)} FOR UPDATE OF l)`;
+/**
+ * Lock the local rows the run (rows of `from`) targets: `cur(ord, o, tuple)`
+ * with o the writer's (timestamp, roident) and, for a row that is a conflict
+ * (`peerRoident` set: written last by another node than the peer; else
+ * every row), the row as JSON for the history. FOR UPDATE waits for a local
+ * transaction holding the row and then reads its newest version, so the
+ * decision is made on what the write will replace.
+ */
+function lockedRows(meta: TableMeta, keyPos: Position, from: string, peerRoident: number | undefined): string {
+  const conflict = peerRoident === undefined ? "true" : `COALESCE((pg_xact_commit_timestamp_origin(l.xmin)).roident, ${peerRoident}) <> ${peerRoident}`;
+  return (
+    `cur AS MATERIALIZED (SELECT ${from}.ord, pg_xact_commit_timestamp_origin(l.xmin) AS o, CASE WHEN ${conflict} THEN to_jsonb(l) END AS tuple ` +
+    `FROM ${from} JOIN ${meta.qualified} l ON ${keyMatch(meta, "l", keyPos, from)} FOR UPDATE OF l)`
+  );
 }
 
 /**
@@ -109,13 +122,13 @@ function decided(c: Context, peerRoident: number, sameOrigin: boolean): string {
     `WHEN (cur.o).timestamp <> ${c.ts} THEN (cur.o).timestamp < ${c.ts} ` +
     // A tie: the slow path breaks it by node id.
     `ELSE (pgraft.apply_guard(false) IS NULL) END`;
-  return `d AS MATERIALIZED (SELECT cur.ord, cur.tid, (cur.o).timestamp AS ts, (cur.o).roident AS ro, ${same} AS same, ${win} AS win FROM cur)`;
+  return `d AS MATERIALIZED (SELECT cur.ord, cur.tuple, (cur.o).timestamp AS ts, (cur.o).roident AS ro, ${same} AS same, ${win} AS win FROM cur)`;
 }
 
 /**
- * The history rows of `c(type, resolution, ord, tid, local_ts, ro, logged)`:
- * key and remote row from the run's values, the local row as it was before
- * the statement.
+ * The history rows of `c(type, resolution, ord, tuple, local_ts, ro, logged)`:
+ * key and remote row from the run's values, the local row as the lock found
+ * it.
  */
 function history(meta: TableMeta, names: ResolveNames, c: Context, keyPos: Position, remoteCols: number[] | null, pos: Position): string {
   const object = (cols: number[], p: Position): string =>
@@ -123,7 +136,7 @@ function history(meta: TableMeta, names: ResolveNames, c: Context, keyPos: Posit
   return (
     `hist AS (INSERT INTO ${CONFLICT_TABLE} (local_node, origin_node, table_name, conflict_type, resolution, key, local_tuple, remote_tuple, local_commit_ts, remote_commit_ts, local_origin, remote_commit_lsn) ` +
     `SELECT ${lit(names.localNode)}, ${lit(names.peer)}, ${lit(meta.qualified)}, c.type, c.resolution, ${object(meta.key!, keyPos)}, ` +
-    `(SELECT to_jsonb(x) FROM ${meta.qualified} x WHERE x.ctid = c.tid), ${remoteCols ? object(remoteCols, pos) : "NULL::jsonb"}, c.local_ts, ${c.ts}, ` +
+    `c.tuple, ${remoteCols ? object(remoteCols, pos) : "NULL::jsonb"}, c.local_ts, ${c.ts}, ` +
     `CASE WHEN c.ro IS NULL THEN NULL ELSE COALESCE(${c.writers} ->> c.ro::text, 'origin ' || c.ro) END, ${c.lsn} ` +
     `FROM c JOIN u ON u.ord = c.ord WHERE c.logged RETURNING 1)`
   );
@@ -131,10 +144,10 @@ function history(meta: TableMeta, names: ResolveNames, c: Context, keyPos: Posit
 
 /** A conflict row of `c` from the decided rows (`d` joined). */
 const decidedConflict = (type: string, resolution: string, where: string, logged: string): string =>
-  `SELECT ${lit(type)}::text AS type, ${resolution}::text AS resolution, d.ord, d.tid, d.ts AS local_ts, d.ro, ${logged} AS logged FROM d WHERE ${where}`;
+  `SELECT ${lit(type)}::text AS type, ${resolution}::text AS resolution, d.ord, d.tuple, d.ts AS local_ts, d.ro, ${logged} AS logged FROM d WHERE ${where}`;
 /** A conflict row of `c` for run rows that found no local row. */
 const missingConflict = (type: string, resolution: string): string =>
-  `SELECT ${lit(type)}, ${lit(resolution)}, u.ord, NULL::tid, NULL::timestamptz, NULL::oid, true FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord)`;
+  `SELECT ${lit(type)}, ${lit(resolution)}, u.ord, NULL::jsonb, NULL::timestamptz, NULL::oid, true FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord)`;
 
 /** The final SELECT: the check, the conflicts met (`type/resolution=n,…`, NULL for none), and a lone transaction's setup. */
 function result(check: string, setupAt: number, solo: boolean): string {
@@ -168,9 +181,9 @@ export function resolvingInsertSql(meta: TableMeta, mask: string, peerRoident: n
     `ins AS (INSERT INTO ${meta.qualified} (${cols.map((i) => column(meta, i)).join(", ")}) SELECT ${cols.map(ref).join(", ")} FROM u ON CONFLICT (${keyList}) DO NOTHING RETURNING ${keyList}), ` +
     // The rows whose key is here already.
     `rest AS MATERIALIZED (SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ${keyMatch(meta, "ins", pos)})), ` +
-    `${lockedRows(meta, pos, "rest")}, ` +
+    `${lockedRows(meta, pos, "rest", undefined)}, ` +
     `${decided(c, peerRoident, false)}, ` +
-    `upd AS (UPDATE ${meta.qualified} l SET ${cols.map((i) => `${column(meta, i)} = ${ref(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE l.ctid = d.tid AND d.win RETURNING 1), ` +
+    `upd AS (UPDATE ${meta.qualified} l SET ${cols.map((i) => `${column(meta, i)} = ${ref(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", pos)} AND d.win RETURNING 1), ` +
     `c AS (${decidedConflict("insert_exists", "CASE WHEN d.win THEN 'apply_remote' ELSE 'keep_local' END", "true", "true")}), ` +
     `${history(meta, names, c, pos, cols, pos)} ` +
     result(`${count("upd")} = ${count("d", "d.win")} AND ${count("cur")} = ${count("rest")}`, cols.length + 1 + CONTEXT_PARAMS, solo);
@@ -191,9 +204,9 @@ export function resolvingUpdateSql(meta: TableMeta, mask: string, peerRoident: n
   const c = contextRefs(n + 1);
   const text =
     `WITH ${rowsCte(n)}, ${typed(c)}, ` +
-    `${lockedRows(meta, keyPos)}, ` +
+    `${lockedRows(meta, keyPos, "u", peerRoident)}, ` +
     `${decided(c, peerRoident, true)}, ` +
-    `upd AS (UPDATE ${meta.qualified} l SET ${setCols.map((i) => `${column(meta, i)} = ${setRef(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE l.ctid = d.tid AND d.win RETURNING 1), ` +
+    `upd AS (UPDATE ${meta.qualified} l SET ${setCols.map((i) => `${column(meta, i)} = ${setRef(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", keyPos)} AND d.win RETURNING 1), ` +
     `ins AS (INSERT INTO ${meta.qualified} (${setCols.map((i) => column(meta, i)).join(", ")}) SELECT ${setCols.map(setRef).join(", ")} FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord) RETURNING 1), ` +
     `c AS (${decidedConflict("update_origin_change", "CASE WHEN d.win THEN 'apply_remote' ELSE 'keep_local' END", "NOT d.same", `(NOT d.win OR ${c.logOriginChange})`)} UNION ALL ${missingConflict("update_missing", "insert_remote")}), ` +
     `${history(meta, names, c, keyPos, setCols, setPos)} ` +
@@ -209,9 +222,9 @@ export function resolvingDeleteSql(meta: TableMeta, peerRoident: number, names: 
   const c = contextRefs(key.length + 1);
   const text =
     `WITH ${rowsCte(key.length)}, ${typed(c)}, ` +
-    `${lockedRows(meta, keyPos)}, ` +
+    `${lockedRows(meta, keyPos, "u", peerRoident)}, ` +
     `${decided(c, peerRoident, true)}, ` +
-    `del AS (DELETE FROM ${meta.qualified} l USING d WHERE l.ctid = d.tid AND d.win RETURNING 1), ` +
+    `del AS (DELETE FROM ${meta.qualified} l USING d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", keyPos)} AND d.win RETURNING 1), ` +
     `c AS (${decidedConflict("delete_recently_updated", "'skip'", "NOT d.win", "true")} UNION ALL ${missingConflict("delete_missing", "skip")}), ` +
     `${history(meta, names, c, keyPos, null, keyPos)} ` +
     result(`${count("del")} = ${count("d", "d.win")}`, key.length + 1 + CONTEXT_PARAMS, solo);

@@ -261,7 +261,7 @@ describe("statements", () => {
   const pk: TableMeta = { rel, qualified: '"public"."T x"', key: [0], types, otherUnique: false };
   const full: TableMeta = { rel, qualified: '"public"."T x"', key: null, types, otherUnique: false };
 
-  test("runs by key resolve in line: lock, decide, write by ctid, log, check; a table without a key is refused", () => {
+  test("runs by key resolve in line: lock, decide, write by key, log, check; a table without a key is refused", () => {
     const names = { localNode: "a", peer: "b" };
     const u = resolvingUpdateSql(pk, "110", 7, names).text;
     // The new values, then the key as a column of its own, then the four context params.
@@ -271,7 +271,8 @@ describe("statements", () => {
     assert.match(u, /'update_origin_change'.*'update_missing', 'insert_remote'/);
     assert.match(u, /\(NOT d\.win OR \$6::boolean\) AS logged/);
     const d = resolvingDeleteSql(pk, 7, names).text;
-    assert.match(d, /DELETE FROM "public"\."T x" l USING d WHERE l\.ctid = d\.tid AND d\.win/);
+    assert.match(d, /DELETE FROM "public"\."T x" l USING d JOIN u ON u\.ord = d\.ord WHERE l\."id" = u\.c1::integer AND d\.win/);
+    assert.match(d, /CASE WHEN COALESCE\(\(pg_xact_commit_timestamp_origin\(l\.xmin\)\)\.roident, 7\) <> 7 THEN to_jsonb\(l\) END AS tuple/, "the local row as JSON only for a conflict");
     assert.match(d, /'delete_recently_updated'.*'delete_missing', 'skip'/);
     const i = resolvingInsertSql(pk, "111", 7, names, true).text;
     assert.match(i, /ON CONFLICT \("id"\) DO NOTHING RETURNING "id"/);
