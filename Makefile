@@ -56,14 +56,12 @@ install-extension: build postgres
 	node dist/src/cli/main.js extension --out "$$($(or $(PG_BIN),/usr/bin)/pg_config --sharedir)/extension"
 
 # Benchmarks, each beside the system a user would pick instead (etcd from Debian's packages).
-bench: build
+# Every benchmark runs even when one before it fails; the failures are named at the end (exit 1).
+BENCHES := consensus kv failover sql replication multi-writer
+bench: build postgres
 	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; } || echo "etcd could not be installed: its columns will be skipped"
-	node dist/bench/consensus.js
-	node dist/bench/kv.js
-	node dist/bench/failover.js
-	node dist/bench/sql.js
-	node dist/bench/replication.js
-	node dist/bench/multi-writer.js
+	@failed=""; for b in $(BENCHES); do echo "== bench/$$b"; node dist/bench/$$b.js || failed="$$failed $$b"; echo; done; \
+	if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed" >&2; exit 1; fi
 
 clean:
 	rm -rf dist
