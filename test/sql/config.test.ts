@@ -53,7 +53,7 @@ describe("runtime configuration through SQL", () => {
     }
     const e = await sqlFails(() => n3.query("SELECT pgraft_reset_config('no_such_setting')"));
     assert.equal(e.code, "22023");
-    assert.match(e.message, /unknown setting "no_such_setting"; valid settings: debug, election_timeout/);
+    assert.match(e.message, /unknown setting "no_such_setting"; valid settings: conflict_log_origin_change, debug, election_timeout/);
     // Resetting one that is not overridden is fine (and still the default).
     assert.equal(await scalar(n1, "SELECT pgraft_reset_config('kv_max_key_bytes')"), true);
     assert.equal((await setting(n1, "kv_max_key_bytes")).value, "1024");
