@@ -53,7 +53,7 @@
 //    update_origin_change conflicts the incoming change won are not logged by
 //    default).
 // At the end: min / median / max over the repetitions of the converged
-// seconds, lag p99 and minimum apply/commit ratio, beside the issue's targets
+// seconds, lag p99 and minimum apply/commit ratio, beside pgraft's targets
 // (converged ≤ 2 s after the load stops; lag p99 < 1 s during it; apply rate
 // ≥ 0.9× the commit rate), met when every repetition meets them.
 //
@@ -383,14 +383,14 @@ async function main(): Promise<void> {
       }
     }
 
-    // ---- summary against the issue's targets
+    // ---- summary against pgraft's targets
     const n = results.length;
     const conv = results.map((r) => r.conv.seconds ?? Infinity);
     const p99 = results.map((r) => percentile(r.lag, 99));
     const ratios = results.map(minRatio);
     const verdict = (ok: boolean[]): string => (ok.every(Boolean) ? "met" : `NOT met (${ok.filter((x) => !x).length} of ${ok.length} repetitions miss it)`);
     console.log("");
-    console.log(`summary over ${n} repetition${n === 1 ? "" : "s"} (min / median / max), beside the issue's targets:`);
+    console.log(`summary over ${n} repetition${n === 1 ? "" : "s"} (min / median / max), beside pgraft's targets:`);
     const notConv = conv.filter((c) => !Number.isFinite(c)).length;
     console.log(`  converged after the load stops: ${fmtSpread(conv, 2)} s${notConv ? `; not converged within ${CONVERGE_TIMEOUT_MS / 1000} s in ${notConv}` : ""}   target ≤ ${TARGET.convergedS} s: ${verdict(conv.map((c) => c <= TARGET.convergedS))}`);
     console.log(`  apply lag p99 during the load:  ${fmtSpread(p99, 3)} s   target < ${TARGET.lagP99S} s: ${verdict(p99.map((p) => p < TARGET.lagP99S))}`);
