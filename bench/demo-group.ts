@@ -5,9 +5,9 @@
 // programs run to completion, polls with a deadline, and Ctrl-C stopping
 // whatever of those is under way.
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import pg from "pg";
-import type { DemoNodeInfo } from "../src/demo/local-cluster.js";
+import type { DemoNodeInfo, RunningDemo } from "../src/demo/local-cluster.js";
 import { keyValueDsn, uriDsn, type ConnectionParams } from "../src/postgres/index.js";
 import { postmasterPid, treeCpuSeconds } from "./proc-cpu.js";
 
@@ -154,4 +154,18 @@ export async function tail(file: string, lines: number): Promise<string> {
   } catch (e) {
     return `(unreadable: ${e instanceof Error ? e.message : String(e)})`;
   }
+}
+
+/** After a benchmark failed (not after Ctrl-C): the ends of every node's logs, which go with the temp dir. */
+export async function printLogTails(demo: RunningDemo | undefined): Promise<void> {
+  for (const n of wasInterrupted() ? [] : (demo?.nodes ?? [])) {
+    for (const f of [n.sidecarLog, n.postgresLog]) console.error(`--- last lines of ${f}:\n${await tail(f, 25)}`);
+  }
+}
+
+/** Stop the demo and remove its temp dir (BENCH_KEEP=1 keeps it and says where). */
+export async function stopDemo(demo: RunningDemo | undefined, baseDir: string): Promise<void> {
+  await demo?.stop().catch((e: unknown) => console.error("stopping the demo:", e));
+  if (process.env.BENCH_KEEP) console.log(`kept ${baseDir} (servers stopped; logs in node*/)`);
+  else await rm(baseDir, { recursive: true, force: true });
 }

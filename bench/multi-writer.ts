@@ -59,11 +59,10 @@
 //
 //   make build && node dist/bench/multi-writer.js   (BENCH_MW_SECONDS=20 BENCH_MW_CLIENTS=4 BENCH_MW_SCALE=1 BENCH_REPS=3;
 //   BENCH_KEEP=1 keeps the temp dir with the server and sidecar logs)
-import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type pg from "pg";
 import { startDemo, type RunningDemo } from "../src/demo/local-cluster.js";
-import { GROUP_DB, Server, checkInterrupted, createGroup, interrupt, joinGroup, run, sleep, tail, until, wasInterrupted } from "./demo-group.js";
+import { GROUP_DB, Server, checkInterrupted, createGroup, interrupt, joinGroup, printLogTails, run, sleep, stopDemo, until } from "./demo-group.js";
 import { MAIN } from "./pgraft-cluster.js";
 import { reachableTempDir, requirePgbench } from "./pgbench.js";
 import { fmt, fmtSpread, loadAverage, machineNote, repetitions, spread } from "./report.js";
@@ -398,15 +397,10 @@ async function main(): Promise<void> {
     console.log("");
     console.log(`load average after: ${loadAverage()}; total ${((Date.now() - started) / 1000).toFixed(0)}s`);
   } catch (e) {
-    // The logs go with the temp dir: show their ends first (not after Ctrl-C).
-    for (const node of wasInterrupted() ? [] : (demo?.nodes ?? [])) {
-      for (const f of [node.sidecarLog, node.postgresLog]) console.error(`--- last lines of ${f}:\n${await tail(f, 25)}`);
-    }
+    await printLogTails(demo);
     throw e;
   } finally {
-    await demo?.stop().catch((e: unknown) => console.error("stopping the demo:", e));
-    if (process.env.BENCH_KEEP) console.log(`kept ${baseDir} (servers stopped; logs in node*/)`);
-    else await rm(baseDir, { recursive: true, force: true });
+    await stopDemo(demo, baseDir);
     process.off("SIGINT", interrupt);
     process.off("SIGTERM", interrupt);
   }

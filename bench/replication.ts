@@ -57,11 +57,11 @@
 //   make build && node dist/bench/replication.js   (BENCH_SECONDS=10 BENCH_CLIENTS=8 BENCH_JOIN_MB=200 BENCH_REPS=3
 //   BENCH_TX_ROWS=1: row changes per transaction;
 //   BENCH_KEEP=1 keeps the temp dir with the server and sidecar logs)
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { startDemo, type DemoNodeInfo, type RunningDemo } from "../src/demo/local-cluster.js";
 import type { PostgresBinaries } from "../src/postgres/index.js";
-import { GROUP_DB, Server, checkInterrupted, createGroup, interrupt, joinGroup, ql, run, sleep, tail, until, wasInterrupted } from "./demo-group.js";
+import { GROUP_DB, Server, checkInterrupted, createGroup, interrupt, joinGroup, printLogTails, ql, run, sleep, stopDemo, until } from "./demo-group.js";
 import { MAIN } from "./pgraft-cluster.js";
 import { reachableTempDir, requirePgbench } from "./pgbench.js";
 import { pidsByCommandLine, treeCpuSeconds } from "./proc-cpu.js";
@@ -429,15 +429,10 @@ async function main(): Promise<void> {
     console.log("");
     console.log(`load average after: ${loadAverage()}; total ${((Date.now() - started) / 1000).toFixed(0)}s`);
   } catch (e) {
-    // The logs go with the temp dir: show their ends first (not after Ctrl-C).
-    for (const n of wasInterrupted() ? [] : (demo?.nodes ?? [])) {
-      for (const f of [n.sidecarLog, n.postgresLog]) console.error(`--- last lines of ${f}:\n${await tail(f, 25)}`);
-    }
+    await printLogTails(demo);
     throw e;
   } finally {
-    await demo?.stop().catch((e: unknown) => console.error("stopping the demo:", e));
-    if (process.env.BENCH_KEEP) console.log(`kept ${baseDir} (servers stopped; logs in node*/)`);
-    else await rm(baseDir, { recursive: true, force: true });
+    await stopDemo(demo, baseDir);
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
