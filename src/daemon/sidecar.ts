@@ -68,6 +68,11 @@ export class Sidecar {
   }
 
   static async start(cfg: SidecarConfig, log: Logger): Promise<Sidecar> {
+    // grpc-js prints its own errors on stderr ("E No address added out of total 1 resolved"); what matters of
+    // them reaches our errors and logs in our words, so its lines go to the debug log, with a component.
+    const grpcLog = log.child({ component: "grpc" });
+    const line = (args: unknown[]): string => args.map((a) => (a instanceof Error ? a.message : String(a))).join(" ");
+    grpc.setLogger({ error: (...a: unknown[]) => grpcLog.debug(line(a)), info: (...a: unknown[]) => grpcLog.debug(line(a)), debug: (...a: unknown[]) => grpcLog.debug(line(a)) });
     const tls = tlsOf(cfg);
     const creds = clientCredentials(tls);
     // Raft WAL, snapshots, shim password: 0600 files in a 0700 dir (data-dir.ts).
@@ -178,7 +183,10 @@ export class Sidecar {
     }
     try {
       const port = await new Promise<number>((resolve, reject) =>
-        server.bindAsync(formatHostPort(cfg.listen), serverCredentials(tls), (err, p) => (err ? reject(err) : resolve(p))),
+        // grpc-js words a busy port as "No address added out of total 1 resolved errors: [listen EADDRINUSE ...]".
+        server.bindAsync(formatHostPort(cfg.listen), serverCredentials(tls), (err, p) =>
+          err ? reject(new Error(`cannot listen on ${formatHostPort(cfg.listen)} (--listen): ${/\[(.*)\]/.exec(err.message)?.[1] ?? err.message}`)) : resolve(p),
+        ),
       );
       http = await startHttpServer(cfg.httpListen, { status: () => n.status(), maxReplicaLagEntries: 10_000, ...pgHealth }, metrics);
       const local = localClient(pb.Cluster, clusterHandlers);

@@ -172,7 +172,7 @@ export class LocalPostgres {
         throw new PostgresError("PG_INITDB_FAILED", `initdb -D ${this.dataDir} failed: ${errorText(e)}`, { cause: e });
       }
       if (r.code !== 0) {
-        throw new PostgresError("PG_INITDB_FAILED", `initdb -D ${this.dataDir} failed (exit code ${r.code}, signal ${r.signal}):\n${r.output.trim()}`);
+        throw new PostgresError("PG_INITDB_FAILED", `initdb -D ${this.dataDir} failed (${r.signal ? `signal ${r.signal}` : `exit code ${r.code}`}):\n${r.output.trim()}`);
       }
     } finally {
       await rm(pwfile, { force: true });
@@ -521,7 +521,7 @@ async function raceTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined>
 }
 
 function describeExit(e: ServerExit): string {
-  return e.error ? `could not be started: ${e.error.message}` : `exit code ${e.code}, signal ${e.signal}`;
+  return e.error ? `could not be started: ${e.error.message}` : e.signal ? `signal ${e.signal}` : `exit code ${e.code}`;
 }
 
 function tailLines(text: string, n: number): string {

@@ -162,7 +162,7 @@ async function localMembers(d: SqlApiDeps): Promise<(string | null)[][]> {
       m.name,
       m.role === pb.MemberRole.LEARNER ? "learner" : "voter",
       bool(m.isLeader),
-      null,
+      m.id === d.selfId ? bool(true) : null,
       null,
       recordedPostgresAddress(d.state, m.id) ?? null,
     ];

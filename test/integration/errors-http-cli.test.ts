@@ -3,6 +3,7 @@
 // and the status code says why; at the CLI, bad command lines exit at once with
 // a clear message. Plus the HTTP routing endpoints and /metrics.
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
@@ -268,6 +269,20 @@ describe("pgraft sidecar: bad command lines", () => {
     assert.equal(r.signal, null);
     assert.match(r.stderr, /holds no cluster yet: give --initial-cluster to bootstrap one or --join to join one/);
     assert.match(r.stderr, new RegExp(join(dir, "fresh").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
+  });
+
+  test("a --listen port another process holds: non-zero exit naming the address and the flag, without grpc-js's wording", async () => {
+    const holder = createServer();
+    await new Promise<void>((r) => holder.listen(ports[3], "127.0.0.1", () => r()));
+    try {
+      const args = base("busy").map((a) => (a === `127.0.0.1:${ports[0]!}` ? `127.0.0.1:${ports[3]!}` : a));
+      const r = await runCli([...args, "--initial-cluster", `1=127.0.0.1:${ports[3]!}`, "--heartbeat-interval", "50ms", "--election-timeout", "500ms"]);
+      assert.notEqual(r.code, 0, `stdout: ${r.stdout}\nstderr: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${ports[3]!} \\(--listen\\): listen EADDRINUSE`));
+      assert.doesNotMatch(r.stderr, /No address added/);
+    } finally {
+      await new Promise<void>((r) => holder.close(() => r()));
+    }
   });
 
   test("missing required options: exit 2 naming each", async () => {

@@ -215,7 +215,7 @@ test("a server that exits during startup: PG_START_FAILED with the log tail", as
   try {
     await assert.rejects(broken.start(), (e: unknown) => {
       assert.ok(isPostgresError(e, "PG_START_FAILED"), String(e));
-      assert.match(e.message, /exited during startup \(exit code 1, signal null\); server log .*postgres\.log:\n/);
+      assert.match(e.message, /exited during startup \(exit code 1\); server log .*postgres\.log:\n/);
       assert.match(e.message, /invalid value for parameter "shared_buffers": "lots"/);
       return true;
     });

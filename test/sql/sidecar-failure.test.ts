@@ -154,8 +154,10 @@ describe("the sidecar paused or killed under a SQL call", () => {
       const me = r.rows[0]!;
       assert.ok(["follower", "pre-candidate", "candidate"].includes(me.state as string), `its own state: ${String(me.state)}`);
       for (const x of r.rows.slice(1)) assert.equal(x.state, "unknown");
+      assert.equal(me.reachable, true, "a node reaches itself");
       for (const x of r.rows) {
-        assert.deepEqual([x.match_index, x.reachable, x.lag_entries, x.last_heartbeat_ms], [null, null, null, null], `node ${String(x.node_id)}: only a leader knows these`);
+        assert.deepEqual([x.match_index, x.lag_entries, x.last_heartbeat_ms], [null, null, null], `node ${String(x.node_id)}: only a leader knows these`);
+        if (x !== me) assert.equal(x.reachable, null, `node ${String(x.node_id)}: reachability unknown without a leader`);
         assert.equal(x.address, "127.0.0.1");
         assert.equal(x.postgres_address, `127.0.0.1:${c.node(x.node_id as number).pg.server.port}`);
       }
