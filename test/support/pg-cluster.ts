@@ -16,6 +16,7 @@ import { SidecarProcess, errorText, sleep } from "../integration/harness.js";
 import { freePorts } from "./ports.js";
 import { runProcess, type RunOutput } from "./run.js";
 import { makeTestDir, removeTestDir, startTestPostgres, type TestPostgres } from "./postgres.js";
+import { waitFor } from "./wait.js";
 
 export const PSQL = "/usr/lib/postgresql/15/bin/psql";
 
@@ -337,6 +338,13 @@ export async function startPgCluster(opts: PgClusterOptions = {}): Promise<PgClu
     await Promise.all([...sidecars.values()].map((s) => s.waitReady(20_000)));
     await Promise.all(nodes.map((x) => waitShim(x.id)));
     await leaderIndex();
+    // Each sidecar records its PostgreSQL address through Raft once a leader exists: wait for those writes,
+    // so that a test counting KV revisions does not see them.
+    await waitFor(
+      "every member's PostgreSQL address recorded",
+      async () => Number((await nodes[0]!.query<{ n: string }>("SELECT count(postgres_address)::text AS n FROM pgraft_get_nodes()")).rows[0]?.n) === n,
+      { timeoutMs: 20_000, intervalMs: 50 },
+    );
     return cluster;
   } catch (e) {
     const logs = [...sidecars.values()].map((s) => `----- sidecar ${s.id}\n${s.tail(30)}`).join("\n");
