@@ -342,7 +342,10 @@ export class Applier {
     const context = [literal(microsToTimestamptz(tx.commitTime)), literal(formatLsn(tx.commitLsn)), this.opts.logOriginChange?.() ? "true" : "false", literal(this.session.writersJson())];
     const list = [...batches(tx.changes, (rel) => this.session.meta(rel))];
     const only = list.length === 1 ? list[0]! : undefined;
-    if (only && only[0]!.kind !== "truncate") return [this.changeSql(only, context, setup)];
+    // A resolving statement evaluates a folded setup after its writes, so its transaction would wait for the
+    // apply lock holding an xid: a join's slot creation, which takes that lock and waits for running xids,
+    // would then wait for it forever. Its setup is a statement of its own, first.
+    if (only && only[0]!.kind !== "truncate" && !this.resolving(only)) return [this.changeSql(only, context, setup)];
     return [executeSql(BATCH_SETUP, setup), ...list.map((b) => this.changeSql(b, context))];
   }
 
@@ -360,9 +363,7 @@ export class Applier {
     const one = solo !== undefined;
     const tag = one ? "s" : "";
     const first = batch[0]!;
-    const meta0 = first.kind === "truncate" ? undefined : s.meta(first.rel);
-    const keyed = meta0 !== undefined && meta0.key !== null && runShape(first, (rel) => s.meta(rel)).shape !== "";
-    if (keyed && (this.contended.get(meta0.qualified) ?? 0) > Date.now()) return this.resolvingSql(batch, meta0, tag, one, [...context, ...(solo ?? [])]);
+    if (this.resolving(batch)) return this.resolvingSql(batch, s.meta((first as Exclude<Change, { kind: "truncate" }>).rel), tag, one, [...context, ...(solo ?? [])]);
     const tail = solo ?? [];
     if (batch.length > 1 && first.kind !== "truncate") {
       const meta = s.meta(first.rel);
@@ -400,6 +401,14 @@ export class Applier {
         if (one) throw new Error("a truncate cannot be a one-statement transaction");
         return `${truncateSql(first.rels.map((r) => qualified(r)), first.restartIdentity, first.cascade).text};`;
     }
+  }
+
+  /** This run goes as a resolving statement: its table has a primary key, the run's shape allows it, and it met a conflict lately. */
+  private resolving(batch: Change[]): boolean {
+    const first = batch[0]!;
+    if (first.kind === "truncate") return false;
+    const meta = this.session.meta(first.rel);
+    return meta.key !== null && runShape(first, (rel) => this.session.meta(rel)).shape !== "" && (this.contended.get(meta.qualified) ?? 0) > Date.now();
   }
 
   /**
