@@ -22,6 +22,7 @@ import { ensureLocalObjects } from "./local-objects.js";
 import { formatLsn, parseLsn } from "./lsn.js";
 import { catchupSlotName, originName } from "./naming.js";
 import { Provider, type SlotInfo } from "./provider.js";
+import { RateWindow } from "./rate-window.js";
 import { ReconnectingClient, type ConnectionState } from "./reconnect.js";
 import { Receiver, type ReceiverStatus, type StateChange } from "./receiver.js";
 import { checkSettings, SettingsError } from "./settings-check.js";
@@ -96,11 +97,15 @@ export interface DataPlaneStatus {
   notReceiving: string[];
   /** The admin connection to this node's PostgreSQL (down: the slots are `unknown`). */
   connection: ConnectionState;
+  /** Conflicts per second met applying every peer's changes, over the last minute or more (null until known). */
+  conflictsPerSecond: number | null;
 }
 
 export class DataPlane {
   private peers: PeerSpec[];
   private readonly receivers = new Map<string, Receiver>();
+  /** The conflict rate the health check watches, sampled at each status(). */
+  private readonly conflictRate = new RateWindow();
   /** Every member ever seen, by origin name: rows a parted member wrote still need a name and an id for tie-breaks. */
   private readonly known = new Map<string, NodeRef>();
   /** Peers we do not receive from (see DataPlaneOptions.notReceiving). */
@@ -351,6 +356,7 @@ export class DataPlane {
     } catch (e) {
       slots = this.provider.offlineSlots(names, `this node's PostgreSQL cannot be reached: ${errorText(e)}`);
     }
+    const receivers = [...this.receivers.values()].map((r) => r.status());
     return {
       node: this.opts.nodeName,
       group: this.opts.group,
@@ -358,9 +364,10 @@ export class DataPlane {
       publication: this.provider.publication,
       groupSlot: this.provider.groupSlot,
       slots,
-      receivers: [...this.receivers.values()].map((r) => r.status()),
+      receivers,
       notReceiving: [...this.held],
       connection: this.admin.state(),
+      conflictsPerSecond: this.conflictRate.sample(receivers.reduce((n, r) => n + r.stats.conflicts, 0)) ?? null,
     };
   }
 
@@ -420,8 +427,9 @@ export class DataPlane {
  * The data plane's line of pgraft_health_check(): critical while a slot is
  * lost (here, or the one we stream from a peer), warning while this node's
  * PostgreSQL cannot be reached, a peer's stream is down, a peer's changes
- * arrive behind past a threshold (LAG_WARN_*) or a slot retains WAL past one
- * (RETAINED_WARN_BYTES), ok otherwise.
+ * arrive behind past a threshold (LAG_WARN_*), a slot retains WAL past one
+ * (RETAINED_WARN_BYTES) or conflicts come faster than CONFLICTS_WARN_PER_SECOND,
+ * ok otherwise.
  */
 export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warning" | "critical"; detail: string } {
   const lost = [
@@ -443,12 +451,17 @@ export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warnin
   }
   const behind = st.receivers.filter((r) => (r.lagSeconds ?? 0) > LAG_WARN_SECONDS || (r.lagBytes ?? 0) > LAG_WARN_BYTES);
   const retaining = st.slots.filter((s) => (s.retainedBytes ?? 0) > RETAINED_WARN_BYTES);
-  if (behind.length || retaining.length) {
+  const conflicting = (st.conflictsPerSecond ?? 0) > CONFLICTS_WARN_PER_SECOND;
+  if (behind.length || retaining.length || conflicting) {
     const parts = [
       ...behind.map((r) => `applying ${r.peer}'s changes ${r.lagSeconds === null ? "" : `${r.lagSeconds.toFixed(1)} s `}behind (${r.lagBytes ?? "?"} bytes)`),
       ...retaining.map((s) => `slot ${s.name} retains ${(s.retainedBytes! / 2 ** 20).toFixed(0)} MiB of WAL${s.peer ? ` (for ${s.peer})` : ""}`),
+      ...(conflicting ? [`${st.conflictsPerSecond!.toFixed(1)} conflicts/s over the last minute: several nodes write the same rows (pgraft.conflict_history, pgraft_apply_conflicts_total)`] : []),
     ];
-    return { severity: "warning", detail: `${parts.join("; ")} (thresholds: ${LAG_WARN_SECONDS} s or ${LAG_WARN_BYTES / 2 ** 20} MiB behind, ${RETAINED_WARN_BYTES / 2 ** 30} GiB retained)` };
+    return {
+      severity: "warning",
+      detail: `${parts.join("; ")} (thresholds: ${LAG_WARN_SECONDS} s or ${LAG_WARN_BYTES / 2 ** 20} MiB behind, ${RETAINED_WARN_BYTES / 2 ** 30} GiB retained, ${CONFLICTS_WARN_PER_SECOND} conflicts/s)`,
+    };
   }
   return { severity: "ok", detail: `node ${st.node} in group ${st.group}: ${st.slots.length - 1} node slot(s), ${streaming} of ${st.receivers.length} stream(s) from peers running` };
 }
@@ -458,6 +471,8 @@ export const LAG_WARN_SECONDS = 30;
 export const LAG_WARN_BYTES = 64 * 2 ** 20;
 /** A slot holding back this much WAL is a warning (disk fills while a peer is away). */
 export const RETAINED_WARN_BYTES = 2 ** 30;
+/** More conflicts than this per second, over a minute, is a warning: applications on several nodes write the same rows. */
+export const CONFLICTS_WARN_PER_SECOND = 10;
 
 /** DataPlane.start, as a function. */
 export function startDataPlane(opts: DataPlaneOptions): Promise<DataPlane> {
