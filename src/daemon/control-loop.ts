@@ -22,6 +22,8 @@ export interface ControlLoopDeps {
   log: Logger;
   /** Sets the level of every logger of this sidecar (log_level / debug at run time). */
   setLogLevel?(level: LevelWithSilent): void;
+  /** The level this sidecar logs at now. */
+  currentLogLevel?(): LevelWithSilent;
   /** Records this node's PostgreSQL address in the store (a sidecar with --postgres-dsn). */
   postgresAddress?: PostgresAddressPublisher;
 }
@@ -141,7 +143,10 @@ export class ControlLoop {
       done.push(`applied snapshot_interval: a snapshot every ${every} entries`);
     }
     const level = effectiveLogLevel(this.d.state, this.d.cfg.logLevel);
-    if (level !== this.logLevel && this.d.setLogLevel) {
+    // Against the level in force, not the last one this loop set: pgraft_set_debug on this node sets the
+    // level directly, and a debug switched on and off again between two cycles must not leave it at debug.
+    const current = this.d.currentLogLevel?.() ?? this.logLevel;
+    if (level !== current && this.d.setLogLevel) {
       this.d.setLogLevel(level);
       this.logLevel = level;
       done.push(`applied log level ${level}`);

@@ -4,7 +4,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import type { Logger } from "pino";
+import type { LevelWithSilent, Logger } from "pino";
 import { formatHostPort, type HostPort } from "../config/address.js";
 import type { SidecarConfig } from "../config/sidecar-config.js";
 import { RaftNode } from "../consensus/driver.js";
@@ -255,6 +255,7 @@ export class Sidecar {
         transport,
         log: log.child({ component: "control-loop" }),
         setLogLevel: (level) => setTreeLevel(log, level),
+        currentLogLevel: () => log.level as LevelWithSilent,
         ...(postgresAddress ? { postgresAddress } : {}),
       });
       const sidecar = new Sidecar(cfg, log, n, state, transport, server, http, loop, creds, port, sql);
