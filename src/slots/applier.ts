@@ -206,7 +206,8 @@ export class Applier {
 
   /** Nothing queued or in flight: everything submitted is durable. */
   get idle(): boolean {
-    return this.items.length === 0;
+    // A failed or closed applier dropped its queue without applying it: that is not "everything durable".
+    return this.items.length === 0 && !this.failed && !this.closed;
   }
 
   /** Transactions submitted and not yet durable. */

@@ -446,6 +446,9 @@ export class Receiver {
     } catch {
       return;
     }
+    // A session that failed (its applier's server restarted, say) has lost what was not durable: confirming
+    // the keepalive's position then would skip those transactions for good. Only a live, idle applier may.
+    if (this.sessionError) return;
     if (!this.assembler.inTransaction && this.applier?.idle) this.idleAck = maxLsn(this.idleAck, w);
     this.sendAck(reply);
   }

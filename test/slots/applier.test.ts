@@ -126,6 +126,25 @@ describe("applier batches", () => {
     }
   });
 
+  test("an applier whose connection broke, or that was closed, is not idle: its dropped queue was not applied", async () => {
+    await n.client.query("CREATE TABLE IF NOT EXISTS idle_t (id int PRIMARY KEY)");
+    const irel: RelationDesc = { ...rel, oid: 9, name: "idle_t", columns: [{ name: "id", typeOid: 23 }] };
+    const ap = new Applier({ localDsn: n.dsn, localNode: { name: "here", id: 1 }, peer: { name: "up9", id: 9 }, originName: originName(DB, "g", "up9"), members: () => new Map(), log: testLogger("here") });
+    const lsn = await ap.connect();
+    try {
+      assert.equal(ap.idle, true, "connected, nothing queued");
+      // The server ends the applier's session (as an immediate restart would) while a transaction waits.
+      await n.client.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'pgraft_apply_up9%'");
+      const pending = ap.submit({ kind: "apply", tx: { xid: 1, commitLsn: lsn + 90n, endLsn: lsn + 100n, commitTime: BigInt(Date.now()) * 1000n, changes: [{ kind: "insert", rel: irel, new: ["1"] }] } });
+      await assert.rejects(pending);
+      assert.ok(ap.error, "the applier failed");
+      assert.equal(ap.idle, false, "a failed applier is not idle (a receiver would confirm a keepalive's position past what it lost)");
+    } finally {
+      await ap.close();
+    }
+    assert.equal(ap.idle, false, "a closed applier is not idle");
+  });
+
   test("a transaction submitted right behind a skipped one, in the same turn of the event loop, is applied (not left queued)", async () => {
     await n.client.query("CREATE TABLE s (id int PRIMARY KEY)");
     const srel: RelationDesc = { ...rel, oid: 3, name: "s", columns: [{ name: "id", typeOid: 23 }] };
