@@ -134,6 +134,30 @@ export interface PgdGroupDropCommand {
   name: string;
 }
 
+// ---- routing of a data group (src/cluster/routing.ts)
+
+export interface RoutingSetCommand {
+  op: "routing.set";
+  group: string;
+  /** Compare-and-set: the group's routing epoch the decision was taken on. */
+  epoch: number;
+  /** The write leader ("" = none). */
+  leader: string;
+  /** A switchover in progress to this node ("" = none). */
+  switchingTo: string;
+  /** Healthy nodes for reads, least lag first. */
+  readers: string[];
+  reason: string;
+  /** The proposer's clock. */
+  nowMs: number;
+}
+
+export interface RoutingScopeCommand {
+  op: "routing.scope";
+  group: string;
+  scope: string;
+}
+
 export type Command =
   | KvPutCommand
   | KvDeleteCommand
@@ -152,7 +176,9 @@ export type Command =
   | PgdNodeStateCommand
   | PgdNodeInterfaceCommand
   | PgdNodeDropCommand
-  | PgdGroupDropCommand;
+  | PgdGroupDropCommand
+  | RoutingSetCommand
+  | RoutingScopeCommand;
 
 export type CommandOp = Command["op"];
 
@@ -163,7 +189,9 @@ export const MAX_TIME_MS = 8_640_000_000_000_000;
 /** Most leases one lease.expire may name. */
 export const MAX_EXPIRE_IDS = 10_000;
 
-type FieldKind = "string" | "revision" | "leaseId" | "nodeId" | "ttl" | "time" | "leaseIds" | "bool";
+type FieldKind = "string" | "revision" | "leaseId" | "nodeId" | "ttl" | "time" | "leaseIds" | "bool" | "names";
+/** Most names one routing.set may list. */
+export const MAX_NAMES = 1_000;
 interface FieldSpec {
   kind: FieldKind;
   optional?: true;
@@ -195,6 +223,16 @@ const SCHEMA: { readonly [K in CommandOp]: Readonly<Record<Exclude<keyof Extract
   "pgd.node.interface": { name: { kind: "string" }, dsn: { kind: "string" } },
   "pgd.node.drop": { name: { kind: "string" }, force: { kind: "bool", optional: true } },
   "pgd.group.drop": { name: { kind: "string" } },
+  "routing.set": {
+    group: { kind: "string" },
+    epoch: { kind: "revision" },
+    leader: { kind: "string" },
+    switchingTo: { kind: "string" },
+    readers: { kind: "names" },
+    reason: { kind: "string" },
+    nowMs: { kind: "time" },
+  },
+  "routing.scope": { group: { kind: "string" }, scope: { kind: "string" } },
 };
 
 export const COMMAND_OPS: readonly CommandOp[] = Object.keys(SCHEMA) as CommandOp[];
@@ -224,6 +262,9 @@ function checkField(op: string, name: string, kind: FieldKind, v: unknown): void
       return;
     case "time":
       if (!isInt(v, 0, MAX_TIME_MS)) throw bad(`an integer in 0..${MAX_TIME_MS} (ms since the epoch)`);
+      return;
+    case "names":
+      if (!Array.isArray(v) || v.length > MAX_NAMES || !v.every((x) => typeof x === "string")) throw bad(`an array of at most ${MAX_NAMES} strings`);
       return;
     case "leaseIds":
       if (!Array.isArray(v) || v.length > MAX_EXPIRE_IDS || !v.every((x) => isInt(x, 1, Number.MAX_SAFE_INTEGER))) {

@@ -60,7 +60,17 @@ export const SETTINGS: readonly SettingSpec[] = [
     name: "failover_enabled",
     type: "boolean",
     default: "true",
-    description: "Stored for automation only: this version has no automatic failover of PostgreSQL, and nothing reads it (Raft elections always happen)",
+    description:
+      "Automatic failover of each data group's write leader: when its PostgreSQL stops answering or its sidecar is unreachable for failover_timeout, another ACTIVE node takes the writes (Raft elections always happen; a switchover works either way)",
+    restartRequired: false,
+  },
+  {
+    name: "failover_timeout",
+    type: "duration",
+    default: "1s",
+    min: 100,
+    max: 600_000,
+    description: "How long a write leader's PostgreSQL may not answer, or its sidecar be unreachable, before another node takes the group's writes (with failover_enabled)",
     restartRequired: false,
   },
   { name: "heartbeat_interval", type: "duration", default: "100ms", min: 10, max: 60_000, description: "Interval between the leader's heartbeats", restartRequired: false },
@@ -279,6 +289,7 @@ export interface RuntimeSettings {
   debug: boolean;
   electionTimeoutMs: number;
   failoverEnabled: boolean;
+  failoverTimeoutMs: number;
   heartbeatIntervalMs: number;
   kvMaxKeyBytes: number;
   kvMaxValueBytes: number;
@@ -318,6 +329,7 @@ export function resolveSettings(overrides: ReadonlyMap<string, string>, check = 
     debug: get("debug") as boolean,
     electionTimeoutMs: get("election_timeout") as number,
     failoverEnabled: get("failover_enabled") as boolean,
+    failoverTimeoutMs: get("failover_timeout") as number,
     heartbeatIntervalMs: get("heartbeat_interval") as number,
     kvMaxKeyBytes: get("kv_max_key_bytes") as number,
     kvMaxValueBytes: get("kv_max_value_bytes") as number,

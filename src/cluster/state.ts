@@ -16,6 +16,7 @@ import { ClusterError } from "./errors.js";
 import { CasFailed, KvStore, type KvLimits } from "./kv.js";
 import { MemberTable, type MemberInit } from "./members.js";
 import { NodeGroupCatalog, type DataNode, type NodeGroup } from "./node-groups.js";
+import { RoutingCatalog, type GroupRouting } from "./routing.js";
 import type { CommandFailure, CommandOk, CommandResult, ConfigRow, KeyValue, KvListResult, LeaseInfo, Member } from "./types.js";
 
 export interface ClusterStateOptions {
@@ -51,6 +52,7 @@ export class ClusterState implements StateMachine {
   private changedAt = new Map<string, number>();
   private effective: RuntimeSettings;
   private pgd = new NodeGroupCatalog();
+  private routingTable = new RoutingCatalog();
 
   constructor(private readonly opts: ClusterStateOptions = {}) {
     this.memberTable = new MemberTable(opts.members);
@@ -156,8 +158,20 @@ export class ClusterState implements StateMachine {
         return this.ok({ dataNode: this.pgd.setInterface({ name: cmd.name, dsn: cmd.dsn }) });
       case "pgd.node.drop":
         return this.ok({ dataNode: this.pgd.dropNode({ name: cmd.name, force: cmd.force ?? false }) });
-      case "pgd.group.drop":
-        return this.ok({ nodeGroup: this.pgd.dropGroup({ name: cmd.name }) });
+      case "pgd.group.drop": {
+        const g = this.pgd.dropGroup({ name: cmd.name });
+        this.routingTable.drop(g.name);
+        return this.ok({ nodeGroup: g });
+      }
+      case "routing.set":
+        return this.ok({
+          routing: this.routingTable.set(
+            { group: cmd.group, epoch: cmd.epoch, leader: cmd.leader, switchingTo: cmd.switchingTo, readers: cmd.readers, reason: cmd.reason, nowMs: cmd.nowMs },
+            this.pgd,
+          ),
+        });
+      case "routing.scope":
+        return this.ok({ routing: this.routingTable.setScope({ group: cmd.group, scope: cmd.scope }, this.pgd) });
     }
   }
 
@@ -209,6 +223,16 @@ export class ClusterState implements StateMachine {
 
   nodeGroups(): NodeGroup[] {
     return this.pgd.allGroups();
+  }
+
+  /** A data group's routing: write leader, read nodes, switchover, commit scope (src/cluster/routing.ts). */
+  routing(group: string): GroupRouting {
+    return this.routingTable.get(group);
+  }
+
+  /** The routing of every group that has one. */
+  routings(): GroupRouting[] {
+    return this.routingTable.all();
   }
 
   members(): Member[] {
@@ -268,6 +292,8 @@ export class ClusterState implements StateMachine {
         },
         members: this.memberTable.dump(),
         nodeGroups: this.pgd.dump(),
+        // Only once a group has routing, so a state without any gives the bytes it always did.
+        ...(this.routingTable.all().length ? { routing: this.routingTable.dump() } : {}),
       }),
     );
   }
@@ -287,6 +313,7 @@ export class ClusterState implements StateMachine {
       this.changedAt = new Map();
       this.effective = resolveSettings(this.overrides);
       this.pgd = new NodeGroupCatalog();
+      this.routingTable = new RoutingCatalog();
       return;
     }
     const bad = (why: string): ClusterError => new ClusterError("CORRUPT_SNAPSHOT", `snapshot: ${why}`);
@@ -306,6 +333,7 @@ export class ClusterState implements StateMachine {
     const kv = KvStore.load(d["kv"]);
     const members = MemberTable.load(d["members"]);
     const pgd = NodeGroupCatalog.load(d["nodeGroups"]);
+    const routing = RoutingCatalog.load(d["routing"]);
     const cfg = d["config"];
     if (typeof cfg !== "object" || cfg === null) throw bad("missing config");
     const overrides = loadOverrides((cfg as Record<string, unknown>)["overrides"], bad);
@@ -322,6 +350,7 @@ export class ClusterState implements StateMachine {
     this.kv = kv;
     this.memberTable = members;
     this.pgd = pgd;
+    this.routingTable = routing;
     this.overrides = overrides;
     this.savedOverrides = saved;
     this.changedAt = changedAt;

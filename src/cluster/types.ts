@@ -3,6 +3,7 @@
 import type { ClusterErrorCode } from "./errors.js";
 import type { SettingType } from "./config-registry.js";
 import type { DataNode, NodeGroup } from "./node-groups.js";
+import type { GroupRouting } from "./routing.js";
 
 /** One KV entry, with etcd's revision bookkeeping. */
 export interface KeyValue {
@@ -86,6 +87,8 @@ export interface CommandOk {
   dataNode?: DataNode;
   /** The group after pgd.group.create / pgd.group.drop. */
   nodeGroup?: NodeGroup;
+  /** A group's routing after routing.set / routing.scope. */
+  routing?: GroupRouting;
 }
 
 export interface CommandFailure {

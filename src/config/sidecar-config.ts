@@ -22,6 +22,10 @@ export interface SidecarConfig {
   postgresAdvertise: string | undefined;
   /** The PostgreSQL-wire endpoint the shim calls (undefined: not served). */
   sqlListen: HostPort | undefined;
+  /** The client proxy's read-write port, to the group's write leader (undefined: off). */
+  proxyListen: HostPort | undefined;
+  /** The client proxy's read-only port, to a healthy read node (undefined: off). */
+  proxyReadOnlyListen: HostPort | undefined;
   /** Founding members (bootstrap): node id → Raft address. */
   initialCluster: Map<number, HostPort> | undefined;
   /** Members to ask for admission (join). */
@@ -56,6 +60,20 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   { key: "postgresDsn", flag: "--postgres-dsn <dsn>", env: "PGRAFT_POSTGRES_DSN", yaml: "postgres_dsn", help: "DSN of the local PostgreSQL, a superuser (URI or key=value); the SQL shim is installed there, and it is probed every heartbeat (/ready, /primary, /replica answer 503 while it is down). Keep a password off the command line (ps shows it): give the DSN in $PGRAFT_POSTGRES_DSN or the config file, or leave the password out for the sidecar to find as libpq does (PGPASSWORD, passfile= in the DSN, PGPASSFILE, ~/.pgpass)" },
   { key: "postgresAdvertise", flag: "--postgres-advertise <host:port>", env: "PGRAFT_POSTGRES_ADVERTISE", yaml: "postgres_advertise", help: "the address clients and other nodes use to reach the local PostgreSQL, shown in pgraft_get_nodes() (default: the host and port of --postgres-dsn)" },
   { key: "sqlListen", flag: "--sql-listen <host:port>", env: "PGRAFT_SQL_LISTEN", yaml: "sql_listen", help: "PostgreSQL-wire endpoint the shim calls through dblink (default 127.0.0.1:7432 when --postgres-dsn is set; off otherwise)" },
+  {
+    key: "proxyListen",
+    flag: "--proxy-listen <host:port|off>",
+    env: "PGRAFT_PROXY_LISTEN",
+    yaml: "proxy_listen",
+    help: "read-write proxy: forwards each PostgreSQL client to the write leader of this node's group (default 127.0.0.1:6432 when --postgres-dsn is set; off otherwise, or with off)",
+  },
+  {
+    key: "proxyReadOnlyListen",
+    flag: "--proxy-read-only-listen <host:port|off>",
+    env: "PGRAFT_PROXY_READ_ONLY_LISTEN",
+    yaml: "proxy_read_only_listen",
+    help: "read-only proxy: forwards each client to the healthy read node with the least lag, else the write leader (default 127.0.0.1:6433 when --postgres-dsn is set; off otherwise, or with off)",
+  },
   { key: "initialCluster", flag: "--initial-cluster <list>", env: "PGRAFT_INITIAL_CLUSTER", yaml: "initial_cluster", help: "bootstrap a new cluster: 1=host:port,2=host:port,..." },
   { key: "join", flag: "--join <list>", env: "PGRAFT_JOIN", yaml: "join", help: "join an existing cluster through any of these members: host:port,..." },
   { key: "tlsCa", flag: "--tls-ca <file>", env: "PGRAFT_TLS_CA", yaml: "tls_ca", help: "CA that signs every peer's certificate (mTLS)" },
@@ -79,6 +97,8 @@ export interface RawConfig {
   postgresDsn?: Raw;
   postgresAdvertise?: Raw;
   sqlListen?: Raw;
+  proxyListen?: Raw;
+  proxyReadOnlyListen?: Raw;
   initialCluster?: Raw;
   join?: Raw;
   tlsCa?: Raw;
@@ -153,6 +173,14 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
   const advertise = addr("advertise") ?? listen;
   const httpListen = addr("httpListen");
   const sqlListenRaw = addr("sqlListen");
+  // host:port, or off; the default (on with a local PostgreSQL) is decided below.
+  const proxyAddr = (key: "proxyListen" | "proxyReadOnlyListen"): HostPort | "off" | undefined => {
+    const r = get(key);
+    if (r.value !== undefined && r.value.trim().toLowerCase() === "off") return "off";
+    return addr(key);
+  };
+  const proxyRaw = proxyAddr("proxyListen");
+  const proxyRoRaw = proxyAddr("proxyReadOnlyListen");
   if (advertise && ["0.0.0.0", "[::]"].includes(advertise.host)) {
     problems.push(`--advertise: "${formatHostPort(advertise)}" is a wildcard; peers need an address they can dial (set --advertise)`);
   }
@@ -249,6 +277,13 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     postgresAdvertise = dsnAddress(dsn);
   }
   const sqlListen = sqlListenRaw ?? (dsn !== undefined ? { host: "127.0.0.1", port: 7432 } : undefined);
+  const proxyDefault = (raw: HostPort | "off" | undefined, port: number): HostPort | undefined =>
+    raw === "off" ? undefined : (raw ?? (dsn !== undefined ? { host: "127.0.0.1", port } : undefined));
+  const proxyListen = proxyDefault(proxyRaw, 6432);
+  const proxyReadOnlyListen = proxyDefault(proxyRoRaw, 6433);
+  if (proxyListen && proxyReadOnlyListen && formatHostPort(proxyListen) === formatHostPort(proxyReadOnlyListen)) {
+    problems.push(`--proxy-listen and --proxy-read-only-listen are both ${formatHostPort(proxyListen)}; give them different ports`);
+  }
 
   if (problems.length) throw new ConfigError(problems);
   return {
@@ -262,6 +297,8 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     postgresDsn: dsn,
     postgresAdvertise,
     sqlListen,
+    proxyListen,
+    proxyReadOnlyListen,
     initialCluster,
     join,
     tls,

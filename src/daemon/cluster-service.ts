@@ -370,13 +370,13 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
             throw invalidArgument("command is not JSON");
           }
           const cmd = validateCommand(parsed);
-          if (!cmd.op.startsWith("pgd.")) throw invalidArgument(`only pgd.* commands may be sent here, got ${cmd.op}`);
+          if (!cmd.op.startsWith("pgd.") && !cmd.op.startsWith("routing.")) throw invalidArgument(`only pgd.* and routing.* commands may be sent here, got ${cmd.op}`);
           if ((cmd.op === "pgd.node.create" || cmd.op === "pgd.node.interface") && dsnHasPassword(cmd.dsn)) {
             throw invalidArgument(`${cmd.op}: ${INTERFACE_DSN_PASSWORD}; ${INTERFACE_DSN_PASSWORD_HINT}`);
           }
           const ok = okOrThrow(await propose(cmd));
           if (cmd.op === "pgd.node.drop" && ok.dataNode) await dropInternalKeys([joinKeyOf(ok.dataNode.name)], [partPrefixOf(ok.dataNode)]);
-          return { header: header(), result: JSON.stringify(ok.dataNode ?? ok.nodeGroup ?? {}) };
+          return { header: header(), result: JSON.stringify(ok.dataNode ?? ok.nodeGroup ?? ok.routing ?? {}) };
         },
         (c, md) => c.nodeGroupCommand(req, opts(md)),
       ),

@@ -37,6 +37,9 @@ export interface DemoNodeInfo {
   http: string;
   metrics: string;
   sql: string;
+  /** The sidecar's client proxy: read-write (to the write leader) and read-only. */
+  proxy: string;
+  proxyReadOnly: string;
   postgresLog: string;
   sidecarLog: string;
 }
@@ -46,6 +49,9 @@ interface NodePorts {
   grpc: number;
   http: number;
   sql: number;
+  /** The client proxy's read-write and read-only ports (absent in a demo dir saved before the proxy existed: added on its next start). */
+  proxy?: number;
+  proxyReadOnly?: number;
 }
 
 interface DemoState {
@@ -112,6 +118,8 @@ const PORT_ROLES: readonly [keyof NodePorts, string][] = [
   ["grpc", "sidecar gRPC (Raft)"],
   ["http", "sidecar HTTP"],
   ["sql", "sidecar SQL"],
+  ["proxy", "read-write proxy"],
+  ["proxyReadOnly", "read-only proxy"],
 ];
 
 /**
@@ -125,7 +133,7 @@ export async function takenPorts(baseDir: string): Promise<string[]> {
   const st = await loadState(baseDir);
   const taken: string[] = [];
   for (const n of st?.nodes ?? []) {
-    for (const [role, what] of PORT_ROLES) if (!(await portFree(n.ports[role]))) taken.push(`node ${n.id}: ${what} port ${n.ports[role]}`);
+    for (const [role, what] of PORT_ROLES) if (n.ports[role] !== undefined && !(await portFree(n.ports[role]))) taken.push(`node ${n.id}: ${what} port ${n.ports[role]}`);
   }
   return taken;
 }
@@ -314,9 +322,18 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
     const nodes: DemoState["nodes"] = [];
     const used = new Set<number>();
     for (let id = 1; id <= o.nodes; id++) {
-      nodes.push({ id, ports: { pg: await demoPort(used), grpc: await demoPort(used), http: await demoPort(used), sql: await demoPort(used) }, password: randomBytes(12).toString("hex") });
+      const ports = { pg: await demoPort(used), grpc: await demoPort(used), http: await demoPort(used), sql: await demoPort(used) };
+      nodes.push({ id, ports: { ...ports, proxy: await demoPort(used), proxyReadOnly: await demoPort(used) }, password: randomBytes(12).toString("hex") });
     }
     state = { version: 1, nodes };
+    await saveState(o.baseDir, state);
+  } else if (state.nodes.some((n) => n.ports.proxy === undefined || n.ports.proxyReadOnly === undefined)) {
+    // A demo dir from before the proxy: give it proxy ports once.
+    const used = new Set(state.nodes.flatMap((n) => Object.values(n.ports).filter((p): p is number => p !== undefined)));
+    for (const n of state.nodes) {
+      n.ports.proxy ??= await demoPort(used);
+      n.ports.proxyReadOnly ??= await demoPort(used);
+    }
     await saveState(o.baseDir, state);
   }
   const st = state;
@@ -377,6 +394,8 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
           "--listen", `127.0.0.1:${n.ports.grpc}`,
           "--http-listen", `127.0.0.1:${n.ports.http}`,
           "--sql-listen", `127.0.0.1:${n.ports.sql}`,
+          "--proxy-listen", `127.0.0.1:${n.ports.proxy!}`,
+          "--proxy-read-only-listen", `127.0.0.1:${n.ports.proxyReadOnly!}`,
           "--initial-cluster", initial,
         ],
         // The DSN holds the password: the environment, not the command line.
@@ -554,6 +573,8 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
       http: `http://127.0.0.1:${n.ports.http}`,
       metrics: `http://127.0.0.1:${n.ports.http}/metrics`,
       sql: `127.0.0.1:${n.ports.sql}`,
+      proxy: `127.0.0.1:${n.ports.proxy!}`,
+      proxyReadOnly: `127.0.0.1:${n.ports.proxyReadOnly!}`,
       postgresLog: s.server.logFile,
       sidecarLog: s.sidecarLog,
     };

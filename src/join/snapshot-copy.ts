@@ -349,7 +349,7 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
     // The inserts committed asynchronously; a synchronous commit of a transaction with an xid flushes the WAL through them.
     const flush = await connect(o.targetDsn);
     try {
-      await flush.query("SET synchronous_commit = on; BEGIN; SELECT txid_current(); COMMIT");
+      await flush.query("SET synchronous_commit = local; BEGIN; SELECT txid_current(); COMMIT");
     } finally {
       await flush.end().catch(() => undefined);
     }

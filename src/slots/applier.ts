@@ -134,7 +134,7 @@ interface Batch {
  * record (it takes an xid, else there would be no record to flush): it
  * flushes the WAL through every commit made before it, on any connection.
  */
-const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = on;SELECT pg_current_xact_id();COMMIT;";
+const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = local;SELECT pg_current_xact_id();COMMIT;";
 /** How long commits may wait for their flush (see flush()). */
 const FLUSH_DELAY_MS = 5;
 

@@ -115,3 +115,12 @@ export function isPgraftSlot(name: string): boolean {
 export function assertPgraftSlot(name: string): void {
   if (!isPgraftSlot(name)) throw new Error(`refusing to touch replication slot ${JSON.stringify(name)}: it is not pgraft's (no "${SLOT_PREFIX}" prefix)`);
 }
+
+/**
+ * The application_name of node `local`'s receivers on every peer (PostgreSQL
+ * keeps 63 bytes of it): commit scope majority names them in each node's
+ * synchronous_standby_names (src/routing/commit-scope.ts).
+ */
+export function receiverApplicationName(local: string): string {
+  return `pgraft_${local}`.slice(0, 63);
+}

@@ -49,7 +49,7 @@ import { Applier, emptyStats, sumStats, type ApplierStats, type NodeRef } from "
 import { clientConfig, connectClient, destroyClient, sqlState } from "./connection.js";
 import { TextPgoutputPlugin, TransactionAssembler } from "./decoder.js";
 import { formatLsn, maxLsn, parseLsn } from "./lsn.js";
-import { nodeSlotName, originName, publicationName } from "./naming.js";
+import { nodeSlotName, originName, publicationName, receiverApplicationName } from "./naming.js";
 import { Backoff, Outage } from "./reconnect.js";
 import { errorText, within, type PeerSpec, type SlotsLogger } from "./types.js";
 
@@ -313,7 +313,7 @@ export class Receiver {
     await this.sampleUpstream();
     if (this.stopping) return;
 
-    const service = new LogicalReplicationService(clientConfig(o.peer.dsn, `pgraft_${o.localNode.name}`.slice(0, 63)), {
+    const service = new LogicalReplicationService(clientConfig(o.peer.dsn, receiverApplicationName(o.localNode.name)), {
       acknowledge: { auto: false, timeoutSeconds: 0 },
       flowControl: { enabled: false }, // ordered, synchronous events: a keepalive is seen after every message sent before it
     });

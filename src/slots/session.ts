@@ -138,7 +138,7 @@ export class ApplySession {
 
   /** The origin's LSN and time for this transaction, and the durability of its commit (the slow path: one transaction alone). */
   setup(tx: RemoteTransaction, sync: boolean): Query {
-    return { name: "pgraft_setup", text: setupSql(false).text, values: [formatLsn(tx.endLsn), microsToTimestamptz(tx.commitTime), sync ? "on" : "off"] };
+    return { name: "pgraft_setup", text: setupSql(false).text, values: [formatLsn(tx.endLsn), microsToTimestamptz(tx.commitTime), sync ? "local" : "off"] };
   }
 
   /**

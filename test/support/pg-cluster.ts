@@ -43,6 +43,9 @@ export interface PgNode {
   readonly raftPort: number;
   readonly httpPort: number;
   readonly sqlPort: number;
+  /** The sidecar's read-write proxy port (to the write leader) and read-only proxy port. */
+  readonly proxyPort: number;
+  readonly proxyReadOnlyPort: number;
   /** A statement through this node's pooled pg client (superuser); the full result, `fields` included. */
   query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
   /** A dedicated session (superuser unless `user`/`password` are given); the caller end()s it. */
@@ -130,13 +133,24 @@ export async function startPgCluster(opts: PgClusterOptions = {}): Promise<PgClu
     for (const r of started) if (r.status === "fulfilled") servers.push(r.value);
     for (const r of started) if (r.status === "rejected") throw r.reason;
 
-    const ports = await freePorts(3 * n);
-    const raftPort = (i: number): number => ports[3 * i]!;
-    const httpPort = (i: number): number => ports[3 * i + 1]!;
-    const sqlPort = (i: number): number => ports[3 * i + 2]!;
+    const ports = await freePorts(5 * n);
+    const raftPort = (i: number): number => ports[5 * i]!;
+    const httpPort = (i: number): number => ports[5 * i + 1]!;
+    const sqlPort = (i: number): number => ports[5 * i + 2]!;
+    const proxyPort = (i: number): number => ports[5 * i + 3]!;
+    const proxyReadOnlyPort = (i: number): number => ports[5 * i + 4]!;
     const initial = Array.from({ length: n }, (_, i) => `${i + 1}=127.0.0.1:${raftPort(i)}`).join(",");
     const common = { clusterId, heartbeat: `${heartbeatMs}ms`, election: `${electionMs}ms`, env: opts.sidecarEnv ?? {} };
-    const pgArgs = (i: number): string[] => ["--postgres-dsn", servers[i]!.server.dsn(), "--sql-listen", `127.0.0.1:${sqlPort(i)}`];
+    const pgArgs = (i: number): string[] => [
+      "--postgres-dsn",
+      servers[i]!.server.dsn(),
+      "--sql-listen",
+      `127.0.0.1:${sqlPort(i)}`,
+      "--proxy-listen",
+      `127.0.0.1:${proxyPort(i)}`,
+      "--proxy-read-only-listen",
+      `127.0.0.1:${proxyReadOnlyPort(i)}`,
+    ];
     const rejoins = new Map<number, number>();
 
     const makeSidecar = (i: number, mode: string[], dataDir: string, logName: string): SidecarProcess =>
@@ -174,6 +188,8 @@ export async function startPgCluster(opts: PgClusterOptions = {}): Promise<PgClu
         raftPort: raftPort(i),
         httpPort: httpPort(i),
         sqlPort: sqlPort(i),
+        proxyPort: proxyPort(i),
+        proxyReadOnlyPort: proxyReadOnlyPort(i),
         query: <R extends pg.QueryResultRow>(sql: string, params?: unknown[]) => pool.query<R>(sql, params),
         connect: async (o = {}) => {
           const c = new pg.Client({ ...server.clientConfig(), ...(o.user ? { user: o.user } : {}), ...(o.password !== undefined ? { password: o.password } : {}) });

@@ -1,0 +1,100 @@
+// A bounded probe of one data node's PostgreSQL, run by the write-leader
+// controller (write-leader.ts) on the Raft leader's sidecar: every interval a
+// real query over the node's interface DSN, which also reads how much of every
+// other node's changes this one holds (its replication origins' durable
+// progress), the input of a failover's choice.
+//
+// A query that does not answer within the timeout counts as down (a frozen
+// server answers nothing), and its connection is dropped for a fresh one.
+import type pg from "pg";
+import { connectClient, destroyClient } from "../slots/connection.js";
+import { parseLsn } from "../slots/lsn.js";
+
+export interface ProbeResult {
+  ok: boolean;
+  /** When this result was taken (ms). */
+  at: number;
+  /** Why it failed (ok false). */
+  error?: string;
+  /** The node's WAL flush position. */
+  walLsn?: bigint;
+  /** Durable progress of each replication origin on the node (origin name → remote LSN). */
+  progress?: Map<string, bigint>;
+}
+
+/** One query: answers only when the server does real work (a catalog read), and never raises for a missing origin. */
+const PROBE_SQL = `SELECT pg_current_wal_flush_lsn()::text AS wal,
+  (SELECT coalesce(json_object_agg(roname, pg_replication_origin_progress(roname, true)::text), '{}'::json)
+     FROM pg_replication_origin WHERE roname LIKE 'pgraft%')::text AS progress`;
+
+export class NodeProbe {
+  private client: pg.Client | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+  private stopped = false;
+  /** The last result (undefined until the first probe finished). */
+  last: ProbeResult | undefined;
+  /** Since when the probe has failed without a success in between (undefined while ok). */
+  downSince: number | undefined;
+
+  constructor(
+    readonly dsn: string,
+    private readonly opts: { intervalMs: () => number; timeoutMs: () => number; now?: () => number },
+  ) {}
+
+  start(): void {
+    const run = (): void => {
+      if (this.stopped) return;
+      this.timer = setTimeout(() => {
+        void this.probe().finally(run);
+      }, this.opts.intervalMs());
+    };
+    void this.probe().finally(run);
+  }
+
+  private now(): number {
+    return this.opts.now?.() ?? Date.now();
+  }
+
+  /** One probe (exposed for tests); never throws. */
+  async probe(): Promise<ProbeResult> {
+    if (this.running) return this.last ?? { ok: false, at: this.now(), error: "first probe in progress" };
+    this.running = true;
+    const timeout = this.opts.timeoutMs();
+    let r: ProbeResult;
+    try {
+      this.client ??= await connectClient(this.dsn, "pgraft_routing", () => this.drop(), { connectionTimeoutMillis: timeout, query_timeout: timeout });
+      const row = (await this.client.query<{ wal: string; progress: string }>(PROBE_SQL)).rows[0]!;
+      const progress = new Map<string, bigint>();
+      for (const [name, lsn] of Object.entries(JSON.parse(row.progress) as Record<string, string | null>)) if (lsn) progress.set(name, parseLsn(lsn));
+      r = { ok: true, at: this.now(), walLsn: parseLsn(row.wal), progress };
+      this.downSince = undefined;
+    } catch (e) {
+      this.drop();
+      r = { ok: false, at: this.now(), error: describe(e, timeout) };
+      this.downSince ??= r.at;
+    } finally {
+      this.running = false;
+    }
+    if (!this.stopped) this.last = r;
+    return r;
+  }
+
+  private drop(): void {
+    destroyClient(this.client);
+    this.client = undefined;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.drop();
+  }
+}
+
+function describe(e: unknown, timeoutMs: number): string {
+  const m = e instanceof Error ? e.message : String(e);
+  if (/timeout/i.test(m)) return `no answer within ${timeoutMs} ms`;
+  const code = (e as { code?: string }).code;
+  return code && !m.includes(code) ? `${m} (${code})` : m;
+}

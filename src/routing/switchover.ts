@@ -1,0 +1,173 @@
+// A switchover: move a group's write leader on purpose, losing no write
+// (PGD's routing_leadership_transfer). Run by the sidecar that was asked (SQL
+// or `pgraft switchover`); every step is a Raft command or a query of the two
+// nodes' PostgreSQL over their interface DSNs.
+//
+// strict (the default):
+//  1. checks: the group and the target exist, the target is an ACTIVE data
+//     node whose PostgreSQL answers, the old leader's answers too;
+//  2. the target catches up with the old leader's WAL as it is now, within the
+//     timeout, while clients still write (a node that cannot is refused:
+//     nothing has changed yet);
+//  3. routing.set switchingTo = target: every proxy closes its connections to
+//     the old leader and holds new clients;
+//  4. on the old leader, every client session is ended (and waited for), so
+//     every commit a client was told of is in its WAL below the position read
+//     next; the target catches up to it; repeated until no session is left;
+//  5. routing.set leader = target: the proxies release the held clients to it.
+// A failure after 3 puts the old leader back (switchingTo cleared) and says why.
+// fast: the target takes over at once (no waiting; writes not yet on it are
+// applied there later, resolved by last-update-wins).
+import type pg from "pg";
+import { ClusterError } from "../cluster/errors.js";
+import type { DataNode } from "../cluster/node-groups.js";
+import type { ClusterState } from "../cluster/state.js";
+import { connectClient, destroyClient } from "../slots/connection.js";
+import { formatLsn, parseLsn } from "../slots/lsn.js";
+import { originName } from "../slots/naming.js";
+
+export const TRANSFER_METHODS = ["strict", "fast"] as const;
+export type TransferMethod = (typeof TRANSFER_METHODS)[number];
+
+export interface SwitchoverRequest {
+  group: string;
+  target: string;
+  method: TransferMethod;
+  timeoutMs: number;
+}
+
+export interface SwitchoverDeps {
+  state: ClusterState;
+  /** Run a routing.* command through the Raft leader; resolves once applied here. */
+  propose: (cmd: Record<string, unknown>) => Promise<unknown>;
+  progress?: (line: string) => void;
+  now?: () => number;
+}
+
+const POLL_MS = 50;
+/** How long the old leader's client sessions get to end. */
+const TERMINATE_WAIT_MS = 2_000;
+
+export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Promise<string> {
+  const now = d.now ?? Date.now;
+  const deadline = now() + req.timeoutMs;
+  const say = (m: string): void => d.progress?.(m);
+  if (!(TRANSFER_METHODS as readonly string[]).includes(req.method)) throw new ClusterError("INVALID_VALUE", `transfer_method must be one of ${TRANSFER_METHODS.join(", ")}, got ${JSON.stringify(req.method)}`);
+  if (!d.state.nodeGroups().some((g) => g.name === req.group)) throw new ClusterError("NOT_FOUND", `node group ${JSON.stringify(req.group)} does not exist`);
+  const nodes = d.state.dataNodes();
+  const target = nodes.find((n) => n.name === req.target);
+  if (!target) throw new ClusterError("NOT_FOUND", `node ${JSON.stringify(req.target)} does not exist`);
+  if (target.group !== req.group) throw new ClusterError("INVALID", `node ${JSON.stringify(target.name)} is not in group ${JSON.stringify(req.group)}`);
+  if (target.kind !== "data" || target.state !== "ACTIVE") throw new ClusterError("INVALID", `node ${JSON.stringify(target.name)} is ${target.kind === "data" ? target.state : `a ${target.kind} node`}; only an ACTIVE data node can lead writes`);
+  let r = d.state.routing(req.group);
+  if (r.switchingTo) throw new ClusterError("INVALID", `a switchover of group ${JSON.stringify(req.group)} to ${r.switchingTo} is already in progress`);
+  if (r.leader === target.name) return `node ${target.name} is already the write leader of group ${req.group}`;
+  const old = nodes.find((n) => n.name === r.leader && n.state === "ACTIVE");
+
+  const tc = (await connectOrExplain(target, "the target"))!;
+  const oc = old ? await connectOrExplain(old, "the write leader", req.method === "strict").catch((e: unknown) => {
+    destroyClient(tc);
+    throw e;
+  }) : undefined;
+  try {
+    if (!old || !oc || req.method === "fast") {
+      await d.propose(routingSet(r, { leader: target.name, switchingTo: "", reason: `switchover (${req.method}) requested${old ? ` from ${old.name}` : ""}` }, now()));
+      return `node ${target.name} is the write leader of group ${req.group}${old ? ` (was ${old.name}; ${req.method}${!oc ? ", its PostgreSQL did not answer" : ""})` : ""}`;
+    }
+    const origin = originName(old.dbname, old.group, old.name);
+    // 2. catch up while clients still write: a target that cannot is refused before anything changes.
+    const before = await walFlush(oc);
+    say(`waiting for ${target.name} to reach ${old.name}'s WAL position ${formatLsn(before)}`);
+    const lag = await waitProgress(tc, origin, before, deadline, now);
+    if (lag !== undefined) {
+      throw new ClusterError("INVALID", `node ${target.name} is ${lag} bytes behind the write leader ${old.name} and did not catch up within ${req.timeoutMs} ms; nothing changed (try again, or give a longer transfer_timeout)`);
+    }
+    // 3. hold new clients, close the proxies' connections to the old leader.
+    await d.propose(routingSet(r, { switchingTo: target.name }, now()));
+    r = d.state.routing(req.group);
+    say(`clients held; ending client sessions on ${old.name}`);
+    try {
+      // 4. no session left on the old leader, and the target holds everything it committed.
+      for (;;) {
+        const ended = await endClientSessions(oc);
+        const at = await walFlush(oc);
+        const behind = await waitProgress(tc, origin, at, deadline, now);
+        if (behind !== undefined) throw new Error(`node ${target.name} did not catch up with ${old.name}'s last writes (${behind} bytes behind at the deadline)`);
+        if (ended === 0) break;
+        if (now() >= deadline) throw new Error(`client sessions kept connecting to ${old.name} directly (not through the proxy) until the deadline`);
+      }
+      await d.propose(routingSet(r, { leader: target.name, switchingTo: "", reason: `switchover (strict) from ${old.name}` }, now()));
+    } catch (e) {
+      const cur = d.state.routing(req.group);
+      await d.propose(routingSet(cur, { switchingTo: "" }, now())).catch(() => undefined);
+      throw new ClusterError("INVALID", `switchover of group ${req.group} to ${target.name} failed, ${old.name} stays the write leader: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    return `node ${target.name} is the write leader of group ${req.group} (was ${old.name}; strict: it had every write)`;
+  } finally {
+    destroyClient(tc);
+    destroyClient(oc);
+  }
+}
+
+function routingSet(
+  r: { group: string; epoch: number; leader: string; switchingTo: string; readers: string[]; reason: string },
+  c: { leader?: string; switchingTo?: string; reason?: string },
+  nowMs: number,
+): Record<string, unknown> {
+  const leader = c.leader ?? r.leader;
+  return {
+    op: "routing.set",
+    group: r.group,
+    epoch: r.epoch,
+    leader,
+    switchingTo: c.switchingTo ?? r.switchingTo,
+    readers: r.readers.filter((x) => x !== leader),
+    reason: c.reason ?? r.reason,
+    nowMs,
+  };
+}
+
+async function connectOrExplain(n: DataNode, what: string, required = true): Promise<pg.Client | undefined> {
+  try {
+    return await connectClient(n.dsn, "pgraft_switchover", () => undefined, { connectionTimeoutMillis: 3_000, query_timeout: 10_000 });
+  } catch (e) {
+    if (!required) return undefined;
+    const why = e instanceof Error ? e.message : String(e);
+    throw new ClusterError("INVALID", `${what} ${n.name}'s PostgreSQL does not answer (${why}); nothing changed${what === "the write leader" ? " — use transfer_method 'fast', or let failover move it" : ""}`);
+  }
+}
+
+async function walFlush(c: pg.Client): Promise<bigint> {
+  return parseLsn((await c.query<{ l: string }>("SELECT pg_current_wal_flush_lsn()::text AS l")).rows[0]!.l);
+}
+
+/** Wait until the target's durable progress of `origin` reaches `lsn`; returns undefined when it did, else the bytes still missing at the deadline. */
+async function waitProgress(c: pg.Client, origin: string, lsn: bigint, deadline: number, now: () => number): Promise<bigint | undefined> {
+  for (;;) {
+    const raw = (
+      await c.query<{ p: string | null }>(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) THEN pg_replication_origin_progress($1, true)::text END AS p",
+        [origin],
+      )
+    ).rows[0]!.p;
+    const p = raw ? parseLsn(raw) : 0n;
+    if (p >= lsn) return undefined;
+    if (now() >= deadline) return lsn - p;
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+/**
+ * End every client session but pgraft's own, this one, and the one waiting for
+ * this switchover (a caller of routing_leadership_transfer on the old leader),
+ * waiting for each to be gone; returns how many there were.
+ */
+async function endClientSessions(c: pg.Client): Promise<number> {
+  const r = await c.query<{ n: string }>(
+    `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, $1)) AS n FROM pg_stat_activity
+      WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND coalesce(application_name, '') NOT LIKE 'pgraft%'
+        AND coalesce(query, '') !~* 'routing_leadership_transfer'`,
+    [TERMINATE_WAIT_MS],
+  );
+  return Number(r.rows[0]!.n);
+}
