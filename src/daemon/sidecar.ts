@@ -34,6 +34,9 @@ import { handOverTarget } from "./hand-over.js";
 import { internalCall } from "./internal-keys.js";
 import { exposedKeyFile, secureDataDir } from "./data-dir.js";
 import { effectiveLogLevel, raftLogger, setTreeLevel } from "./logger.js";
+import { WriteLeaderController } from "../routing/write-leader.js";
+import { CommitScopeKeeper } from "../routing/commit-scope.js";
+import { isWriteLeader } from "../routing/targets.js";
 
 export const VERSION = "0.1.0";
 /** How long a stopping sidecar lets client calls in flight finish before cutting them off. */
@@ -41,6 +44,17 @@ const SHUTDOWN_GRACE_MS = 2_000;
 
 function tlsOf(cfg: SidecarConfig): TlsConfig {
   return cfg.tls.mode === "mtls" ? { caFile: cfg.tls.ca, certFile: cfg.tls.cert, keyFile: cfg.tls.key } : { insecure: true };
+}
+
+/** The parts a sidecar runs besides Raft, each optional (they depend on its configuration). */
+interface SidecarParts {
+  endpoint?: PgWireServer;
+  link?: PostgresLink;
+  groups?: GroupController;
+  monitor?: PostgresMonitor;
+  peersPg?: ClusterPostgres;
+  writeLeader?: WriteLeaderController;
+  commitScope?: CommitScopeKeeper;
 }
 
 export class Sidecar {
@@ -59,7 +73,7 @@ export class Sidecar {
     private readonly creds: grpc.ChannelCredentials,
     readonly grpcPort: number,
     /** The SQL endpoint and the local PostgreSQL link (when configured). */
-    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres } = {},
+    private readonly sql: SidecarParts = {},
   ) {}
 
   /** The SQL endpoint's bound port (undefined when it is not served). */
@@ -176,7 +190,7 @@ export class Sidecar {
     });
     addService(server, pb.Cluster, clusterHandlers);
     let http: HttpServer | undefined;
-    const sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres } = {};
+    const sql: SidecarParts = {};
     if (pgMonitor) {
       sql.monitor = pgMonitor;
       pgMonitor.start();
@@ -188,8 +202,23 @@ export class Sidecar {
           err ? reject(new Error(`cannot listen on ${formatHostPort(cfg.listen)} (--listen): ${/\[(.*)\]/.exec(err.message)?.[1] ?? err.message}`)) : resolve(p),
         ),
       );
-      http = await startHttpServer(cfg.httpListen, { status: () => n.status(), maxReplicaLagEntries: 10_000, ...pgHealth }, metrics);
+      http = await startHttpServer(
+        cfg.httpListen,
+        { status: () => n.status(), maxReplicaLagEntries: 10_000, writeLeader: () => isWriteLeader(state, cfg.nodeId), ...pgHealth },
+        metrics,
+      );
       const local = localClient(pb.Cluster, clusterHandlers);
+      const routingCommand = async (cmd: Record<string, unknown>): Promise<unknown> => local.nodeGroupCommand({ clusterId: cfg.clusterId, command: JSON.stringify(cmd) });
+      // The write leader of each data group: decided on the Raft leader's node only (src/routing/write-leader.ts).
+      sql.writeLeader = new WriteLeaderController({
+        selfId: cfg.nodeId,
+        state,
+        status: () => n.status(),
+        tickMs: () => effectiveTiming(state, cfg).heartbeatMs,
+        propose: routingCommand,
+        log: log.child({ component: "routing" }),
+      });
+      sql.writeLeader.start(Math.max(50, Math.min(200, cfg.heartbeatMs)));
       if (cfg.postgresDsn) {
         sql.groups = new GroupController({
           selfId: cfg.nodeId,
@@ -205,6 +234,8 @@ export class Sidecar {
         });
         sql.groups.start();
         const groups = sql.groups;
+        sql.commitScope = new CommitScopeKeeper({ postgresDsn: cfg.postgresDsn, state, me: () => groups.localNode(), log: log.child({ component: "commit-scope" }) });
+        sql.commitScope.start();
         registerDataPlaneMetrics(metrics.registry, { status: () => groups.status(), dataNodes: () => state.dataNodes() });
       }
       if (cfg.sqlListen) {
@@ -269,6 +300,8 @@ export class Sidecar {
       if (fresh && cfg.join) await sidecar.joinCluster(cfg.join);
       return sidecar;
     } catch (e) {
+      await sql.writeLeader?.stop();
+      await sql.commitScope?.stop();
       await sql.groups?.stop();
       await sql.link?.stop();
       await sql.endpoint?.close();
@@ -336,6 +369,8 @@ export class Sidecar {
         }
       }
       this.loop.stop();
+      await this.sql.writeLeader?.stop();
+      await this.sql.commitScope?.stop();
       await this.sql.groups?.stop();
       await this.sql.link?.stop();
       await this.sql.endpoint?.close();

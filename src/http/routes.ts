@@ -5,10 +5,13 @@
 //             database is down); the body says how the local PostgreSQL is
 //   /ready    200 when this node is a member of a cluster with a known leader
 //             and its PostgreSQL answers
-//   /primary  200 only on the leader, while its PostgreSQL answers
+//   /primary  200 only on the write leader's node of its data group, while
+//             its PostgreSQL answers (src/routing/); in a cluster whose node
+//             is in no data group: on the Raft leader, as before groups
 //   /leader   200 only on the Raft leader, whatever its PostgreSQL's state
-//   /replica  200 only on a healthy non-leader (knows the leader, not far
-//             behind, its PostgreSQL answers)
+//   /replica  200 only on a healthy data node that is not the write leader
+//             (knows the Raft leader, not far behind, its PostgreSQL answers);
+//             without a data group: a healthy non-Raft-leader
 // A sidecar without a local PostgreSQL (no --postgres-dsn) answers on Raft
 // state alone.
 import { Role, type RaftStatus } from "../consensus/types.js";
@@ -20,6 +23,8 @@ export interface HealthView {
   maxReplicaLagEntries: number;
   /** The local PostgreSQL's last probe; absent when the sidecar has none. */
   postgres?(): PostgresHealth;
+  /** Whether this node is its data group's write leader (undefined: it is in no data group). */
+  writeLeader?(): boolean | undefined;
 }
 
 export interface RouteAnswer {
@@ -46,14 +51,19 @@ export function answerRoute(path: string, view: HealthView): RouteAnswer | undef
       const ready = member && s.leader !== 0 && pgUp;
       return { code: ready ? 200 : 503, body: { ready, member, ...base } };
     }
-    case "/primary":
-      return { code: isLeader && pgUp ? 200 : 503, body: base };
+    case "/primary": {
+      const wl = view.writeLeader?.();
+      const primary = wl === undefined ? isLeader : wl;
+      return { code: primary && pgUp ? 200 : 503, body: { ...base, write_leader: wl ?? null } };
+    }
     case "/leader":
       return { code: isLeader ? 200 : 503, body: base };
     case "/replica": {
       const lag = s.commit - s.applied;
-      const healthy = !isLeader && member && s.leader !== 0 && lag <= view.maxReplicaLagEntries && pgUp;
-      return { code: healthy ? 200 : 503, body: { ...base, lag_entries: lag } };
+      const wl = view.writeLeader?.();
+      const notPrimary = wl === undefined ? !isLeader : !wl;
+      const healthy = notPrimary && member && s.leader !== 0 && lag <= view.maxReplicaLagEntries && pgUp;
+      return { code: healthy ? 200 : 503, body: { ...base, lag_entries: lag, write_leader: wl ?? null } };
     }
     default:
       return undefined;

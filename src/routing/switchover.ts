@@ -24,7 +24,7 @@ import type { DataNode } from "../cluster/node-groups.js";
 import type { ClusterState } from "../cluster/state.js";
 import { connectClient, destroyClient } from "../slots/connection.js";
 import { formatLsn, parseLsn } from "../slots/lsn.js";
-import { originName } from "../slots/naming.js";
+import { nodeSlotName } from "../slots/naming.js";
 
 export const TRANSFER_METHODS = ["strict", "fast"] as const;
 export type TransferMethod = (typeof TRANSFER_METHODS)[number];
@@ -74,11 +74,14 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
       await d.propose(routingSet(r, { leader: target.name, switchingTo: "", reason: `switchover (${req.method}) requested${old ? ` from ${old.name}` : ""}` }, now()));
       return `node ${target.name} is the write leader of group ${req.group}${old ? ` (was ${old.name}; ${req.method}${!oc ? ", its PostgreSQL did not answer" : ""})` : ""}`;
     }
-    const origin = originName(old.dbname, old.group, old.name);
+    // What the target has durably applied of the old leader's WAL: what its receiver confirmed on the target's
+    // slot there (it confirms only durable positions, and answers the walsender's keepalives past records that
+    // carry no transaction, which origin progress never reaches).
+    const slot = nodeSlotName(old.dbname, old.group, target.name);
     // 2. catch up while clients still write: a target that cannot is refused before anything changes.
     const before = await walFlush(oc);
     say(`waiting for ${target.name} to reach ${old.name}'s WAL position ${formatLsn(before)}`);
-    const lag = await waitProgress(tc, origin, before, deadline, now);
+    const lag = await waitConfirmed(oc, slot, before, deadline, now);
     if (lag !== undefined) {
       throw new ClusterError("INVALID", `node ${target.name} is ${lag} bytes behind the write leader ${old.name} and did not catch up within ${req.timeoutMs} ms; nothing changed (try again, or give a longer transfer_timeout)`);
     }
@@ -91,7 +94,7 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
       for (;;) {
         const ended = await endClientSessions(oc);
         const at = await walFlush(oc);
-        const behind = await waitProgress(tc, origin, at, deadline, now);
+        const behind = await waitConfirmed(oc, slot, at, deadline, now);
         if (behind !== undefined) throw new Error(`node ${target.name} did not catch up with ${old.name}'s last writes (${behind} bytes behind at the deadline)`);
         if (ended === 0) break;
         if (now() >= deadline) throw new Error(`client sessions kept connecting to ${old.name} directly (not through the proxy) until the deadline`);
@@ -141,15 +144,10 @@ async function walFlush(c: pg.Client): Promise<bigint> {
   return parseLsn((await c.query<{ l: string }>("SELECT pg_current_wal_flush_lsn()::text AS l")).rows[0]!.l);
 }
 
-/** Wait until the target's durable progress of `origin` reaches `lsn`; returns undefined when it did, else the bytes still missing at the deadline. */
-async function waitProgress(c: pg.Client, origin: string, lsn: bigint, deadline: number, now: () => number): Promise<bigint | undefined> {
+/** Wait until `slot` on the old leader is confirmed up to `lsn`; returns undefined when it is, else the bytes still missing at the deadline. */
+async function waitConfirmed(c: pg.Client, slot: string, lsn: bigint, deadline: number, now: () => number): Promise<bigint | undefined> {
   for (;;) {
-    const raw = (
-      await c.query<{ p: string | null }>(
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1) THEN pg_replication_origin_progress($1, true)::text END AS p",
-        [origin],
-      )
-    ).rows[0]!.p;
+    const raw = (await c.query<{ p: string | null }>("SELECT confirmed_flush_lsn::text AS p FROM pg_replication_slots WHERE slot_name = $1", [slot])).rows[0]?.p;
     const p = raw ? parseLsn(raw) : 0n;
     if (p >= lsn) return undefined;
     if (now() >= deadline) return lsn - p;

@@ -13,7 +13,7 @@
 import { ALL_FUNCTIONS, FUNCTION_BY_NAME, isSetReturning, resultColumns, VIEWS, type SqlFunction } from "../sqlapi/catalog.js";
 
 /** Bumped whenever the generated SQL changes; the installer replaces an older shim in place. */
-export const SHIM_VERSION = "0.3.0";
+export const SHIM_VERSION = "0.4.0";
 /**
  * Versions an installed extension may be at: `pgraft extension` writes an
  * update script from each (`pgraft--<old>--<new>.sql`), so `ALTER EXTENSION
@@ -22,7 +22,7 @@ export const SHIM_VERSION = "0.3.0";
  * the update script is the body again. (0.3.0: pgraft_get_nodes gained
  * postgres_address.)
  */
-export const PREVIOUS_SHIM_VERSIONS: readonly string[] = ["0.1.0", "0.2.0"];
+export const PREVIOUS_SHIM_VERSIONS: readonly string[] = ["0.1.0", "0.2.0", "0.3.0"];
 export const SERVER_NAME = "pgraft_sidecar";
 export const CONNECTION_NAME = "pgraft_sidecar";
 const SEARCH_PATH = "pg_catalog, pgraft, public";

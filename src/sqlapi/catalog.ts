@@ -13,6 +13,7 @@ export const SQL_TYPES = {
   text: 25,
   jsonb: 3802,
   "double precision": 701,
+  "text[]": 1009,
 } as const;
 export type SqlType = keyof typeof SQL_TYPES;
 
@@ -95,6 +96,13 @@ export const FUNCTIONS: readonly SqlFunction[] = [
   { name: "pgraft_get_leader", args: [], returns: "integer", privilege: "monitor", comment: "The current leader's node id as this node knows it (NULL when there is none)." },
   { name: "pgraft_is_leader", args: [], returns: "boolean", privilege: "monitor", comment: "True when this node is the leader." },
   { name: "pgraft_transfer_leadership", args: [node], returns: "boolean", privilege: "admin", comment: "Hands leadership to node_id and returns once it leads." },
+  {
+    name: "pgraft_is_write_leader",
+    args: [],
+    returns: "boolean",
+    privilege: "monitor",
+    comment: "True when this database is its data group's write leader (the node the read-write proxy sends writes to); false otherwise, or outside a group. pgraft_is_leader() is the Raft leader.",
+  },
   // ---------------------------------------------------------------- monitoring
   {
     name: "pgraft_get_cluster_status",
@@ -307,6 +315,51 @@ export const NODE_FUNCTIONS: readonly SqlFunction[] = [
     privilege: "monitor",
     comment: "How far this node has applied each peer's changes (the rows of pgraft.node_catchup_info).",
   },
+  {
+    name: "routing_leadership_transfer",
+    schema: "pgraft",
+    bdrAlias: true,
+    args: [
+      { name: "node_group_name", type: "text" },
+      { name: "leader_name", type: "text" },
+      { name: "transfer_method", type: "text", default: "'strict'" },
+      { name: "transfer_timeout", type: "text", default: "'10s'" },
+    ],
+    returns: "text",
+    privilege: "admin",
+    comment:
+      "Switchover: makes leader_name the group's write leader. strict (default) waits until it has every write of the old leader (clients of the proxies wait meanwhile; the old leader's client sessions are ended), within transfer_timeout; fast moves at once.",
+  },
+  {
+    name: "alter_node_group_option",
+    schema: "pgraft",
+    bdrAlias: true,
+    args: [
+      { name: "node_group_name", type: "text" },
+      { name: "config_key", type: "text" },
+      { name: "config_value", type: "text" },
+    ],
+    returns: "boolean",
+    privilege: "admin",
+    comment: "Sets a group option. default_commit_scope: local (a COMMIT returns once durable on its node) or majority (once durable on a majority of the group's ACTIVE data nodes).",
+  },
+  {
+    name: "node_group_routing_summary_rows",
+    schema: "pgraft",
+    args: [],
+    returns: [
+      { name: "node_group_name", type: "text" },
+      { name: "write_lead", type: "text" },
+      { name: "previous_write_lead", type: "text" },
+      { name: "read_nodes", type: "text[]" },
+      { name: "commit_scope", type: "text" },
+      { name: "switchover_target", type: "text" },
+      { name: "changed_at", type: "text" },
+      { name: "change_reason", type: "text" },
+    ],
+    privilege: "monitor",
+    comment: "Each data group's routing: write leader, the one before, read nodes (least lag first), commit scope, a switchover in progress (the rows of pgraft.node_group_routing_summary).",
+  },
   { name: "drop_node_group", schema: "pgraft", bdrAlias: true, args: [{ name: "node_group_name", type: "text" }], returns: "boolean", privilege: "admin", comment: "Removes an empty node group." },
   { name: "node_summary_rows", schema: "pgraft", args: [], returns: NODE_SUMMARY_COLUMNS, privilege: "monitor", comment: "Every data node of the cluster (the rows of pgraft.node_summary)." },
   { name: "local_node_summary_rows", schema: "pgraft", args: [], returns: NODE_SUMMARY_COLUMNS, privilege: "monitor", comment: "This database's node (the rows of pgraft.local_node_summary)." },
@@ -336,6 +389,7 @@ export const VIEWS: readonly SqlView[] = [
   { name: "group_raft_details", fn: "group_raft_details_rows", comment: "The Raft side of each data node." },
   { name: "node_slots", fn: "node_slots_rows", comment: "This node's replication slots: the group slot and one per peer, with catchup/streaming/disconnected state." },
   { name: "node_catchup_info", fn: "node_catchup_info_rows", comment: "How far this node has applied each peer's changes." },
+  { name: "node_group_routing_summary", fn: "node_group_routing_summary_rows", comment: "Each data group's write leader, previous write leader, read nodes, commit scope and switchover in progress." },
 ];
 
 /** Every function the endpoint answers (seed 000's pgraft_* and seed 004's node management). */

@@ -24,6 +24,8 @@ import { recordedPostgresAddress } from "../daemon/postgres-address.js";
 import { callErrorText } from "../transport/grpc-error-text.js";
 import { dataPlaneHealth, groupSlotName } from "../slots/index.js";
 import { invalidParameter, nullArgument } from "./errors.js";
+import { isWriteLeader } from "../routing/targets.js";
+import { switchover, TRANSFER_METHODS, type TransferMethod } from "../routing/switchover.js";
 
 /** One text-format value per column; null = SQL NULL. */
 export type Row = (string | null)[];
@@ -365,6 +367,51 @@ const IMPLS: Record<string, Impl> = {
   async pgraft_get_leader(_f, _a, d) {
     const st = await status(d);
     return one(st.leaderId ? num(st.leaderId) : null);
+  },
+
+  pgraft_is_write_leader(_f, _a, d) {
+    return Promise.resolve(one(bool(isWriteLeader(d.state, d.selfId) === true)));
+  },
+
+  async routing_leadership_transfer(f, a, d) {
+    const group = arg(f, a, 0);
+    const target = arg(f, a, 1);
+    const method = (optArg(a, 2) ?? "strict").trim().toLowerCase();
+    if (!(TRANSFER_METHODS as readonly string[]).includes(method)) throw invalidParameter(`${f.name}: transfer_method must be one of ${TRANSFER_METHODS.join(", ")}, got ${JSON.stringify(method)}`);
+    const timeoutText = optArg(a, 3) ?? "10s";
+    const timeoutMs = parseDurationMs(timeoutText);
+    if (timeoutMs === undefined || timeoutMs < 100 || timeoutMs > 3_600_000) throw invalidParameter(`${f.name}: transfer_timeout must be a duration from 100ms to 1h (e.g. '10s'), got ${JSON.stringify(timeoutText)}`);
+    await current(d);
+    return one(await switchover({ group, target, method: method as TransferMethod, timeoutMs }, { state: d.state, propose: (cmd) => pgd(d, cmd) }));
+  },
+
+  async alter_node_group_option(f, a, d) {
+    const group = arg(f, a, 0);
+    const key = arg(f, a, 1).trim().toLowerCase();
+    const value = arg(f, a, 2).trim().toLowerCase();
+    if (key !== "default_commit_scope") throw invalidParameter(`${f.name}: unknown option ${JSON.stringify(key)} (known: default_commit_scope)`);
+    await current(d);
+    await pgd(d, { op: "routing.scope", group, scope: value });
+    return one("t");
+  },
+
+  node_group_routing_summary_rows(_f, _a, d) {
+    const groups = d.state.nodeGroups().filter((g) => d.state.dataNodes().some((n) => n.group === g.name));
+    return Promise.resolve(
+      groups.map((g) => {
+        const r = d.state.routing(g.name);
+        return [
+          g.name,
+          r.leader || null,
+          r.previous || null,
+          `{${r.readers.map((x) => `"${x.replace(/["\\]/g, (c) => `\\${c}`)}"`).join(",")}}`,
+          r.commitScope,
+          r.switchingTo || null,
+          r.changedAtMs ? new Date(r.changedAtMs).toISOString() : null,
+          r.reason || null,
+        ];
+      }),
+    );
   },
 
   async pgraft_is_leader(_f, _a, d) {

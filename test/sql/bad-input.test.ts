@@ -72,7 +72,7 @@ describe("bad input to the SQL API: a clear error, and nothing changed", () => {
   }
 
   it("NULL for any argument of any function: 22004 naming the argument", async (_t, c) => {
-    const valid: Record<SqlType, string> = { integer: "4", bigint: "4", boolean: "true", text: "'bad/x'", jsonb: "'1'", "double precision": "1" };
+    const valid: Record<SqlType, string> = { integer: "4", bigint: "4", boolean: "true", text: "'bad/x'", jsonb: "'1'", "double precision": "1", "text[]": "'{}'" };
     const nodes = await both(c);
     let calls = 0;
     for (const f of FUNCTIONS) {

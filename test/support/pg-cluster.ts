@@ -31,6 +31,8 @@ export interface PgClusterOptions {
   electionMs?: number;
   /** Extra environment of every sidecar (e.g. PGPASSFILE). */
   sidecarEnv?: Record<string, string>;
+  /** One superuser password for every server (a client that the proxy moves between nodes logs in on each); default: one each. */
+  password?: string;
 }
 
 /** One PostgreSQL + sidecar pair. */
@@ -129,7 +131,7 @@ export async function startPgCluster(opts: PgClusterOptions = {}): Promise<PgClu
   };
 
   try {
-    const started = await Promise.allSettled(Array.from({ length: n }, () => startTestPostgres()));
+    const started = await Promise.allSettled(Array.from({ length: n }, () => startTestPostgres(opts.password ? { password: opts.password } : {})));
     for (const r of started) if (r.status === "fulfilled") servers.push(r.value);
     for (const r of started) if (r.status === "rejected") throw r.reason;
 

@@ -1,0 +1,164 @@
+// The write leader of a data group (issue 12 §1, §3): three data nodes with
+// their sidecars. The first ACTIVE node becomes write leader; every node shows
+// the same routing (SQL view, pgraft_is_write_leader, /primary and /replica);
+// commit scope majority sets each node's synchronous_standby_names; a
+// switchover moves the leader with no write lost; kill -9 of the write
+// leader's PostgreSQL moves it to the node with the most of its changes, and
+// it comes back as a read node; bad input changes nothing.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { scalar, sqlFails, until } from "../sql/helpers.js";
+import { boundedCall, startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
+
+interface Routing {
+  node_group_name: string;
+  write_lead: string | null;
+  previous_write_lead: string | null;
+  read_nodes: string[];
+  commit_scope: string;
+  switchover_target: string | null;
+  change_reason: string | null;
+}
+
+const routing = async (n: PgNode): Promise<Routing> => (await n.query<Routing>("SELECT * FROM pgraft.node_group_routing_summary")).rows[0]!;
+const httpCode = async (n: PgNode, path: string): Promise<number> => (await fetch(`http://127.0.0.1:${n.httpPort}${path}`)).status;
+
+describe("the write leader of a data group", { timeout: 240_000 }, () => {
+  let c: PgCluster | undefined;
+  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
+  const names = ["alpha", "beta", "gamma"];
+
+  before(async () => {
+    c = await startPgCluster({ nodes: 3, name: "write-leader" });
+    const [n1, n2, n3] = c.nodes as [PgNode, PgNode, PgNode];
+    await n1.query("CREATE TABLE probe (n int PRIMARY KEY, at text)");
+    await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
+    await n1.query("SELECT bdr.create_node_group('g1')");
+    await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
+    await boundedCall(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)], 60);
+    await n3.query("SELECT bdr.create_node('gamma', $1)", [dsn(n3)]);
+    await boundedCall(n3, "SELECT bdr.join_node_group($1)", [dsn(n1)], 60);
+  });
+
+  after(async () => {
+    await c?.destroy();
+  });
+
+  const leaderEverywhere = (name: string, timeoutMs = 15_000): Promise<true> =>
+    until(
+      `every node to route g1's writes to ${name}`,
+      async () => {
+        for (const n of c!.nodes) if ((await routing(n)).write_lead !== name) return false;
+        return true as const;
+      },
+      timeoutMs,
+    );
+
+  test("the first ACTIVE node leads; every node agrees, in SQL and over HTTP", async (t) => {
+    try {
+      await leaderEverywhere("alpha");
+      const [n1, n2, n3] = c!.nodes as [PgNode, PgNode, PgNode];
+      await until("both others as read nodes", async () => (await routing(n2)).read_nodes.length === 2);
+      const r = await routing(n3);
+      assert.deepEqual([...r.read_nodes].sort(), ["beta", "gamma"]);
+      assert.equal(r.commit_scope, "local");
+      assert.equal(r.switchover_target, null);
+      assert.deepEqual(await Promise.all(c!.nodes.map((n) => scalar<boolean>(n, "SELECT pgraft_is_write_leader()"))), [true, false, false]);
+      assert.equal(await httpCode(n1, "/primary"), 200);
+      assert.equal(await httpCode(n2, "/primary"), 503);
+      await until("/replica on beta and gamma", async () => (await httpCode(n2, "/replica")) === 200 && (await httpCode(n3, "/replica")) === 200);
+      assert.equal(await httpCode(n1, "/replica"), 503);
+    } catch (e) {
+      t.diagnostic(c!.tails(30));
+      throw e;
+    }
+  });
+
+  test("commit scope majority: every node waits for ANY 1 of the other two; local clears it", async () => {
+    const [n1, n2] = c!.nodes as [PgNode, PgNode, PgNode];
+    await n2.query("SELECT bdr.alter_node_group_option('g1', 'default_commit_scope', 'majority')");
+    for (const [i, n] of c!.nodes.entries()) {
+      const others = names.filter((_, j) => j !== i).map((x) => `"pgraft_${x}"`);
+      await until(`${names[i]}'s synchronous_standby_names`, async () => (await scalar<string>(n, "SHOW synchronous_standby_names")) === `ANY 1 (${others.join(", ")})`);
+    }
+    assert.equal((await routing(n1)).commit_scope, "majority");
+    // A commit on the leader returns (a receiver confirms it), and is on a majority by then.
+    await n1.query("INSERT INTO probe VALUES (1, 'majority')");
+    const on = await Promise.all(c!.nodes.slice(1).map((n) => scalar<number>(n, "SELECT count(*)::int FROM probe WHERE n = 1")));
+    assert.ok(on.includes(1), `the row is on another node when COMMIT returns (${on.join(",")})`);
+    await n1.query("SELECT pgraft.alter_node_group_option('g1', 'default_commit_scope', 'local')");
+    await until("synchronous_standby_names cleared everywhere", async () => {
+      for (const n of c!.nodes) if ((await scalar<string>(n, "SHOW synchronous_standby_names")) !== "") return false;
+      return true;
+    });
+    await n1.query("SELECT pgraft.alter_node_group_option('g1', 'default_commit_scope', 'majority')");
+  });
+
+  test("bad input: clear errors, nothing changed", async () => {
+    const n2 = c!.nodes[1]!;
+    const before = await routing(n2);
+    const cases: [string, unknown[], RegExp][] = [
+      ["SELECT pgraft.routing_leadership_transfer('nope', 'beta')", [], /node group "nope" does not exist/],
+      ["SELECT pgraft.routing_leadership_transfer('g1', 'nobody')", [], /node "nobody" does not exist/],
+      ["SELECT pgraft.routing_leadership_transfer('g1', NULL)", [], /leader_name must not be NULL/],
+      ["SELECT pgraft.routing_leadership_transfer('g1', 'beta', 'sideways')", [], /transfer_method must be one of strict, fast/],
+      ["SELECT pgraft.routing_leadership_transfer('g1', 'beta', 'strict', 'soon')", [], /transfer_timeout must be a duration/],
+      ["SELECT bdr.alter_node_group_option('g1', 'default_commit_scope', 'everyone')", [], /commit scope "everyone" does not exist \(known: local, majority\)/],
+      ["SELECT bdr.alter_node_group_option('g1', 'colour', 'blue')", [], /unknown option "colour"/],
+      ["SELECT bdr.alter_node_group_option('nope', 'default_commit_scope', 'local')", [], /node group "nope" does not exist/],
+    ];
+    for (const [sql, params, re] of cases) {
+      const e = await sqlFails(() => n2.query(sql, params));
+      assert.match(e.message, re, sql);
+    }
+    const after = await routing(n2);
+    assert.deepEqual({ ...after, read_nodes: [...after.read_nodes].sort() }, { ...before, read_nodes: [...before.read_nodes].sort() });
+  });
+
+  test("switchover (strict) to beta under writes: beta leads, holds every acknowledged write, alpha reads", async (t) => {
+    const [n1, n2] = c!.nodes as [PgNode, PgNode, PgNode];
+    try {
+      await leaderEverywhere("alpha");
+      const out = await boundedCall(n2, "SELECT pgraft.routing_leadership_transfer('g1', 'beta')", [], 60);
+      assert.match(out, /beta is the write leader of group g1 \(was alpha; strict/);
+      await leaderEverywhere("beta");
+      const r = await routing(n1);
+      assert.equal(r.previous_write_lead, "alpha");
+      assert.match(r.change_reason ?? "", /switchover \(strict\) from alpha/);
+      assert.equal(await scalar<boolean>(n2, "SELECT pgraft_is_write_leader()"), true);
+      await until("/primary on beta", async () => (await httpCode(n2, "/primary")) === 200 && (await httpCode(n1, "/primary")) === 503);
+      const again = await boundedCall(n1, "SELECT pgraft.routing_leadership_transfer('g1', 'beta')", [], 30);
+      assert.match(again, /already the write leader/);
+    } catch (e) {
+      t.diagnostic(c!.tails(30));
+      throw e;
+    }
+  });
+
+  test("kill -9 of the write leader's PostgreSQL: another node leads within seconds; the old one comes back as a read node", async (t) => {
+    const [, n2] = c!.nodes as [PgNode, PgNode, PgNode];
+    try {
+      await leaderEverywhere("beta");
+      const killedAt = Date.now();
+      await n2.pg.server.kill();
+      const next = await until(
+        "a new write leader",
+        async () => {
+          const w = (await routing(c!.nodes[0]!)).write_lead;
+          return w && w !== "beta" ? w : undefined;
+        },
+        15_000,
+        50,
+      );
+      t.diagnostic(`new write leader ${next} ${Date.now() - killedAt} ms after the kill`);
+      const r = await routing(c!.nodes[2]!);
+      assert.match(r.change_reason ?? "", /failover: beta unhealthy/);
+      await n2.pg.server.start();
+      await until("beta back as a read node", async () => (await routing(c!.nodes[0]!)).read_nodes.includes("beta"), 30_000);
+      assert.equal((await routing(c!.nodes[0]!)).write_lead, next, "the leader stays where it moved");
+    } catch (e) {
+      t.diagnostic(c!.tails(30));
+      throw e;
+    }
+  });
+});
