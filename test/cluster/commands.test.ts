@@ -44,6 +44,8 @@ const samples: Command[] = [
   { op: "pgd.node.drop", name: "node-b", force: true },
   { op: "pgd.node.drop", name: "node-b" },
   { op: "pgd.group.drop", name: "g" },
+  { op: "routing.set", group: "g", epoch: 3, leader: "a", switchingTo: "", readers: ["b", "c"], reason: "failover: a unhealthy", nowMs: 1_700_000_000_000 },
+  { op: "routing.scope", group: "g", scope: "majority" },
 ];
 
 function rejects(data: Uint8Array | string, code: ClusterError["code"], pattern?: RegExp): void {

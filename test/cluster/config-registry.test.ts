@@ -36,6 +36,7 @@ describe("config registry", () => {
       debug: "false",
       election_timeout: "1s",
       failover_enabled: "true",
+      failover_timeout: "1s",
       heartbeat_interval: "100ms",
       kv_max_key_bytes: "1024",
       kv_max_value_bytes: "1048576",
@@ -127,7 +128,7 @@ describe("config registry", () => {
   });
 
   test("unknown settings list the valid names; names are case- and prefix-tolerant", () => {
-    throwsCode(() => normalize("heartbeat", "75ms"), "UNKNOWN_SETTING", /unknown setting "heartbeat"; valid settings: conflict_log_origin_change, debug, election_timeout, failover_enabled, heartbeat_interval/);
+    throwsCode(() => normalize("heartbeat", "75ms"), "UNKNOWN_SETTING", /unknown setting "heartbeat"; valid settings: conflict_log_origin_change, debug, election_timeout, failover_enabled, failover_timeout, heartbeat_interval/);
     throwsCode(() => getSetting(""), "UNKNOWN_SETTING");
     throwsCode(() => getSetting("constructor"), "UNKNOWN_SETTING");
     assert.equal(getSetting("pgraft.Heartbeat_Interval").name, "heartbeat_interval");

@@ -27,8 +27,9 @@ describe("settings this version cannot change", () => {
     }
   });
 
-  test("failover_enabled says that nothing reads it yet", () => {
-    assert.match(SETTINGS.find((s) => s.name === "failover_enabled")!.description, /nothing reads it/);
+  test("failover_enabled and failover_timeout describe the write leader's failover (src/routing reads them)", () => {
+    assert.match(SETTINGS.find((s) => s.name === "failover_enabled")!.description, /Automatic failover of each data group's write leader/);
+    assert.match(SETTINGS.find((s) => s.name === "failover_timeout")!.description, /before another node takes the group's writes/);
   });
 });
 
