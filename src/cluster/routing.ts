@@ -14,6 +14,10 @@ import type { DataNode, NodeGroupCatalog } from "./node-groups.js";
 export const COMMIT_SCOPES = ["local", "majority"] as const;
 export type CommitScope = (typeof COMMIT_SCOPES)[number];
 
+/** How a switchover moves the write leader (src/routing/switchover.ts): strict waits until the target has every write, fast does not. */
+export const TRANSFER_METHODS = ["strict", "fast"] as const;
+export type TransferMethod = (typeof TRANSFER_METHODS)[number];
+
 /** Longest reason text kept with a routing change. */
 export const MAX_REASON_BYTES = 500;
 

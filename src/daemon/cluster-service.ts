@@ -12,6 +12,8 @@ import { Role, type NodeId } from "../consensus/types.js";
 import { encodeCommand, encodeMemberContext, validateCommand, type Command } from "../cluster/commands.js";
 import { checkChangeable, getSetting, normalize } from "../cluster/config-registry.js";
 import { ClusterError } from "../cluster/errors.js";
+import type { GroupRouting } from "../cluster/routing.js";
+import { TRANSFER_METHODS, type SwitchoverRequest, type TransferMethod } from "../routing/switchover.js";
 import { INTERFACE_DSN_PASSWORD, INTERFACE_DSN_PASSWORD_HINT } from "../cluster/node-groups.js";
 import { dsnHasPassword } from "../postgres/dsn.js";
 import type { ClusterState } from "../cluster/state.js";
@@ -50,6 +52,22 @@ export interface ClusterServiceDeps {
   flagTiming?: { heartbeatMs: number; electionMs: number };
   /** This node's PostgreSQL as its last probe found it (Status); absent: none configured. */
   postgres?: () => PostgresHealth;
+  /** Run a switchover of a group's write leader from this node (src/routing/switchover.ts). */
+  switchover?: (req: SwitchoverRequest) => Promise<string>;
+}
+
+/** A group's routing as the wire carries it. */
+export function routingMessage(r: GroupRouting): MessageInitShape<typeof pb.GroupRoutingSchema> {
+  return {
+    group: r.group,
+    writeLeader: r.leader,
+    previousWriteLeader: r.previous,
+    readNodes: r.readers,
+    commitScope: r.commitScope,
+    switchoverTarget: r.switchingTo,
+    changedUnixMs: BigInt(r.changedAtMs),
+    reason: r.reason,
+  };
 }
 
 type Cluster = ClientOf<typeof pb.Cluster>;
@@ -246,7 +264,23 @@ export function clusterServiceHandlers(d: ClusterServiceDeps): HandlersOf<typeof
         version: d.version,
         quorumMet: st.role === Role.Leader ? active >= majority(voters.length) : st.leader !== 0,
         postgres: postgresHealthMessage(d.postgres?.() ?? { state: "not_configured" }),
+        // Groups with data nodes: the routing each one has (or would have: none yet).
+        routing: d.state
+          .nodeGroups()
+          .filter((g) => d.state.dataNodes().some((n) => n.group === g.name))
+          .map((g) => routingMessage(d.state.routing(g.name))),
       });
+    }),
+
+    switchover: unary(pb.SwitchoverRequestSchema, pb.SwitchoverResponseSchema, async (req) => {
+      if (!req.group) throw invalidArgument("group must not be empty");
+      if (!req.target) throw invalidArgument("target must not be empty");
+      const method = req.method === "" ? "strict" : req.method;
+      if (!(TRANSFER_METHODS as readonly string[]).includes(method)) throw invalidArgument(`method must be one of ${TRANSFER_METHODS.join(", ")}, got ${JSON.stringify(req.method)}`);
+      if (!d.switchover) throw new ClusterError("INVALID", "this sidecar cannot run a switchover");
+      await d.node.read({ timeoutMs: d.requestTimeoutMs });
+      const message = await d.switchover({ group: req.group, target: req.target, method: method as TransferMethod, timeoutMs: req.timeoutMs || 10_000 });
+      return { header: header(), message, routing: routingMessage(d.state.routing(req.group)) };
     }),
 
     members: unary(pb.MembersRequestSchema, pb.MembersResponseSchema, (req, call) =>

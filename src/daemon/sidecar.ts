@@ -37,6 +37,7 @@ import { effectiveLogLevel, raftLogger, setTreeLevel } from "./logger.js";
 import { WriteLeaderController } from "../routing/write-leader.js";
 import { CommitScopeKeeper } from "../routing/commit-scope.js";
 import { isWriteLeader } from "../routing/targets.js";
+import { switchover } from "../routing/switchover.js";
 
 export const VERSION = "0.1.0";
 /** How long a stopping sidecar lets client calls in flight finish before cutting them off. */
@@ -168,6 +169,7 @@ export class Sidecar {
     transport.register(server);
     registerFaultsService(server, { clusterId: cfg.clusterId, ...(faults ? { injector: faults } : {}) });
     const sidecarRef: { s?: Sidecar } = {};
+    const proposeRouting: { run?: (cmd: Record<string, unknown>) => Promise<unknown> } = {};
     const clusterHandlers = clusterServiceHandlers({
         clusterId: cfg.clusterId,
         selfId: cfg.nodeId,
@@ -186,6 +188,8 @@ export class Sidecar {
           return n;
         },
         flagTiming: { heartbeatMs: cfg.heartbeatMs, electionMs: cfg.electionMs },
+        // Through this node's own service (late-bound: it exists once the handlers do), so a follower forwards to the leader.
+        switchover: (req) => switchover(req, { state, propose: async (cmd) => proposeRouting.run?.(cmd) }),
         ...pgHealth,
     });
     addService(server, pb.Cluster, clusterHandlers);
@@ -208,7 +212,13 @@ export class Sidecar {
         metrics,
       );
       const local = localClient(pb.Cluster, clusterHandlers);
-      const routingCommand = async (cmd: Record<string, unknown>): Promise<unknown> => local.nodeGroupCommand({ clusterId: cfg.clusterId, command: JSON.stringify(cmd) });
+      // A routing change through the leader; resolves once this node has applied it (a switchover reads it back).
+      const routingCommand = async (cmd: Record<string, unknown>): Promise<unknown> => {
+        const r = await local.nodeGroupCommand({ clusterId: cfg.clusterId, command: JSON.stringify(cmd) });
+        await n.waitApplied(Number(r.header?.appliedIndex ?? 0n), Math.max(5000, 5 * cfg.electionMs)).catch(() => undefined);
+        return r;
+      };
+      proposeRouting.run = routingCommand;
       // The write leader of each data group: decided on the Raft leader's node only (src/routing/write-leader.ts).
       sql.writeLeader = new WriteLeaderController({
         selfId: cfg.nodeId,

@@ -26,8 +26,8 @@ import { connectClient, destroyClient } from "../slots/connection.js";
 import { formatLsn, parseLsn } from "../slots/lsn.js";
 import { nodeSlotName } from "../slots/naming.js";
 
-export const TRANSFER_METHODS = ["strict", "fast"] as const;
-export type TransferMethod = (typeof TRANSFER_METHODS)[number];
+import { TRANSFER_METHODS, type TransferMethod } from "../cluster/routing.js";
+export { TRANSFER_METHODS, type TransferMethod };
 
 export interface SwitchoverRequest {
   group: string;

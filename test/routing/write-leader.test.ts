@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { scalar, sqlFails, until } from "../sql/helpers.js";
+import { runCli } from "../integration/harness.js";
 import { boundedCall, startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
 
 interface Routing {
@@ -135,27 +136,49 @@ describe("the write leader of a data group", { timeout: 240_000 }, () => {
     }
   });
 
+  test("pgraft switchover (the CLI) moves it back to alpha; pgraft status shows where each group's writes go", async () => {
+    const n3 = c!.nodes[2]!;
+    const cli = (args: string[]) => runCli([...args, "--endpoint", `127.0.0.1:${n3.raftPort}`, "--cluster-id", c!.clusterId, "--plaintext"], { timeoutMs: 60_000 });
+    const bad = await cli(["switchover", "--group", "g1", "--to", "alpha", "--method", "sideways"]);
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /--method must be one of strict, fast/);
+    const unknown = await cli(["switchover", "--group", "g1", "--to", "nobody"]);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /node "nobody" does not exist/);
+    const ok = await cli(["switchover", "--group", "g1", "--to", "alpha"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /alpha is the write leader of group g1 \(was beta; strict/);
+    const st = await cli(["status"]);
+    assert.match(st.stdout, /write_leader\[g1\]:\s+alpha \(commit scope majority; read nodes /);
+    const js = JSON.parse((await cli(["status", "--json"])).stdout) as { routing: { group: string; write_leader: string; previous_write_leader: string }[] };
+    assert.deepEqual(
+      js.routing.map((r) => [r.group, r.write_leader, r.previous_write_leader]),
+      [["g1", "alpha", "beta"]],
+    );
+    await leaderEverywhere("alpha");
+  });
+
   test("kill -9 of the write leader's PostgreSQL: another node leads within seconds; the old one comes back as a read node", async (t) => {
-    const [, n2] = c!.nodes as [PgNode, PgNode, PgNode];
+    const [n1] = c!.nodes as [PgNode, PgNode, PgNode];
     try {
-      await leaderEverywhere("beta");
+      await leaderEverywhere("alpha");
       const killedAt = Date.now();
-      await n2.pg.server.kill();
+      await n1.pg.server.kill();
       const next = await until(
         "a new write leader",
         async () => {
-          const w = (await routing(c!.nodes[0]!)).write_lead;
-          return w && w !== "beta" ? w : undefined;
+          const w = (await routing(c!.nodes[1]!)).write_lead;
+          return w && w !== "alpha" ? w : undefined;
         },
         15_000,
         50,
       );
       t.diagnostic(`new write leader ${next} ${Date.now() - killedAt} ms after the kill`);
       const r = await routing(c!.nodes[2]!);
-      assert.match(r.change_reason ?? "", /failover: beta unhealthy/);
-      await n2.pg.server.start();
-      await until("beta back as a read node", async () => (await routing(c!.nodes[0]!)).read_nodes.includes("beta"), 30_000);
-      assert.equal((await routing(c!.nodes[0]!)).write_lead, next, "the leader stays where it moved");
+      assert.match(r.change_reason ?? "", /failover: alpha unhealthy/);
+      await n1.pg.server.start();
+      await until("alpha back as a read node", async () => (await routing(c!.nodes[1]!)).read_nodes.includes("alpha"), 30_000);
+      assert.equal((await routing(c!.nodes[1]!)).write_lead, next, "the leader stays where it moved");
     } catch (e) {
       t.diagnostic(c!.tails(30));
       throw e;

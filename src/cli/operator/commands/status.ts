@@ -26,6 +26,13 @@ export function registerStatus(program: Command): Command[] {
           ["learners", nodeList(res.learners)],
           ["quorum_met", yesNo(res.quorumMet)],
           ["version", res.version || "-"],
+          // One line per data group: where its writes go.
+          ...res.routing.map(
+            (r): [string, string] => [
+              `write_leader[${r.group}]`,
+              `${r.switchoverTarget ? `switching to ${r.switchoverTarget} from ` : ""}${r.writeLeader || "none"} (commit scope ${r.commitScope}; read nodes ${r.readNodes.join(", ") || "none"})`,
+            ],
+          ),
         ]),
       );
     }),
