@@ -148,6 +148,17 @@ function processesNaming(dir: string): { pid: number; pgid: number }[] {
   return out;
 }
 
+/** The process group of `pid` (Linux /proc), or undefined. */
+function processGroup(pid: number): number | undefined {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const pgid = Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[2]);
+    return Number.isInteger(pgid) ? pgid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** SIGKILL every process naming `dir`, and its process group (a postmaster's backends); returns how many were found. */
 function killNaming(dir: string): number {
   const ps = processesNaming(dir);
@@ -444,11 +455,14 @@ export async function startPatroni(timing: PatroniTiming, opts: PatroniOptions =
         }
       }
       if (pm) {
-        try {
-          process.kill(-pm, "SIGKILL");
-        } catch {
+        // The postmaster and its backends at once: a backend outliving its postmaster for a moment can still commit
+        // and acknowledge a write. Patroni starts the postmaster in a session of its own (setsid in a launcher
+        // process that then exits), so the postmaster is not its group's leader: signal the group by its id.
+        const pgid = processGroup(pm);
+        for (const target of [pgid && pgid > 1 && pgid !== process.pid ? -pgid : 0, pm]) {
+          if (!target) continue;
           try {
-            process.kill(pm, "SIGKILL");
+            process.kill(target, "SIGKILL");
           } catch {
             // already gone
           }
