@@ -117,7 +117,10 @@ async function portBlock(n: number): Promise<number> {
 
 // ------------------------------------------------------------------ processes left behind
 
-/** Temp dirs of running clusters: every process whose command line names one is ours. */
+/**
+ * Marks of running clusters: every process whose command line contains one is
+ * ours (a cluster's temp dir; its etcd members' exact client URL options).
+ */
 const liveDirs = new Set<string>();
 const liveClusters = new Set<PatroniCluster>();
 
@@ -159,11 +162,57 @@ function processGroup(pid: number): number | undefined {
   }
 }
 
+/** The pids whose parent is `pid` (Linux /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const st = readFileSync(`/proc/${e}/stat`, "utf8");
+      if (Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(e));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+const signal = (pid: number, sig: NodeJS.Signals): void => {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+};
+
+/**
+ * A postmaster and its backends at once, as a crash of the host would end
+ * them: a backend outliving its postmaster for a moment can still commit and
+ * acknowledge a write. Every PostgreSQL child process calls setsid() (its own
+ * process group), so no group signal reaches them all: the postmaster is
+ * stopped first (it forks no more), then its children, then all are killed.
+ */
+function killPostmasterAndChildren(pm: number): void {
+  signal(pm, "SIGSTOP");
+  const kids = childrenOf(pm);
+  for (const k of kids) signal(k, "SIGSTOP");
+  for (const k of [pm, ...kids]) signal(k, "SIGKILL");
+}
+
+/** This process's own group (etcd's members share it): never signalled as a group. */
+const ownGroup = (): number => processGroup(process.pid) ?? process.pid;
+
 /** SIGKILL every process naming `dir`, and its process group (a postmaster's backends); returns how many were found. */
 function killNaming(dir: string): number {
   const ps = processesNaming(dir);
   for (const p of ps) {
-    for (const target of [p.pgid > 1 && p.pgid !== process.pid ? -p.pgid : 0, p.pid]) {
+    for (const target of [p.pgid > 1 && p.pgid !== ownGroup() ? -p.pgid : 0, p.pid]) {
       if (!target) continue;
       try {
         process.kill(target, "SIGKILL");
@@ -226,7 +275,8 @@ export interface PatroniCluster {
   healthy(timeoutMs?: number, replicas?: number): Promise<number>;
   /**
    * kill -9 node i. "node" (default): its Patroni and its whole PostgreSQL
-   * (postmaster and backends), a crashed host; the others fail over once the
+   * (postmaster and backends, stopped first so that none can acknowledge
+   * anything after the kill), a crashed host; the others fail over once the
    * leader key expires (ttl). "postmaster": only the postmaster, Patroni lives
    * on and starts it again in place (no failover while it comes back within
    * primary_start_timeout). Returns once the killed processes are gone.
@@ -274,11 +324,15 @@ export async function startPatroni(timing: PatroniTiming, opts: PatroniOptions =
   await chmod(dir, 0o755); // postgres must reach inside
   liveDirs.add(dir);
   const base = await portBlock(12); // etcd 6, PostgreSQL 3, REST 3
+  // etcd's members, should this process exit without stop(): `--listen-client-urls=<url>` then the NUL ending the argument.
+  const etcdMarks = [0, 1, 2].map((i) => `--listen-client-urls=http://127.0.0.1:${base + 2 * i}\0`);
+  for (const m of etcdMarks) liveDirs.add(m);
   let etcd: EtcdCluster;
   try {
     etcd = await startEtcd(base);
   } catch (e) {
     liveDirs.delete(dir);
+    for (const m of etcdMarks) liveDirs.delete(m);
     await rm(dir, { recursive: true, force: true });
     throw e;
   }
@@ -445,8 +499,9 @@ export async function startPatroni(timing: PatroniTiming, opts: PatroniOptions =
   const kill = async (i: number, what: KillWhat = "node"): Promise<void> => {
     const pm = postmasterPid(i);
     const p = procs[i];
+    if (!pm) throw new Error(`${nodes[i]!.name} has no running postmaster to kill`);
     if (what === "node") {
-      // Patroni first (its whole group), then the postmaster's group: no window for Patroni to see its postgres gone.
+      // Patroni first (its whole group), then PostgreSQL: no window for Patroni to see its postgres gone.
       if (p?.pid) {
         try {
           process.kill(-p.pid, "SIGKILL");
@@ -454,29 +509,15 @@ export async function startPatroni(timing: PatroniTiming, opts: PatroniOptions =
           // already gone
         }
       }
-      if (pm) {
-        // The postmaster and its backends at once: a backend outliving its postmaster for a moment can still commit
-        // and acknowledge a write. Patroni starts the postmaster in a session of its own (setsid in a launcher
-        // process that then exits), so the postmaster is not its group's leader: signal the group by its id.
-        const pgid = processGroup(pm);
-        for (const target of [pgid && pgid > 1 && pgid !== process.pid ? -pgid : 0, pm]) {
-          if (!target) continue;
-          try {
-            process.kill(target, "SIGKILL");
-          } catch {
-            // already gone
-          }
-        }
-      }
+      killPostmasterAndChildren(pm);
       if (p) await killAndWait([p]);
       // Anything else of this node (its data dir on the command line), e.g. a pg_rewind in flight.
       await killAllNaming(nodes[i]!.dataDir, 5_000);
     } else {
-      if (!pm) throw new Error(`${nodes[i]!.name} has no running postmaster`);
       process.kill(pm, "SIGKILL");
     }
     const end = Date.now() + 10_000;
-    while (pm && !gone(pm) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    while (!gone(pm) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
   };
 
   let stopped = false;
@@ -518,6 +559,7 @@ export async function startPatroni(timing: PatroniTiming, opts: PatroniOptions =
       await killAllNaming(dir);
       await etcd.stop();
       liveDirs.delete(dir);
+      for (const m of etcdMarks) liveDirs.delete(m);
       liveClusters.delete(cluster);
       if (process.env.BENCH_KEEP) console.log(`kept ${dir} (Patroni and PostgreSQL stopped; logs in p*.log)`);
       else await rm(dir, { recursive: true, force: true });
