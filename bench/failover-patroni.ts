@@ -118,6 +118,7 @@ export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, l
       await steady(probe, STEADY_MS);
       where = `trial ${t + 1}/${trials}, kill -9 (${KILL}) of ${c.nodes[leader]!.name}, waiting for the next acknowledged write`;
       const t0 = performance.now();
+      const lastBefore = probe.acknowledged().at(-1);
       await c.kill(leader, KILL);
       const ackMs = await probe.timeToAckAfter(t0, GIVE_UP_MS);
       // As bench/failover restarts a killed pgraft node: once a write has been acknowledged without it. Started
@@ -148,7 +149,7 @@ export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, l
       }
       out.push({ ackMs, wholeMs, lost: newLost.length, divergent });
       log(
-        `    trial ${t + 1}/${trials}: killed ${c.nodes[leader]!.name}, new primary ${c.nodes[newLeader]!.name}; next ack after ${fmt(ackMs / 1000, 2)} s, whole again after ${fmt(wholeMs / 1000, 1)} s, acknowledged writes lost ${newLost.length}${newLost.length ? ` (n=${newLost.slice(0, 10).join(",")}${newLost.length > 10 ? ",..." : ""})` : ""}${divergent ? `, ${divergent} missing on a replica only` : ""}`,
+        `    trial ${t + 1}/${trials}: killed ${c.nodes[leader]!.name}, new primary ${c.nodes[newLeader]!.name}; next ack after ${fmt(ackMs / 1000, 2)} s, whole again after ${fmt(wholeMs / 1000, 1)} s, acknowledged writes lost ${newLost.length}${newLost.length ? ` (n=${newLost.slice(0, 10).join(",")}${newLost.length > 10 ? `,...,${newLost[newLost.length - 1]}` : ""}; acknowledged by ${probe.ackedBy(newLost)}; the last acknowledged before the kill: n=${lastBefore})` : ""}${divergent ? `, ${divergent} missing on a replica only` : ""}`,
       );
     }
     await probe.stop();

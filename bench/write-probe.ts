@@ -154,6 +154,8 @@ interface Ack {
   n: number;
   sentAt: number;
   ackAt: number;
+  /** host:port of the server that acknowledged it. */
+  via: string;
 }
 
 /** CREATE TABLE IF NOT EXISTS probe(n bigint primary key), on a client connected to the leader. */
@@ -201,6 +203,14 @@ export class WriteProbe {
   /** Every acknowledged number, in order. */
   acknowledged(): number[] {
     return this.acks.map((a) => a.n);
+  }
+
+  /** How many of `ns` (acknowledged numbers) each server acknowledged, as "host:port count, ...". */
+  ackedBy(ns: number[]): string {
+    const want = new Set(ns);
+    const by = new Map<string, number>();
+    for (const a of this.acks) if (want.has(a.n)) by.set(a.via, (by.get(a.via) ?? 0) + 1);
+    return [...by].map(([k, v]) => `${k} ${v}`).join(", ");
   }
 
   /** Acknowledged writes so far. */
@@ -274,7 +284,7 @@ export class WriteProbe {
         throw e;
       }
       const ackAt = performance.now();
-      this.acks.push({ n, sentAt, ackAt });
+      this.acks.push({ n, sentAt, ackAt, via: `${c.host}:${c.port}` });
       if (this.waiters.length) {
         const ready = this.waiters.filter((w) => sentAt >= w.t0);
         this.waiters = this.waiters.filter((w) => sentAt < w.t0);
