@@ -269,8 +269,9 @@ export interface PatroniCluster {
   connect(i: number, timeoutMs?: number): Promise<pg.Client>;
   /**
    * Waits until the cluster is whole: one leader that accepts writes with
-   * `replicas` (default all the others) streaming from it, and every node's
-   * REST API answering; returns the leader's index.
+   * `replicas` (default all the others) streaming from it through their
+   * replication slots, and every node's REST API answering; returns the
+   * leader's index.
    */
   healthy(timeoutMs?: number, replicas?: number): Promise<number>;
   /**
@@ -454,9 +455,14 @@ export async function startPatroni(timing: PatroniTiming, opts: PatroniOptions =
       c = await connect(li);
       const ro = await c.query<{ transaction_read_only: string }>("SHOW transaction_read_only");
       if (ro.rows[0]?.transaction_read_only !== "off") return `${nodes[li]!.name} is read-only`;
-      const r = await c.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_replication WHERE state = 'streaming'");
-      const streaming = Number(r.rows[0]?.n ?? 0);
-      if (streaming < replicas) return `${streaming} of ${replicas} replicas streaming from ${nodes[li]!.name}`;
+      // Streaming, and through their slots (use_slots: Patroni makes the leader's slots for its members at its next
+      // loop; until then a replica cannot start streaming and falls behind).
+      const r = await c.query<{ s: string; a: string }>(
+        "SELECT (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming') AS s, (SELECT count(*) FROM pg_replication_slots WHERE active AND slot_type = 'physical') AS a",
+      );
+      const streaming = Number(r.rows[0]?.s ?? 0);
+      const slots = Number(r.rows[0]?.a ?? 0);
+      if (streaming < replicas || slots < replicas) return `${streaming} of ${replicas} replicas streaming from ${nodes[li]!.name}, ${slots} through a slot`;
       return li;
     } catch (e) {
       return `${nodes[li]!.name}: ${(e as Error).message}`;
