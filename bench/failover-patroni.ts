@@ -94,6 +94,22 @@ async function missingAfterReplay(c: PatroniCluster, i: number, probe: WriteProb
   }
 }
 
+/** The replicas' replay lag on the leader (bytes and pg_stat_replication's replay_lag), for the report; never throws. */
+async function replicationLag(c: PatroniCluster, leader: number): Promise<string> {
+  let client: pg.Client | undefined;
+  try {
+    client = await c.connect(leader);
+    const r = await client.query<{ name: string; state: string; bytes: string | null; lag: string | null }>(
+      "SELECT application_name AS name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint::text AS bytes, replay_lag::text AS lag FROM pg_stat_replication ORDER BY 1",
+    );
+    return `replicas behind ${c.nodes[leader]!.name}: ${r.rows.map((x) => `${x.name} ${x.state} ${x.bytes ?? "?"} bytes (replay_lag ${x.lag ?? "n/a"})`).join("; ") || "none"}`;
+  } catch (e) {
+    return `replication lag unknown: ${(e as Error).message}`;
+  } finally {
+    if (client) abandon(client);
+  }
+}
+
 export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, log: (s: string) => void = console.log): Promise<PatroniTimingResult> {
   const out: PatroniTrial[] = [];
   let where = "starting the cluster";
@@ -114,9 +130,12 @@ export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, l
     probe.start();
     for (let t = 0; t < trials; t++) {
       where = `trial ${t + 1}/${trials}, waiting for a whole cluster and steady writes`;
-      const leader = await c.healthy(GIVE_UP_MS);
+      await c.healthy(GIVE_UP_MS);
       await steady(probe, STEADY_MS);
+      // Still whole after the steady writes (a replica restarting then would make the kill a double failure).
+      const leader = await c.healthy(GIVE_UP_MS);
       where = `trial ${t + 1}/${trials}, kill -9 (${KILL}) of ${c.nodes[leader]!.name}, waiting for the next acknowledged write`;
+      const lagAtKill = await replicationLag(c, leader);
       const t0 = performance.now();
       const lastBefore = probe.acknowledged().at(-1);
       await c.kill(leader, KILL);
@@ -148,6 +167,7 @@ export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, l
         divergent = Math.max(divergent, m.filter((n) => !lostSoFar.has(n)).length);
       }
       out.push({ ackMs, wholeMs, lost: newLost.length, divergent });
+      log(`    trial ${t + 1}/${trials}: just before the kill, ${lagAtKill}`);
       log(
         `    trial ${t + 1}/${trials}: killed ${c.nodes[leader]!.name}, new primary ${c.nodes[newLeader]!.name}; next ack after ${fmt(ackMs / 1000, 2)} s, whole again after ${fmt(wholeMs / 1000, 1)} s, acknowledged writes lost ${newLost.length}${newLost.length ? ` (n=${newLost.slice(0, 10).join(",")}${newLost.length > 10 ? `,...,${newLost[newLost.length - 1]}` : ""}; acknowledged by ${probe.ackedBy(newLost)}; the last acknowledged before the kill: n=${lastBefore})` : ""}${divergent ? `, ${divergent} missing on a replica only` : ""}`,
       );
