@@ -20,9 +20,11 @@
 // Patroni and its whole PostgreSQL (postmaster and backends) at once, a
 // crashed host, as bench/failover kills a pgraft node; the node is started
 // again once a write has been acknowledged without it, and comes back as a
-// replica (pg_rewind). "postmaster"
-// SIGKILLs only the postmaster: Patroni, still holding the leader key,
-// restarts it in place at its next loop (no failover).
+// replica (pg_rewind). "postgres" (or "postmaster") SIGKILLs only the
+// postmaster and its backends: Patroni, still holding the leader key, starts
+// PostgreSQL again in place at its next loop (no failover). A postmaster
+// killed alone would leave its backends running a moment, able to commit and
+// acknowledge a write after the kill.
 //
 // The connection path (BENCH_PATRONI_PATH): "libpq" (default) does what
 // libpq's `host=a,b,c target_session_attrs=read-write` does; "rest" does what
@@ -40,7 +42,7 @@ import { fmt, loadAverageChecked, machineNote } from "./report.js";
 import { percentile } from "./stats.js";
 
 const TRIALS = Math.max(1, Number(process.env.BENCH_TRIALS ?? 10));
-const KILL: KillWhat = process.env.BENCH_PATRONI_KILL === "postmaster" ? "postmaster" : "node";
+const KILL: KillWhat = ["postgres", "postmaster"].includes(process.env.BENCH_PATRONI_KILL ?? "") ? "postgres" : "node";
 const PATH_KIND = process.env.BENCH_PATRONI_PATH === "rest" ? "rest" : "libpq";
 const WRITE_TIMEOUT_MS = Number(process.env.BENCH_WRITE_TIMEOUT_MS ?? 2_000);
 const WRITE_EVERY_MS = 10;
@@ -206,7 +208,7 @@ async function main(): Promise<void> {
   const want = (process.env.BENCH_PATRONI_TIMINGS ?? "default,tightest").split(",").map((s) => s.trim());
   const timings = [PATRONI_DEFAULT, PATRONI_TIGHTEST].filter((t) => want.includes(t.name));
   console.log(`bench/failover-patroni: kill -9 the primary of a 3-node Patroni + etcd cluster (PostgreSQL 15, asynchronous replication) under a write load`);
-  console.log(`  ${TRIALS} kills per timing (BENCH_TRIALS), each timing on a fresh cluster; kill: ${KILL === "node" ? "the primary's Patroni, postmaster and backends together (a crashed host), started again once a write was acknowledged without it" : "the primary's postmaster only"} (BENCH_PATRONI_KILL)`);
+  console.log(`  ${TRIALS} kills per timing (BENCH_TRIALS), each timing on a fresh cluster; kill: ${KILL === "node" ? "the primary's Patroni, postmaster and backends together (a crashed host), started again once a write was acknowledged without it" : "the primary's postmaster and backends only (its Patroni lives on)"} (BENCH_PATRONI_KILL)`);
   console.log(`  writer: one numbered INSERT every ${WRITE_EVERY_MS} ms, one at a time, each abandoned after ${WRITE_TIMEOUT_MS} ms; connection path: ${PATH_KIND === "rest" ? "Patroni REST /primary, HAProxy-style" : "libpq-style host=p1,p2,p3 target_session_attrs=read-write"} (BENCH_PATRONI_PATH)`);
   console.log("  time to next ack: from the kill to the ack of the first write sent after it; lost: acknowledged numbers missing on the new primary once the cluster is whole again");
   console.log(`load average before: ${loadAverageChecked()} (${machineNote()})`);

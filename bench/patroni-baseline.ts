@@ -258,7 +258,7 @@ export interface PatroniNode {
   log: string;
 }
 
-export type KillWhat = "node" | "postmaster";
+export type KillWhat = "node" | "postgres";
 
 export interface PatroniCluster {
   timing: PatroniTiming;
@@ -278,9 +278,10 @@ export interface PatroniCluster {
    * kill -9 node i. "node" (default): its Patroni and its whole PostgreSQL
    * (postmaster and backends, stopped first so that none can acknowledge
    * anything after the kill), a crashed host; the others fail over once the
-   * leader key expires (ttl). "postmaster": only the postmaster, Patroni lives
-   * on and starts it again in place (no failover while it comes back within
-   * primary_start_timeout). Returns once the killed processes are gone.
+   * leader key expires (ttl). "postgres": the postmaster and its backends
+   * only; Patroni lives on and starts PostgreSQL again in place (no failover
+   * while it comes back within primary_start_timeout). Returns once the
+   * killed processes are gone.
    */
   kill(i: number, what?: KillWhat): Promise<void>;
   /** Start node i's Patroni again (after kill(i, "node")). */
@@ -520,7 +521,7 @@ export async function startPatroni(timing: PatroniTiming, opts: PatroniOptions =
       // Anything else of this node (its data dir on the command line), e.g. a pg_rewind in flight.
       await killAllNaming(nodes[i]!.dataDir, 5_000);
     } else {
-      process.kill(pm, "SIGKILL");
+      killPostmasterAndChildren(pm);
     }
     const end = Date.now() + 10_000;
     while (!gone(pm) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
