@@ -195,7 +195,7 @@ export function printPatroniSummary(r: PatroniTimingResult, log: (s: string) => 
   const s = (v: number[], p: number): string => fmt(percentile(v, p) / 1000, 2);
   log(`  ${label(r.timing)}: ${r.trials.length} trials${r.error ? " (FAILED, see above)" : ""}`);
   log(`    time to next acknowledged write: p50 ${s(acks, 50)} s, p99 ${s(acks, 99)} s, max ${s(acks, 100)} s${acks.length < 100 ? ` (p99 of ${acks.length} trials is the maximum)` : ""}`);
-  log(`    kill to whole again (killed node streaming as a replica): p50 ${s(whole, 50)} s, max ${s(whole, 100)} s`);
+  log(`    kill to whole again (a primary, both replicas streaming through their slots; with the node kill, the killed node as a replica): p50 ${s(whole, 50)} s, max ${s(whole, 100)} s`);
   log(`    acknowledged writes lost: ${lost.reduce((a, b) => a + b, 0)} in total over ${lost.length} kills (per kill: ${lost.join(", ") || "n/a"}); writes acknowledged ${r.acked}, failed or abandoned ${r.failedWrites}`);
 }
 
