@@ -28,11 +28,12 @@ const members = [
   { id: 3, name: "gamma", raftAddress: "10.0.0.3:7400", role: MemberRole.LEARNER, isLeader: false, matchIndex: 0n, lagEntries: 120n, reachable: false, lastHeartbeatMs: -1n, progressState: "probe" },
 ];
 const kv = { key: "configs/maintenance", value: '{"window": "02:00 UTC"}', createRevision: 40n, modRevision: 42n, version: 3n, lease: 0n };
+const routing = { group: "g1", writeLeader: "alpha", previousWriteLeader: "", readNodes: ["beta", "gamma"], commitScope: "majority", switchoverTarget: "", changedUnixMs: 1718000000000n, reason: "the group had no write leader" };
 const entry = { name: "heartbeat_interval", value: "75ms", defaultValue: "100ms", source: ConfigSource.RUNTIME, description: "how often the leader sends heartbeats", modRevision: 42n };
 
 /** command (as in the doc's heading) → the arguments, the method the fake answers, its answer. */
 const CASES: [string, string[], string, Record<string, unknown>][] = [
-  ["status --json", ["status"], "status", { header, nodeId: 2, name: "beta", state: RaftState.FOLLOWER, term: 7n, leaderId: 1, commitIndex: 120n, appliedIndex: 120n, firstIndex: 1n, lastIndex: 120n, voters: [1, 2], learners: [3], version: "0.1.0", quorumMet: true, postgres: { state: PostgresState.UP, sinceUnixMs: 1718000000000n, error: "", checkedUnixMs: 1718000042000n } }],
+  ["status --json", ["status"], "status", { header, nodeId: 2, name: "beta", state: RaftState.FOLLOWER, term: 7n, leaderId: 1, commitIndex: 120n, appliedIndex: 120n, firstIndex: 1n, lastIndex: 120n, voters: [1, 2], learners: [3], version: "0.1.0", quorumMet: true, postgres: { state: PostgresState.UP, sinceUnixMs: 1718000000000n, error: "", checkedUnixMs: 1718000042000n }, routing: [routing] }],
   ["members --json", ["members"], "members", { header, members }],
   ["members --from-leader --json", ["members", "--from-leader"], "members", { header: leaderHeader, members }],
   ["kv get --json", ["kv", "get", "configs/maintenance"], "kvGet", { header, kv }],
@@ -42,6 +43,7 @@ const CASES: [string, string[], string, Record<string, unknown>][] = [
   ["config get --json", ["config", "get", "heartbeat_interval"], "configGet", { header, entries: [entry] }],
   ["config set --json", ["config", "set", "heartbeat_interval", "75ms"], "configSet", { header, entry, previousValue: "100ms" }],
   ["transfer-leader --json", ["transfer-leader", "2"], "transferLeader", { header, leaderId: 2 }],
+  ["switchover --json", ["switchover", "--group", "g1", "--to", "beta"], "switchover", { header, message: "node beta is the write leader of group g1 (was alpha; strict: it had every write)", routing: { ...routing, writeLeader: "beta", previousWriteLeader: "alpha", readNodes: ["alpha", "gamma"], reason: "switchover (strict) from alpha", changedUnixMs: 1718000050000n } }],
 ];
 
 describe("the documented JSON of every command (docs/cli-json.md)", { concurrency: true }, () => {

@@ -122,7 +122,15 @@ export function statusJson(doc: JsonObject): JsonObject {
     if (pg["state"] !== "down" || pg["error"] === "") pg["error"] = null;
     for (const f of ["since_unix_ms", "checked_unix_ms"]) if (pg[f] === 0) pg[f] = null;
   }
+  if (Array.isArray(doc["routing"])) for (const r of doc["routing"]) if (r && typeof r === "object" && !Array.isArray(r)) routingJson(r);
   return doc;
+}
+
+/** A group's routing: none is null, not "" or 0. */
+export function routingJson(r: JsonObject): JsonObject {
+  for (const f of ["write_leader", "previous_write_leader", "switchover_target", "reason"]) if (r[f] === "") r[f] = null;
+  if (r["changed_unix_ms"] === 0) r["changed_unix_ms"] = null;
+  return r;
 }
 
 export function keyValueLines(kv: KeyValue): string[] {

@@ -7,6 +7,8 @@ import { TRANSFER_METHODS } from "../../../cluster/routing.js";
 import { operatorAction } from "../action.js";
 import { operatorCommand } from "../commander-setup.js";
 import { UsageError } from "../errors.js";
+import { routingJson } from "../format.js";
+import { messageJson } from "../output.js";
 
 /** Longest wait for the target to catch up. */
 const MAX_TRANSFER_MS = 3_600_000;
@@ -30,7 +32,9 @@ export function registerRouting(program: Command): Command[] {
         const res = await ctx.request(`switch group ${group}'s write leader to ${target}`, (c, o) =>
           c.switchover({ clusterId: ctx.clusterId, group, target, method, timeoutMs: ms }, { ...o, timeoutMs: Math.max(o.timeoutMs ?? 0, ms + 15_000) }),
         );
-        ctx.show(SwitchoverResponseSchema, res, () => [res.message]);
+        const doc = messageJson(SwitchoverResponseSchema, res);
+        if (doc["routing"] && typeof doc["routing"] === "object" && !Array.isArray(doc["routing"])) routingJson(doc["routing"]);
+        ctx.showJson(doc, () => [res.message]);
       }),
     );
   return [switchover];
