@@ -142,6 +142,11 @@ async function main(): Promise<void> {
     console.log(row("proxy", got.proxy));
     console.log(`  latency proxy/direct per repetition: ${fmtSpread(ratios, 3)}   target ≤ ${TARGET_RATIO}: ${spread(ratios).median <= TARGET_RATIO ? "met (median)" : "NOT met (median)"}`);
     console.log(`  tps proxy/direct per repetition:     ${fmtSpread(tpsRatios, 3)}`);
+    // % of a core / tps = core-seconds per transaction, in µs.
+    const cpuUs = got.proxy.map((p) => (p.selfCpu * 1e4) / p.tps);
+    console.log(`  proxy cpu per transaction, µs:       ${fmtSpread(cpuUs, 0)} (this process, user + system: mostly the kernel's loopback TCP in its writes)`);
+    const addedUs = got.proxy.map((p, i) => 1000 * (p.latencyMs - got.direct[i]!.latencyMs));
+    console.log(`  latency added per transaction, µs:   ${fmtSpread(addedUs, 0)}`);
     const s = proxy.stats();
     console.log(`  proxy: ${s.accepted} connections accepted, ${s.refused} refused, ${s.failedUpstream + s.failedNoTarget} answered with an error`);
     console.log("");

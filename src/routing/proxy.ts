@@ -140,7 +140,7 @@ export class ClientProxy {
   private nextId = 1;
   private closing: Promise<void> | undefined;
   private readonly counts = { accepted: 0, refused: 0, closedByRetarget: 0, failedNoTarget: 0, failedUpstream: 0, closedByIdle: 0 };
-  private readonly throttles = { refused: new Throttle(), noTarget: new Throttle(), upstream: new Throttle() };
+  private readonly throttles = { refused: new Throttle(), noTarget: new Throttle(), upstream: new Throttle(), idle: new Throttle() };
 
   constructor(opts: ClientProxyOptions) {
     const { logger, ...rest } = opts;
@@ -429,7 +429,15 @@ export class ClientProxy {
       client.setTimeout(this.opts.idleTimeoutMs, () => {
         if (conn.phase !== "piped") return;
         this.counts.closedByIdle++;
-        this.log.info({ conn: conn.id, peer: conn.peer, idle_ms: this.opts.idleTimeoutMs }, "closing an idle connection");
+        const skipped = this.throttles.idle.take(Date.now());
+        if (skipped !== undefined) {
+          this.log.info(
+            { conn: conn.id, peer: conn.peer, idle_ms: this.opts.idleTimeoutMs, closed_by_idle: this.counts.closedByIdle, since_last_line: skipped },
+            `closing a connection idle for ${this.opts.idleTimeoutMs} ms (${this.counts.closedByIdle} in all)`,
+          );
+        } else {
+          this.log.debug({ conn: conn.id, peer: conn.peer }, "closing an idle connection");
+        }
         this.destroyConn(conn, "idle");
       });
     }
