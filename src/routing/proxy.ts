@@ -12,7 +12,7 @@
 //
 // A connection goes through these phases:
 //   waiting     no target yet: the client waits (not read from) until one
-//               appears (retarget() or a poll every POLL_MS) or its wait ends
+//               appears (retarget() or a poll every pollMs) or its wait ends
 //   connecting  the upstream TCP connect, bounded by connectTimeoutMs
 //   piped       client.pipe(upstream) and upstream.pipe(client): backpressure
 //               as pipe() gives it, Nagle off, keepalive on both sockets
@@ -51,6 +51,8 @@ export interface ClientProxyOptions {
   keepAliveMs?: number;
   /** Default 10000: how long a client being refused may take to send its startup packet. */
   handshakeTimeoutMs?: number;
+  /** Default 100: how often waiting clients look at target() when retarget() is not called. */
+  pollMs?: number;
   logger: Logger;
 }
 
@@ -74,9 +76,7 @@ export interface ClientProxyStats {
 /** SQLSTATE 57P03 cannot_connect_now: what PostgreSQL says while it starts up; clients retry it. */
 export const CANNOT_CONNECT_NOW = "57P03";
 
-const DEFAULTS = { waitForTargetMs: 5000, maxConnections: 1000, idleTimeoutMs: 0, connectTimeoutMs: 3000, keepAliveMs: 30_000, handshakeTimeoutMs: 10_000 };
-/** How often waiting clients look at target() when nobody calls retarget(). */
-const POLL_MS = 100;
+const DEFAULTS = { waitForTargetMs: 5000, maxConnections: 1000, idleTimeoutMs: 0, connectTimeoutMs: 3000, keepAliveMs: 30_000, handshakeTimeoutMs: 10_000, pollMs: 100 };
 /** After one side closed cleanly, how long the other may take to flush and close before it is destroyed. */
 const LINGER_MS = 5000;
 /** At most one info/warn line per kind of refusal in this long (the others are counted into the next line). */
@@ -151,6 +151,7 @@ export class ClientProxy {
       connectTimeoutMs: rest.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
       keepAliveMs: rest.keepAliveMs ?? DEFAULTS.keepAliveMs,
       handshakeTimeoutMs: rest.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs,
+      pollMs: rest.pollMs ?? DEFAULTS.pollMs,
       name: rest.name,
       listen: rest.listen,
       target: rest.target,
@@ -175,6 +176,12 @@ export class ClientProxy {
       server.once("error", onError);
       server.listen({ host, port, exclusive: true }, () => {
         server.off("error", onError);
+        if (this.closing) {
+          // close() came while the listen was under way: it found nothing listening to close.
+          server.close();
+          reject(new Error(`the ${this.opts.name} proxy was closed while starting`));
+          return;
+        }
         server.on("error", (e) => this.log.error({ err: e }, "listener error"));
         const a = server.address() as AddressInfo;
         this.address = { host: a.address, port: a.port };
@@ -297,7 +304,7 @@ export class ClientProxy {
       this.stopPollingIfIdle();
       this.failNoTarget(conn);
     }, left);
-    this.pollTimer ??= setInterval(() => this.wakeWaiters(), POLL_MS);
+    this.pollTimer ??= setInterval(() => this.wakeWaiters(), this.opts.pollMs);
   }
 
   private wakeWaiters(): void {

@@ -27,7 +27,7 @@ describe("client proxy, bytes", () => {
     assert.equal(await c.bytes(8), true);
     assert.deepEqual(c.buf, ssl, "the SSLRequest reached the upstream as sent, and its bytes came back");
     // A few megabytes each way: backpressure, nothing lost or reordered.
-    const big = randomBytes(8 * 1024 * 1024);
+    const big = randomBytes(4 * 1024 * 1024);
     c.write(big);
     assert.equal(await c.bytes(8 + big.length, 20_000), true);
     assert.equal(Buffer.compare(c.buf.subarray(8), big), 0);
@@ -97,7 +97,7 @@ describe("client proxy, bytes", () => {
     assert.equal(parseErrorResponse(c.buf).M, "pgraft read-only proxy: no read-only node is available (waited 0.0 s)");
   });
 
-  test("a waiting client is connected when a target appears, by retarget() or found by the poll; nothing it sent is lost", async (t) => {
+  test("a waiting client is connected when the poll finds a target; nothing it sent is lost", async (t) => {
     const echo = await startEcho(t);
     const box = new TargetBox();
     const { port, proxy } = await startProxy(t, { target: box.get, waitForTargetMs: 5000 });
@@ -115,17 +115,20 @@ describe("client proxy, bytes", () => {
     assert.deepEqual(a.buf, startupPacket(SSL_REQUEST_CODE));
     assert.equal(await b.bytes(9, 2000), true);
     assert.equal(b.buf.toString(), "b's bytes");
-    // And woken at once by retarget().
-    box.current = undefined;
+  });
+
+  test("a waiting client is woken by retarget() (no poll in time here)", async (t) => {
+    const echo = await startEcho(t);
+    const box = new TargetBox();
+    const { port, proxy } = await startProxy(t, { target: box.get, waitForTargetMs: 60_000, pollMs: 60_000 });
     const c = new RawClient(port);
     t.after(() => c.destroy());
     c.write(Buffer.from("c"));
     await sleep(150);
     box.current = local(echo.port);
-    const woke = Date.now();
     proxy.retarget();
-    assert.equal(await c.bytes(1, 2000), true);
-    assert.ok(Date.now() - woke < 90, `woken by retarget(), not by the next poll (${Date.now() - woke} ms)`);
+    assert.equal(await c.bytes(1, 5000), true);
+    assert.equal(c.buf.toString(), "c");
   });
 
   test("retarget() closes connections to the old target (both sockets), keeps those to the new one", async (t) => {
@@ -193,14 +196,15 @@ describe("client proxy, bytes", () => {
 
   test("idle timeout: a connection without a byte either way is closed; one in use stays", async (t) => {
     const echo = await startEcho(t);
-    const { port, proxy } = await startProxy(t, { target: () => local(echo.port), idleTimeoutMs: 300 });
+    const { port, proxy } = await startProxy(t, { target: () => local(echo.port), idleTimeoutMs: 600 });
     const idle = new RawClient(port);
     const busy = new RawClient(port);
     t.after(() => busy.destroy());
     idle.write(Buffer.from("i"));
     const start = Date.now();
     let n = 0;
-    while (Date.now() - start < 900) {
+    // A write every 100 ms: six times within the timeout, margin for a loaded machine.
+    while (Date.now() - start < 1500) {
       busy.write(Buffer.from("b"));
       n++;
       await sleep(100);
@@ -239,7 +243,7 @@ describe("client proxy, bytes", () => {
     assert.equal(f.C, "08006");
     assert.equal(f.M, `pgraft read-write proxy: cannot connect to node 4 (127.0.0.1:${hole}): no answer within 300 ms`);
     const took = Date.now() - start;
-    assert.ok(took >= 280 && took < 2000, `answered after ${took} ms`);
+    assert.ok(took >= 280 && took < 5000, `answered after ${took} ms`);
   });
 
   test("a connect under way to a target that retarget() replaces goes to the new target instead", async (t) => {
@@ -275,6 +279,14 @@ describe("client proxy, lifecycle", () => {
     await proxy.close();
     await assert.rejects(proxy.start(), /closed/);
     assert.equal(proxy.stats().active, 0);
+  });
+
+  test("close() while start() is under way: start() rejects, nothing stays listening", async () => {
+    const { logger } = captureLogger();
+    const proxy = new ClientProxy({ name: "read-write", listen: { host: "127.0.0.1", port: 0 }, target: () => undefined, logger });
+    const started = proxy.start();
+    await proxy.close();
+    await assert.rejects(started, /closed while starting/);
   });
 
   test("close() with piped, waiting and refused connections leaves no handle: the process exits on its own", async () => {
