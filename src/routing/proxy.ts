@@ -140,7 +140,7 @@ export class ClientProxy {
   private nextId = 1;
   private closing: Promise<void> | undefined;
   private readonly counts = { accepted: 0, refused: 0, closedByRetarget: 0, failedNoTarget: 0, failedUpstream: 0, closedByIdle: 0 };
-  private readonly throttles = { refused: new Throttle(), noTarget: new Throttle(), upstream: new Throttle(), idle: new Throttle() };
+  private readonly throttles = { refused: new Throttle(), noTarget: new Throttle(), upstream: new Throttle(), idle: new Throttle(), targetThrew: new Throttle() };
 
   constructor(opts: ClientProxyOptions) {
     const { logger, ...rest } = opts;
@@ -202,7 +202,7 @@ export class ClientProxy {
    */
   retarget(): void {
     if (this.closing) return;
-    const target = this.opts.target();
+    const target = this.currentTarget();
     let closed = 0;
     let redirected = 0;
     const from = new Map<string, number>();
@@ -256,6 +256,17 @@ export class ClientProxy {
     if (this.address) this.log.info({ ...this.counts }, `${this.opts.name} proxy on ${this.address.host}:${this.address.port} closed`);
   }
 
+  /** target(), where a throw counts as no target (logged): a bug there must not take the listener down. */
+  private currentTarget(): ProxyTarget | undefined {
+    try {
+      return this.opts.target();
+    } catch (e) {
+      const skipped = this.throttles.targetThrew.take(Date.now());
+      if (skipped !== undefined) this.log.error({ err: e, since_last_line: skipped }, "target() threw; treated as no target");
+      return undefined;
+    }
+  }
+
   // ------------------------------------------------------------------ accepting
 
   private accept(client: Socket): void {
@@ -292,7 +303,7 @@ export class ClientProxy {
 
   /** Connect to the target, or wait for one, or (the wait over) answer with an error. */
   private route(conn: Conn): void {
-    const target = this.opts.target();
+    const target = this.currentTarget();
     if (target) return this.connectUpstream(conn, target);
     const left = conn.waitUntil - Date.now();
     if (left <= 0) return this.failNoTarget(conn);
@@ -308,7 +319,7 @@ export class ClientProxy {
   }
 
   private wakeWaiters(): void {
-    if (this.waiters.size > 0 && this.opts.target()) {
+    if (this.waiters.size > 0 && this.currentTarget()) {
       for (const c of [...this.waiters]) {
         this.waiters.delete(c);
         clearTimeout(c.timer);
@@ -375,7 +386,7 @@ export class ClientProxy {
 
   private connectFailed(conn: Conn, target: ProxyTarget, why: string): void {
     // The target moved while we tried: go to the new one (or wait) within the client's wait.
-    const now = this.opts.target();
+    const now = this.currentTarget();
     if (now && !sameTarget(now, target) && Date.now() < conn.waitUntil) {
       this.log.debug({ conn: conn.id, target: describe(target), err: why }, "connect failed; the target has changed since, trying the new one");
       return this.route(conn);

@@ -217,6 +217,28 @@ describe("client proxy, bytes", () => {
     assert.equal(echo.sockets.size, 1, "the idle connection's upstream socket is closed too");
   });
 
+  test("a target() that throws counts as no target: the client waits, then reads the error; the proxy goes on", async (t) => {
+    let throws = true;
+    const echo = await startEcho(t);
+    const { port, lines } = await startProxy(t, {
+      target: () => {
+        if (throws) throw new Error("boom");
+        return local(echo.port);
+      },
+      waitForTargetMs: 100,
+    });
+    const c = new RawClient(port);
+    c.write(startupMessage());
+    assert.equal(await c.closedWithin(), true);
+    assert.equal(parseErrorResponse(c.buf).C, "57P03");
+    assert.ok(lines.some((l) => l.level === "error" && /target\(\) threw/.test(String(l.msg))));
+    throws = false;
+    const d = new RawClient(port);
+    t.after(() => d.destroy());
+    d.write(Buffer.from("ok"));
+    assert.equal(await d.bytes(2), true);
+  });
+
   test("upstream refuses the connection: the client reads a FATAL 08006 naming the node", async (t) => {
     const dead = await freePort();
     const { port, proxy } = await startProxy(t, { target: () => local(dead, 3) });
