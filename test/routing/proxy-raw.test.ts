@@ -39,6 +39,27 @@ describe("client proxy, bytes", () => {
     assert.equal(proxy.stats().active, 0);
   });
 
+  test("300 clients at once: each gets its own bytes back; once they leave, nothing is left open", async (t) => {
+    const echo = await startEcho(t);
+    const { port, proxy } = await startProxy(t, { target: () => local(echo.port) });
+    const clients = Array.from({ length: 300 }, () => new RawClient(port));
+    t.after(() => clients.forEach((c) => c.destroy()));
+    const sent = clients.map((c, i) => {
+      const b = Buffer.from(`${i}:`.padEnd(1024, String.fromCharCode(97 + (i % 26))));
+      c.write(b);
+      return b;
+    });
+    for (const [i, c] of clients.entries()) {
+      assert.equal(await c.bytes(1024, 20_000), true);
+      assert.deepEqual(c.buf, sent[i]);
+    }
+    assert.equal(proxy.stats().active, 300);
+    for (const c of clients) c.socket.end();
+    for (let i = 0; i < 500 && (proxy.stats().active > 0 || echo.sockets.size > 0); i++) await sleep(10);
+    assert.equal(proxy.stats().active, 0);
+    assert.equal(echo.sockets.size, 0);
+  });
+
   test("the upstream ends: what it sent still reaches the client, then the client is closed", async (t) => {
     const last = Buffer.from("last words");
     const server = createServer((s) => {
