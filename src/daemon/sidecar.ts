@@ -38,6 +38,7 @@ import { WriteLeaderController } from "../routing/write-leader.js";
 import { CommitScopeKeeper } from "../routing/commit-scope.js";
 import { isWriteLeader } from "../routing/targets.js";
 import { switchover } from "../routing/switchover.js";
+import { SidecarProxies } from "../routing/proxies.js";
 
 export const VERSION = "0.1.0";
 /** How long a stopping sidecar lets client calls in flight finish before cutting them off. */
@@ -55,6 +56,7 @@ interface SidecarParts {
   monitor?: PostgresMonitor;
   peersPg?: ClusterPostgres;
   writeLeader?: WriteLeaderController;
+  proxies?: SidecarProxies;
   commitScope?: CommitScopeKeeper;
 }
 
@@ -229,6 +231,18 @@ export class Sidecar {
         log: log.child({ component: "routing" }),
       });
       sql.writeLeader.start(Math.max(50, Math.min(200, cfg.heartbeatMs)));
+      // The client proxies: read-write to the write leader, read-only to a read node (src/routing/proxies.ts).
+      let proxyAddrs: { readWrite?: string; readOnly?: string } = {};
+      if (cfg.proxyListen || cfg.proxyReadOnlyListen) {
+        sql.proxies = new SidecarProxies({
+          state,
+          selfId: cfg.nodeId,
+          ...(cfg.proxyListen ? { readWrite: cfg.proxyListen } : {}),
+          ...(cfg.proxyReadOnlyListen ? { readOnly: cfg.proxyReadOnlyListen } : {}),
+          log: log.child({ component: "proxy" }),
+        });
+        proxyAddrs = await sql.proxies.start();
+      }
       if (cfg.postgresDsn) {
         sql.groups = new GroupController({
           selfId: cfg.nodeId,
@@ -304,12 +318,20 @@ export class Sidecar {
       n.start();
       loop.start();
       log.info(
-        { grpc: `${cfg.listen.host}:${port}`, http: formatHostPort(http.address), sql: sql.endpoint ? `${sql.endpoint.address.host}:${sql.endpoint.address.port}` : undefined, data_dir: cfg.dataDir },
+        {
+          grpc: `${cfg.listen.host}:${port}`,
+          http: formatHostPort(http.address),
+          sql: sql.endpoint ? `${sql.endpoint.address.host}:${sql.endpoint.address.port}` : undefined,
+          proxy: proxyAddrs.readWrite,
+          proxy_read_only: proxyAddrs.readOnly,
+          data_dir: cfg.dataDir,
+        },
         `sidecar started: node ${cfg.nodeId} (${cfg.nodeName}) of cluster ${cfg.clusterId}`,
       );
       if (fresh && cfg.join) await sidecar.joinCluster(cfg.join);
       return sidecar;
     } catch (e) {
+      await sql.proxies?.stop();
       await sql.writeLeader?.stop();
       await sql.commitScope?.stop();
       await sql.groups?.stop();
@@ -379,6 +401,7 @@ export class Sidecar {
         }
       }
       this.loop.stop();
+      await this.sql.proxies?.stop();
       await this.sql.writeLeader?.stop();
       await this.sql.commitScope?.stop();
       await this.sql.groups?.stop();

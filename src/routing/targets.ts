@@ -14,13 +14,7 @@ import type { GroupRouting } from "../cluster/routing.js";
 import type { ClusterState } from "../cluster/state.js";
 import { recordedPostgresAddress } from "../daemon/postgres-address.js";
 import { dsnAddress } from "../postgres/dsn.js";
-
-/** A PostgreSQL to forward clients to (what proxy.ts's target() returns). */
-export interface ProxyTarget {
-  host: string;
-  port: number;
-  nodeId: number;
-}
+import type { ProxyTarget } from "./proxy.js";
 
 /** The routing this sidecar follows (undefined: no group to route for). */
 export function routingFor(state: ClusterState, selfId: number): GroupRouting | undefined {
