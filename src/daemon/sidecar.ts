@@ -39,6 +39,7 @@ import { CommitScopeKeeper } from "../routing/commit-scope.js";
 import { isWriteLeader } from "../routing/targets.js";
 import { switchover } from "../routing/switchover.js";
 import { SidecarProxies } from "../routing/proxies.js";
+import { registerRoutingMetrics } from "../metrics/routing.js";
 
 export const VERSION = "0.1.0";
 /** How long a stopping sidecar lets client calls in flight finish before cutting them off. */
@@ -243,6 +244,8 @@ export class Sidecar {
         });
         proxyAddrs = await sql.proxies.start();
       }
+      const proxies = sql.proxies;
+      registerRoutingMetrics(metrics.registry, { routings: () => state.routings(), isWriteLeader: () => isWriteLeader(state, cfg.nodeId), proxies: () => proxies?.stats() ?? [] });
       if (cfg.postgresDsn) {
         sql.groups = new GroupController({
           selfId: cfg.nodeId,

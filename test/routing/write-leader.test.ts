@@ -6,6 +6,7 @@
 // leader's PostgreSQL moves it to the node with the most of its changes, and
 // it comes back as a read node; bad input changes nothing.
 import assert from "node:assert/strict";
+import pg from "pg";
 import { after, before, describe, test } from "node:test";
 import { scalar, sqlFails, until } from "../sql/helpers.js";
 import { runCli } from "../integration/harness.js";
@@ -21,6 +22,20 @@ interface Routing {
   change_reason: string | null;
 }
 
+const PASSWORD = "write-leader-test-password";
+
+/** One query through a sidecar's proxy port (as an application would connect). */
+async function viaProxy(n: PgNode, port: number, sql: string): Promise<unknown> {
+  const cl = new pg.Client({ host: "127.0.0.1", port, user: n.pg.server.superuser, password: PASSWORD, database: "postgres", connectionTimeoutMillis: 10_000 });
+  cl.on("error", () => undefined);
+  await cl.connect();
+  try {
+    return Object.values((await cl.query(sql)).rows[0] as object)[0];
+  } finally {
+    await cl.end();
+  }
+}
+
 const routing = async (n: PgNode): Promise<Routing> => (await n.query<Routing>("SELECT * FROM pgraft.node_group_routing_summary")).rows[0]!;
 const httpCode = async (n: PgNode, path: string): Promise<number> => (await fetch(`http://127.0.0.1:${n.httpPort}${path}`)).status;
 
@@ -30,7 +45,7 @@ describe("the write leader of a data group", { timeout: 240_000 }, () => {
   const names = ["alpha", "beta", "gamma"];
 
   before(async () => {
-    c = await startPgCluster({ nodes: 3, name: "write-leader" });
+    c = await startPgCluster({ nodes: 3, name: "write-leader", password: PASSWORD });
     const [n1, n2, n3] = c.nodes as [PgNode, PgNode, PgNode];
     await n1.query("CREATE TABLE probe (n int PRIMARY KEY, at text)");
     await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
@@ -69,6 +84,13 @@ describe("the write leader of a data group", { timeout: 240_000 }, () => {
       assert.equal(await httpCode(n2, "/primary"), 503);
       await until("/replica on beta and gamma", async () => (await httpCode(n2, "/replica")) === 200 && (await httpCode(n3, "/replica")) === 200);
       assert.equal(await httpCode(n1, "/replica"), 503);
+      // The proxies: read-write to alpha from any node, read-only to a read node.
+      for (const n of c!.nodes) assert.equal(await viaProxy(n, n.proxyPort, "SELECT pgraft_is_write_leader()"), true, `node ${n.id}'s read-write proxy`);
+      assert.equal(await viaProxy(n1, n1.proxyReadOnlyPort, "SELECT pgraft_is_write_leader()"), false, "the read-only proxy");
+      const metrics = await (await fetch(`http://127.0.0.1:${n2.httpPort}/metrics`)).text();
+      for (const line of ['pgraft_write_leader{group="g1",node="alpha"} 1', "pgraft_is_write_leader 0", 'pgraft_commit_scope{group="g1",scope="local"} 1', 'pgraft_proxy_connections_accepted_total{proxy="read-write"} 1']) {
+        assert.ok(metrics.split("\n").includes(line), `/metrics has ${line}`);
+      }
     } catch (e) {
       t.diagnostic(c!.tails(30));
       throw e;
