@@ -67,6 +67,9 @@ export interface DemoNodeJson {
   http: string;
   metrics: string;
   sql: string;
+  /** The sidecar's read-write proxy (to the write leader of its group) and read-only proxy. */
+  proxy: string;
+  proxy_read_only: string;
   postgres_log: string;
   sidecar_log: string;
   sidecar_pid: number | null;
@@ -99,6 +102,8 @@ function demoJson(baseDir: string, nodes: DemoNodeInfo[], pids: DemoPids): DemoJ
         http: n.http,
         metrics: n.metrics,
         sql: n.sql,
+        proxy: n.proxy,
+        proxy_read_only: n.proxyReadOnly,
         postgres_log: n.postgresLog,
         sidecar_log: n.sidecarLog,
         sidecar_pid: p?.sidecar ?? null,
@@ -108,6 +113,13 @@ function demoJson(baseDir: string, nodes: DemoNodeInfo[], pids: DemoPids): DemoJ
   };
 }
 
+/** The node's psql command, pointed at its read-write proxy (its pgpass file has a line for the proxy ports). */
+function proxyPsql(n: DemoNodeJson): string {
+  const pgPort = n.postgres.slice(n.postgres.lastIndexOf(":") + 1);
+  const proxyPort = n.proxy.slice(n.proxy.lastIndexOf(":") + 1);
+  return n.psql.replace(`port=${pgPort}`, `port=${proxyPort}`);
+}
+
 export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
   const { nodes } = doc;
   const lines = [`pgraft demo: ${nodes.length} nodes ready (PostgreSQL + sidecar each), cluster ${doc.cluster_id}, data in ${doc.base_dir}`, ""];
@@ -115,6 +127,7 @@ export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
     lines.push(`node ${n.id}:`);
     lines.push(`  psql:     ${n.psql}`);
     lines.push(`  metrics:  ${n.metrics}`);
+    lines.push(`  proxy:    read-write ${n.proxy}, read-only ${n.proxy_read_only}  (psql there: ${proxyPsql(n)})`);
     lines.push(`  HTTP:     ${n.http}/health  ${n.http}/ready  ${n.http}/leader  ${n.http}/primary  ${n.http}/replica`);
     lines.push(`  gRPC:     ${n.grpc}   (${cmd} status --endpoint ${n.grpc} --cluster-id ${doc.cluster_id} --plaintext)`);
     lines.push(`  logs:     ${n.sidecar_log}, ${n.postgres_log}`);
@@ -131,11 +144,12 @@ export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
       `  on node ${a.id}:  SELECT bdr.create_node('node${a.id}', ${sqlLiteral(a.interface_dsn)});  SELECT bdr.create_node_group('demo');`,
       `  on node ${b.id}:  SELECT bdr.create_node('node${b.id}', ${sqlLiteral(b.interface_dsn)});  SELECT bdr.join_node_group(${sqlLiteral(a.interface_dsn)});`,
       "           SELECT * FROM bdr.node_summary;",
+      "  then: SELECT * FROM pgraft.node_group_routing_summary;  (the write leader: every node's read-write proxy sends writes there)",
     );
   }
   lines.push(
     "",
-    `failover: kill -9 a sidecar or a postmaster (pids above); the others keep running, the exit is reported and the process restarted after a backoff (1s doubling to 30s).`,
+    `failover: kill -9 a sidecar or a postmaster (pids above); the others keep running, the exit is reported and the process restarted after a backoff (1s doubling to 30s). In a node group, kill the write leader's postmaster: within about a second the proxies send writes to another node.`,
   );
   return lines.join("\n");
 }

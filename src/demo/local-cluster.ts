@@ -321,9 +321,11 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
   if (!state) {
     const nodes: DemoState["nodes"] = [];
     const used = new Set<number>();
+    // One superuser password for every node: a client the read-write proxy moves from node to node logs in on each.
+    const password = randomBytes(12).toString("hex");
     for (let id = 1; id <= o.nodes; id++) {
       const ports = { pg: await demoPort(used), grpc: await demoPort(used), http: await demoPort(used), sql: await demoPort(used) };
-      nodes.push({ id, ports: { ...ports, proxy: await demoPort(used), proxyReadOnly: await demoPort(used) }, password: randomBytes(12).toString("hex") });
+      nodes.push({ id, ports: { ...ports, proxy: await demoPort(used), proxyReadOnly: await demoPort(used) }, password });
     }
     state = { version: 1, nodes };
     await saveState(o.baseDir, state);
@@ -498,6 +500,8 @@ export async function startDemo(o: StartDemoOptions): Promise<RunningDemo> {
           dataDir: join(nodeDir, "pg", "data"),
           port: n.ports.pg,
           password: n.password,
+          // The proxies reach it too: with one password for every node (demos made since the proxy), its pgpass file serves them all.
+          alsoReachedAt: st.nodes.filter((x) => x.password === n.password).flatMap((x) => [x.ports.proxy!, x.ports.proxyReadOnly!]),
           binaries: bins,
           keepProcessAlive: true,
           onSpawn: () => writePids(),

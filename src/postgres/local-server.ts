@@ -56,6 +56,12 @@ export interface LocalPostgresOptions {
   keepProcessAlive?: boolean;
   /** Called with the postmaster's pid each time it is spawned. */
   onSpawn?: (pid: number) => void;
+  /**
+   * More 127.0.0.1 ports at which clients reach this server with the same
+   * superuser and password (a pgraft proxy in front of it): the password file
+   * gets a line for each, so psql through them finds the password too.
+   */
+  alsoReachedAt?: number[];
   /** Called each time the postmaster exits, expected or not. */
   onExit?: (exit: ServerExit) => void;
 }
@@ -210,8 +216,8 @@ export class LocalPostgres {
 
   /** (Re)write the password file passfileDsn() names (see `passfile`). */
   private async writePassfile(): Promise<void> {
-    const line = passfileLine({ host: "127.0.0.1", port: this.port, database: "*", user: this.superuser, password: this.password });
-    await writeFile(this.passfile, `${line}\n`, { mode: 0o600 });
+    const lines = [this.port, ...(this.opts.alsoReachedAt ?? [])].map((port) => passfileLine({ host: "127.0.0.1", port, database: "*", user: this.superuser, password: this.password }));
+    await writeFile(this.passfile, `${lines.join("\n")}\n`, { mode: 0o600 });
     await chmod(this.passfile, 0o600);
   }
 

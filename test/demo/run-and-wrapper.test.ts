@@ -41,6 +41,8 @@ test("the demo's text names every HTTP route, the cluster id, the pids, and no b
     http: `http://127.0.0.1:800${id}`,
     metrics: `http://127.0.0.1:800${id}/metrics`,
     sql: `127.0.0.1:743${id}`,
+    proxy: `127.0.0.1:643${id}`,
+    proxy_read_only: `127.0.0.1:644${id}`,
     postgres_log: `/d/node${id}/pg/postgres.log`,
     sidecar_log: `/d/node${id}/sidecar.log`,
     sidecar_pid: 100 + id,
@@ -50,6 +52,7 @@ test("the demo's text names every HTTP route, the cluster id, the pids, and no b
   for (const route of ["/health", "/ready", "/leader", "/primary", "/replica", "/metrics"]) assert.ok(text.includes(`http://127.0.0.1:8001${route}`), route);
   assert.match(text, /cluster pgraft-demo/);
   assert.match(text, /sidecar 101, PostgreSQL 201/);
+  assert.match(text, /proxy: {4}read-write 127\.0\.0\.1:6431, read-only 127\.0\.0\.1:6441 {2}\(psql there: psql 'host=127\.0\.0\.1 port=6431'\)/);
   assert.match(text, /\(\.\/pgraft status --endpoint 127\.0\.0\.1:7401 --cluster-id pgraft-demo --plaintext\)/);
   assert.doesNotMatch(text, /(^|[\s(])pgraft (status|demo|members|kv)\b(?!:)/m);
 });
