@@ -138,6 +138,41 @@ describe("the write leader of a data group", { timeout: 240_000 }, () => {
     assert.deepEqual({ ...after, read_nodes: [...after.read_nodes].sort() }, { ...before, read_nodes: [...before.read_nodes].sort() });
   });
 
+  test("a switchover to a lagging node or to one whose PostgreSQL is down is refused; nothing changes", async (t) => {
+    const n1 = c!.nodes[0]!;
+    try {
+      await leaderEverywhere("alpha");
+      // The lagging node: beta or gamma, whichever is not the Raft leader (its sidecar is frozen, and a frozen Raft
+      // leader would hold every call up for an election); the call goes to the other one.
+      const raft = await c!.leaderIndex();
+      const lagging = raft === 1 ? c!.nodes[2]! : c!.nodes[1]!;
+      const caller = lagging === c!.nodes[1]! ? c!.nodes[2]! : c!.nodes[1]!;
+      const name = names[lagging.id - 1]!;
+      c!.pauseSidecar(lagging.id);
+      try {
+        await n1.query("INSERT INTO probe SELECT g, 'lag' FROM generate_series(1000, 1100) g");
+        const lag = await sqlFails(() => caller.query("SELECT pgraft.routing_leadership_transfer('g1', $1, 'strict', '1s')", [name]));
+        assert.match(lag.message, new RegExp(`node ${name} is \\d+ bytes behind the write leader alpha and did not catch up within 1000 ms; nothing changed`));
+      } finally {
+        c!.resumeSidecar(lagging.id);
+      }
+      assert.equal((await routing(caller)).write_lead, "alpha");
+      assert.equal((await routing(caller)).switchover_target, null);
+      await lagging.pg.server.kill();
+      try {
+        const down = await sqlFails(() => caller.query("SELECT pgraft.routing_leadership_transfer('g1', $1)", [name]));
+        assert.match(down.message, new RegExp(`the target ${name}'s PostgreSQL does not answer .*; nothing changed`));
+      } finally {
+        await lagging.pg.server.start();
+      }
+      assert.equal((await routing(caller)).write_lead, "alpha");
+      await until(`${name} a read node again`, async () => (await routing(caller)).read_nodes.includes(name), 30_000);
+    } catch (e) {
+      t.diagnostic(c!.tails(30));
+      throw e;
+    }
+  });
+
   test("switchover (strict) to beta under writes: beta leads, holds every acknowledged write, alpha reads", async (t) => {
     const [n1, n2] = c!.nodes as [PgNode, PgNode, PgNode];
     try {
