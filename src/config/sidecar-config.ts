@@ -5,6 +5,8 @@ import { parseDurationMs } from "../cluster/config-registry.js";
 import { dsnAddress, parseKeyValueDsn } from "../postgres/dsn.js";
 import { ConfigError } from "./errors.js";
 import { formatHostPort, parseHostPort, type HostPort } from "./address.js";
+import { hostname } from "node:os";
+import { derivePodIdentity, MAX_INITIAL_REPLICAS, type PodIdentity } from "./pod-identity.js";
 
 export type TlsConfig = { mode: "mtls"; ca: string; cert: string; key: string } | { mode: "plaintext" };
 
@@ -30,6 +32,8 @@ export interface SidecarConfig {
   heartbeatMs: number;
   electionMs: number;
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
+  /** Set in pod mode (--peer-template): who this pod is; nodeId, initialCluster/join and advertise come from it. */
+  pod?: PodIdentity;
 }
 
 type Raw = string | number | boolean | undefined;
@@ -58,6 +62,11 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   { key: "sqlListen", flag: "--sql-listen <host:port>", env: "PGRAFT_SQL_LISTEN", yaml: "sql_listen", help: "PostgreSQL-wire endpoint the shim calls through dblink (default 127.0.0.1:7432 when --postgres-dsn is set; off otherwise)" },
   { key: "initialCluster", flag: "--initial-cluster <list>", env: "PGRAFT_INITIAL_CLUSTER", yaml: "initial_cluster", help: "bootstrap a new cluster: 1=host:port,2=host:port,..." },
   { key: "join", flag: "--join <list>", env: "PGRAFT_JOIN", yaml: "join", help: "join an existing cluster through any of these members: host:port,..." },
+  { key: "peerTemplate", flag: "--peer-template <template>", env: "PGRAFT_PEER_TEMPLATE", yaml: "peer_template", help: "pod mode (a StatefulSet): every pod's Raft address from its ordinal, e.g. '{name}-{i}.{service}.{namespace}.svc:7400' ({name}: the pod name without its ordinal; {i+N}: the ordinal plus N). The node id is the ordinal + 1, pods 0..--initial-replicas-1 found the cluster, later pods join through them, and --listen defaults to 0.0.0.0 on this pod's port; replaces --node-id, --initial-cluster, --join and --advertise" },
+  { key: "podName", flag: "--pod-name <name>", env: "PGRAFT_POD_NAME", yaml: "pod_name", help: "this pod's name, <statefulset>-<ordinal>, with --peer-template (default: $POD_NAME, else the hostname)" },
+  { key: "initialReplicas", flag: "--initial-replicas <n>", env: "PGRAFT_INITIAL_REPLICAS", yaml: "initial_replicas", help: `with --peer-template: how many pods (ordinals 0..n-1) found the cluster, 1..${MAX_INITIAL_REPLICAS}; keep it unchanged when scaling`, default: "3" },
+  { key: "service", flag: "--service <name>", env: "PGRAFT_SERVICE", yaml: "service", help: "the headless Service, for {service} in --peer-template" },
+  { key: "namespace", flag: "--namespace <name>", env: "PGRAFT_NAMESPACE", yaml: "namespace", help: "the pod's namespace, for {namespace} in --peer-template (default: $POD_NAMESPACE)" },
   { key: "tlsCa", flag: "--tls-ca <file>", env: "PGRAFT_TLS_CA", yaml: "tls_ca", help: "CA that signs every peer's certificate (mTLS)" },
   { key: "tlsCert", flag: "--tls-cert <file>", env: "PGRAFT_TLS_CERT", yaml: "tls_cert", help: "this node's certificate (mTLS); it must name the node: URI SAN pgraft://<cluster-id>/node/<id>, or CN node-<id>" },
   { key: "tlsKey", flag: "--tls-key <file>", env: "PGRAFT_TLS_KEY", yaml: "tls_key", help: "this node's private key (mTLS)" },
@@ -81,6 +90,11 @@ export interface RawConfig {
   sqlListen?: Raw;
   initialCluster?: Raw;
   join?: Raw;
+  peerTemplate?: Raw;
+  podName?: Raw;
+  initialReplicas?: Raw;
+  service?: Raw;
+  namespace?: Raw;
   tlsCa?: Raw;
   tlsCert?: Raw;
   tlsKey?: Raw;
@@ -123,9 +137,32 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     return { value: o.default, from: `${name} (default)` };
   };
 
+  // Pod mode: the identity, the peers and bootstrap-or-join come from the pod (pod-identity.ts).
+  let pod: PodIdentity | undefined;
+  const tpl = get("peerTemplate");
+  if (tpl.value !== undefined) {
+    for (const k of ["nodeId", "initialCluster", "join", "advertise"] as const) {
+      const r = get(k);
+      if (r.value !== undefined) problems.push(`${r.from}: not with --peer-template (pod mode derives it from the pod name and the template)`);
+    }
+    const pn = get("podName");
+    const podName = pn.value !== undefined ? { value: pn.value, from: pn.from } : env.POD_NAME ? { value: env.POD_NAME, from: "$POD_NAME" } : { value: hostname(), from: "the hostname (no --pod-name or $POD_NAME)" };
+    const ns = get("namespace");
+    const namespace = ns.value === undefined && env.POD_NAMESPACE ? { value: env.POD_NAMESPACE, from: "$POD_NAMESPACE" } : ns;
+    const r = derivePodIdentity({ podName, template: { value: tpl.value, from: tpl.from }, initialReplicas: get("initialReplicas"), service: get("service"), namespace });
+    if (Array.isArray(r)) problems.push(...r);
+    else pod = r;
+  } else {
+    for (const k of ["podName", "service", "namespace"] as const) {
+      const r = get(k);
+      if (r.value !== undefined) problems.push(`${r.from}: only means something with --peer-template (pod mode)`);
+    }
+  }
+
   const idRaw = get("nodeId");
   let nodeId = 0;
-  if (idRaw.value === undefined) problems.push("--node-id is required (or $PGRAFT_NODE_ID)");
+  if (tpl.value !== undefined) nodeId = pod?.nodeId ?? 0;
+  else if (idRaw.value === undefined) problems.push("--node-id is required (or $PGRAFT_NODE_ID)");
   else if (!/^\d+$/.test(idRaw.value.trim()) || Number(idRaw.value) < 1 || Number(idRaw.value) > 0xffffffff) {
     problems.push(`${idRaw.from}: node id must be an integer in 1..4294967295, got "${idRaw.value}"`);
   } else nodeId = Number(idRaw.value);
@@ -149,17 +186,19 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     }
     return p;
   };
-  const listen = addr("listen");
-  const advertise = addr("advertise") ?? listen;
+  const listenFrom = get("listen").from;
+  // In a pod, listen on every interface at this pod's port from the template, unless told otherwise.
+  const listen = pod && listenFrom.endsWith("(default)") ? { host: "0.0.0.0", port: pod.self.port } : addr("listen");
+  const advertise = pod ? pod.self : (addr("advertise") ?? listen);
   const httpListen = addr("httpListen");
   const sqlListenRaw = addr("sqlListen");
   if (advertise && ["0.0.0.0", "[::]"].includes(advertise.host)) {
     problems.push(`--advertise: "${formatHostPort(advertise)}" is a wildcard; peers need an address they can dial (set --advertise)`);
   }
 
-  let initialCluster: Map<number, HostPort> | undefined;
+  let initialCluster: Map<number, HostPort> | undefined = pod?.founder ? pod.founders : undefined;
   const ic = get("initialCluster");
-  if (ic.value !== undefined) {
+  if (ic.value !== undefined && !pod) {
     initialCluster = new Map();
     const seen = new Set<string>();
     for (const part of ic.value.split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -188,9 +227,9 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     }
   }
 
-  let join: HostPort[] | undefined;
+  let join: HostPort[] | undefined = pod && !pod.founder ? [...pod.founders.values()] : undefined;
   const j = get("join");
-  if (j.value !== undefined) {
+  if (j.value !== undefined && !pod) {
     join = [];
     for (const part of j.value.split(",").map((s) => s.trim()).filter(Boolean)) {
       const a = parseHostPort(part);
@@ -199,7 +238,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     }
     if (join.length === 0) problems.push(`${j.from}: give at least one host:port to join through`);
   }
-  if (initialCluster && join) problems.push("--initial-cluster (bootstrap) and --join cannot be used together");
+  if (initialCluster && join && !pod) problems.push("--initial-cluster (bootstrap) and --join cannot be used together");
 
   const ca = get("tlsCa").value;
   const cert = get("tlsCert").value;
@@ -253,7 +292,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
   if (problems.length) throw new ConfigError(problems);
   return {
     nodeId,
-    nodeName: get("nodeName").value ?? `node${nodeId}`,
+    nodeName: get("nodeName").value ?? pod?.podName ?? `node${nodeId}`,
     clusterId: cid.value!,
     dataDir: dd.value!,
     listen: listen!,
@@ -268,6 +307,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     heartbeatMs,
     electionMs,
     logLevel,
+    ...(pod ? { pod } : {}),
   };
 }
 

@@ -7,6 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { LevelWithSilent, Logger } from "pino";
 import { formatHostPort, type HostPort } from "../config/address.js";
 import type { SidecarConfig } from "../config/sidecar-config.js";
+import { describePodIdentity } from "../config/pod-identity.js";
 import { RaftNode } from "../consensus/driver.js";
 import { Role } from "../consensus/types.js";
 import { ClusterState } from "../cluster/state.js";
@@ -83,6 +84,7 @@ export class Sidecar {
     }
     if (tls.insecure !== true) checkOwnCertificate(tls.certFile, cfg.clusterId, cfg.nodeId);
     const fresh = !existsSync(join(cfg.dataDir, "wal"));
+    if (cfg.pod) log.info(`${describePodIdentity(cfg.pod)}${fresh ? "" : " (its data dir holds Raft state: restarting on it)"}`);
     const founders = cfg.initialCluster ? [...cfg.initialCluster].map(([id, a]) => ({ id, raftAddress: formatHostPort(a), ...(id === cfg.nodeId ? { name: cfg.nodeName } : {}) })) : [];
     if (fresh && !cfg.initialCluster && !cfg.join) {
       throw new Error(`the data dir ${cfg.dataDir} holds no cluster yet: give --initial-cluster to bootstrap one or --join to join one`);
