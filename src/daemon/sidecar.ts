@@ -85,7 +85,14 @@ export class Sidecar {
     if (tls.insecure !== true) checkOwnCertificate(tls.certFile, cfg.clusterId, cfg.nodeId);
     const fresh = !existsSync(join(cfg.dataDir, "wal"));
     if (cfg.pod) log.info(`${describePodIdentity(cfg.pod)}${fresh ? "" : " (its data dir holds Raft state: restarting on it)"}`);
-    const founders = cfg.initialCluster ? [...cfg.initialCluster].map(([id, a]) => ({ id, raftAddress: formatHostPort(a), ...(id === cfg.nodeId ? { name: cfg.nodeName } : {}) })) : [];
+    // In pod mode every founder's name is known (its pod name), so all of them start from the same catalog.
+    const founderName = (id: number): string | undefined => (id === cfg.nodeId ? cfg.nodeName : cfg.pod ? `${cfg.pod.setName}-${id - 1}` : undefined);
+    const founders = cfg.initialCluster
+      ? [...cfg.initialCluster].map(([id, a]) => {
+          const name = founderName(id);
+          return { id, raftAddress: formatHostPort(a), ...(name ? { name } : {}) };
+        })
+      : [];
     if (fresh && !cfg.initialCluster && !cfg.join) {
       throw new Error(`the data dir ${cfg.dataDir} holds no cluster yet: give --initial-cluster to bootstrap one or --join to join one`);
     }
