@@ -8,6 +8,7 @@ import type { LevelWithSilent, Logger } from "pino";
 import { formatHostPort, type HostPort } from "../config/address.js";
 import type { SidecarConfig } from "../config/sidecar-config.js";
 import { describePodIdentity } from "../config/pod-identity.js";
+import { founderStart } from "./pod-start.js";
 import { RaftNode } from "../consensus/driver.js";
 import { Role } from "../consensus/types.js";
 import { ClusterState } from "../cluster/state.js";
@@ -85,6 +86,12 @@ export class Sidecar {
     if (tls.insecure !== true) checkOwnCertificate(tls.certFile, cfg.clusterId, cfg.nodeId);
     const fresh = !existsSync(join(cfg.dataDir, "wal"));
     if (cfg.pod) log.info(`${describePodIdentity(cfg.pod)}${fresh ? "" : " (its data dir holds Raft state: restarting on it)"}`);
+    if (cfg.pod?.founder && fresh) {
+      // A founder with an empty data dir bootstraps only if the cluster was not founded already (pod-start.ts).
+      const start = await founderStart(cfg, creds);
+      log.info(`pod ${cfg.pod.podName}: ${start.action === "join" ? "joining the running cluster" : "founding the cluster"}: ${start.why}`);
+      if (start.action === "join") cfg = { ...cfg, initialCluster: undefined, join: start.through };
+    }
     // In pod mode every founder's name is known (its pod name), so all of them start from the same catalog.
     const founderName = (id: number): string | undefined => (id === cfg.nodeId ? cfg.nodeName : cfg.pod ? `${cfg.pod.setName}-${id - 1}` : undefined);
     const founders = cfg.initialCluster
