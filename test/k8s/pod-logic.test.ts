@@ -6,16 +6,17 @@
 // headless-DNS template pointed at loopback (`127.0.0.1:{i+BASE}`: one host,
 // so each "pod" gets its own port, and the listen addresses are loopback).
 // They form the cluster and become ready; a 4th pod joins (scale-up); a pod
-// restarts on its data dir; a PostgreSQL restart beside a sidecar turns /ready
+// restarts on its data dir; a founder whose volume was lost is refused until
+// it is removed, then joins; a PostgreSQL restart beside a sidecar turns /ready
 // off and on again while /live stays up; and every metric name the chart's
 // Grafana dashboard and alert rules use is checked against a live /metrics.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { REPO_ROOT, SidecarProcess } from "../integration/harness.js";
+import { REPO_ROOT, SidecarProcess, runCli } from "../integration/harness.js";
 import { ephemeralLow, freePorts } from "../support/ports.js";
 import { makeTestDir, removeTestDir, startTestPostgres, type TestPostgres } from "../support/postgres.js";
 import { waitFor } from "../support/wait.js";
@@ -171,6 +172,25 @@ describe("pods of a StatefulSet: parallel start, ready, scale-up, restart, metri
     p.spawn();
     await waitReady(2);
     assert.match(p.tail(400), /its data dir holds Raft state: restarting on it/);
+  });
+
+  test("a founder whose volume was lost is refused until it is removed, then joins as a new member", async () => {
+    const old = pods[2]!;
+    old.signal("SIGKILL");
+    await old.waitExit(10_000);
+    rmSync(join(dir, "pod2", "pgraft"), { recursive: true, force: true });
+    const refused = await makePod(2);
+    refused.spawn();
+    const exit = await refused.waitExit(30_000);
+    assert.equal(exit.code, 1, refused.tail(20));
+    assert.match(refused.tail(20), /node 3 is a member of the running cluster and stored its log before .* remove the node first \(pgraft remove-node 3/);
+    const rm = await runCli(["remove-node", "3"], { env: { PGRAFT_CLUSTER_ID: CLUSTER_ID, PGRAFT_PLAINTEXT: "1", PGRAFT_ENDPOINT: `127.0.0.1:${base}` } });
+    assert.equal(rm.code, 0, rm.stdout + rm.stderr);
+    const p = await makePod(2);
+    p.spawn();
+    await waitReady(2);
+    assert.match(p.tail(60), /joining the running cluster: the running cluster does not list node 3/);
+    await waitFor("4 voters again", async () => /^pgraft_raft_voters 4$/m.test((await http(httpPorts[0]!, "/metrics")).text), { timeoutMs: 30_000, intervalMs: 250, context: tails });
   });
 
   test("PostgreSQL restarting beside a sidecar: /ready 503 waiting for it, /live 200, then ready again", async () => {
