@@ -34,6 +34,8 @@ export interface SidecarConfig {
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
   /** Set in pod mode (--peer-template): who this pod is; nodeId, initialCluster/join and advertise come from it. */
   pod?: PodIdentity;
+  /** Pod mode: the node group this pod's PostgreSQL joins by itself. */
+  nodeGroup?: string;
 }
 
 type Raw = string | number | boolean | undefined;
@@ -67,6 +69,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   { key: "initialReplicas", flag: "--initial-replicas <n>", env: "PGRAFT_INITIAL_REPLICAS", yaml: "initial_replicas", help: `with --peer-template: how many pods (ordinals 0..n-1) found the cluster, 1..${MAX_INITIAL_REPLICAS}; keep it unchanged when scaling`, default: "3" },
   { key: "service", flag: "--service <name>", env: "PGRAFT_SERVICE", yaml: "service", help: "the headless Service, for {service} in --peer-template" },
   { key: "namespace", flag: "--namespace <name>", env: "PGRAFT_NAMESPACE", yaml: "namespace", help: "the pod's namespace, for {namespace} in --peer-template (default: $POD_NAMESPACE)" },
+  { key: "nodeGroup", flag: "--node-group <name>", env: "PGRAFT_NODE_GROUP", yaml: "node_group", help: "with --peer-template and --postgres-dsn: make this pod's PostgreSQL a data node of this node group, named after the pod (pod 0 creates the group, the other pods join it, scaled-up pods too)" },
   { key: "tlsCa", flag: "--tls-ca <file>", env: "PGRAFT_TLS_CA", yaml: "tls_ca", help: "CA that signs every peer's certificate (mTLS)" },
   { key: "tlsCert", flag: "--tls-cert <file>", env: "PGRAFT_TLS_CERT", yaml: "tls_cert", help: "this node's certificate (mTLS); it must name the node: URI SAN pgraft://<cluster-id>/node/<id>, or CN node-<id>" },
   { key: "tlsKey", flag: "--tls-key <file>", env: "PGRAFT_TLS_KEY", yaml: "tls_key", help: "this node's private key (mTLS)" },
@@ -95,6 +98,7 @@ export interface RawConfig {
   initialReplicas?: Raw;
   service?: Raw;
   namespace?: Raw;
+  nodeGroup?: Raw;
   tlsCa?: Raw;
   tlsCert?: Raw;
   tlsKey?: Raw;
@@ -289,6 +293,13 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
   }
   const sqlListen = sqlListenRaw ?? (dsn !== undefined ? { host: "127.0.0.1", port: 7432 } : undefined);
 
+  const ng = get("nodeGroup");
+  if (ng.value !== undefined) {
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(ng.value)) problems.push(`${ng.from}: a node group name is 1-63 lower-case letters, digits or "_", not starting with a digit; got "${ng.value}"`);
+    if (tpl.value === undefined) problems.push(`${ng.from}: only with --peer-template (pod mode)`);
+    if (dsn === undefined) problems.push(`${ng.from}: needs --postgres-dsn (the PostgreSQL that becomes a data node)`);
+  }
+
   if (problems.length) throw new ConfigError(problems);
   return {
     nodeId,
@@ -308,6 +319,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     electionMs,
     logLevel,
     ...(pod ? { pod } : {}),
+    ...(ng.value !== undefined ? { nodeGroup: ng.value } : {}),
   };
 }
 

@@ -9,6 +9,7 @@ import { formatHostPort, type HostPort } from "../config/address.js";
 import type { SidecarConfig } from "../config/sidecar-config.js";
 import { describePodIdentity } from "../config/pod-identity.js";
 import { founderStart } from "./pod-start.js";
+import { PodNodeGroup } from "./pod-node-group.js";
 import { RaftNode } from "../consensus/driver.js";
 import { Role } from "../consensus/types.js";
 import { ClusterState } from "../cluster/state.js";
@@ -61,7 +62,7 @@ export class Sidecar {
     private readonly creds: grpc.ChannelCredentials,
     readonly grpcPort: number,
     /** The SQL endpoint and the local PostgreSQL link (when configured). */
-    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres } = {},
+    private readonly sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres; podGroup?: PodNodeGroup } = {},
   ) {}
 
   /** The SQL endpoint's bound port (undefined when it is not served). */
@@ -192,7 +193,7 @@ export class Sidecar {
     });
     addService(server, pb.Cluster, clusterHandlers);
     let http: HttpServer | undefined;
-    const sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres } = {};
+    const sql: { endpoint?: PgWireServer; link?: PostgresLink; groups?: GroupController; monitor?: PostgresMonitor; peersPg?: ClusterPostgres; podGroup?: PodNodeGroup } = {};
     if (pgMonitor) {
       sql.monitor = pgMonitor;
       pgMonitor.start();
@@ -278,6 +279,10 @@ export class Sidecar {
       sidecarRef.s = sidecar;
       n.start();
       loop.start();
+      if (cfg.nodeGroup && cfg.pod) {
+        sql.podGroup = new PodNodeGroup({ cfg, group: cfg.nodeGroup, state, leaderKnown: () => n.status().leader !== 0, log: log.child({ component: "pod-group" }) });
+        sql.podGroup.start();
+      }
       log.info(
         { grpc: `${cfg.listen.host}:${port}`, http: formatHostPort(http.address), sql: sql.endpoint ? `${sql.endpoint.address.host}:${sql.endpoint.address.port}` : undefined, data_dir: cfg.dataDir },
         `sidecar started: node ${cfg.nodeId} (${cfg.nodeName}) of cluster ${cfg.clusterId}`,
@@ -285,6 +290,7 @@ export class Sidecar {
       if (fresh && cfg.join) await sidecar.joinCluster(cfg.join);
       return sidecar;
     } catch (e) {
+      await sql.podGroup?.stop();
       await sql.groups?.stop();
       await sql.link?.stop();
       await sql.endpoint?.close();
@@ -352,6 +358,7 @@ export class Sidecar {
         }
       }
       this.loop.stop();
+      await this.sql.podGroup?.stop();
       await this.sql.groups?.stop();
       await this.sql.link?.stop();
       await this.sql.endpoint?.close();
