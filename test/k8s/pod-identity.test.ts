@@ -105,6 +105,14 @@ describe("pod identity (StatefulSet)", () => {
     assert.match(problems({ nodeId: "1", clusterId: "c", dataDir: "/d", plaintext: true, podName: "p-0" }).join("\n"), /--pod-name: only means something with --peer-template/);
   });
 
+  test("--node-group: pod mode with a PostgreSQL only, and a valid name", () => {
+    const dsn = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+    assert.equal(resolveSidecarConfig({ ...base, nodeGroup: "app", postgresDsn: dsn }, { POD_NAME: "p-0" }).nodeGroup, "app");
+    assert.match(problems({ ...base, nodeGroup: "app" }, { POD_NAME: "p-0" }).join("\n"), /--node-group: needs --postgres-dsn/);
+    assert.match(problems({ ...base, nodeGroup: "App Group", postgresDsn: dsn }, { POD_NAME: "p-0" }).join("\n"), /--node-group: a node group name is 1-63 lower-case/);
+    assert.match(problems({ nodeId: "1", clusterId: "c", dataDir: "/d", plaintext: true, postgresDsn: dsn }, { PGRAFT_NODE_GROUP: "app" }).join("\n"), /\$PGRAFT_NODE_GROUP: only with --peer-template/);
+  });
+
   test("derivePodIdentity reports every problem at once", () => {
     const r = derivePodIdentity({ podName: { value: "nope", from: "$POD_NAME" }, template: { value: "{x}:1", from: "--peer-template" }, initialReplicas: { value: "0", from: "--initial-replicas" } });
     assert.ok(Array.isArray(r));
@@ -122,6 +130,6 @@ describe("pod identity (StatefulSet)", () => {
 
   test("--help lists the pod options with their env vars and YAML keys", async () => {
     const r = await runCli(["sidecar", "--help"]);
-    for (const s of ["--peer-template", "$PGRAFT_PEER_TEMPLATE", "peer_template", "--pod-name", "--initial-replicas", "initial_replicas", "--service", "--namespace"]) assert.ok(r.stdout.includes(s), s);
+    for (const s of ["--peer-template", "$PGRAFT_PEER_TEMPLATE", "peer_template", "--pod-name", "--initial-replicas", "initial_replicas", "--service", "--namespace", "--node-group", "node_group"]) assert.ok(r.stdout.includes(s), s);
   });
 });

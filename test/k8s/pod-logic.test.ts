@@ -12,53 +12,15 @@
 // Grafana dashboard and alert rules use is checked against a live /metrics.
 import assert from "node:assert/strict";
 import { readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { REPO_ROOT, SidecarProcess, runCli } from "../integration/harness.js";
-import { ephemeralLow, freePorts } from "../support/ports.js";
+import { REPO_ROOT, runCli } from "../integration/harness.js";
+import { freePorts } from "../support/ports.js";
 import { makeTestDir, removeTestDir, startTestPostgres, type TestPostgres } from "../support/postgres.js";
 import { waitFor } from "../support/wait.js";
 import { chartMetricNames } from "./chart-metrics.js";
-
-/** A sidecar started as a pod is: `pgraft sidecar` and nothing on its command line but what the chart passes. */
-class PodProcess extends SidecarProcess {
-  override args(): string[] {
-    return ["sidecar"];
-  }
-}
-
-function bindable(port: number): Promise<boolean> {
-  return new Promise((res) => {
-    const s = createServer();
-    s.once("error", () => res(false));
-    s.listen({ port, host: "127.0.0.1", exclusive: true }, () => s.close(() => res(true)));
-  });
-}
-
-/** `n` consecutive free ports (the template adds the ordinal to a base port). */
-async function consecutivePorts(n: number): Promise<number> {
-  const high = ephemeralLow() - n;
-  for (let tries = 0; tries < 200; tries++) {
-    const base = 20_000 + Math.floor(Math.random() * (high - 20_000));
-    const ok = await Promise.all(Array.from({ length: n }, (_, i) => bindable(base + i)));
-    if (ok.every(Boolean)) return base;
-  }
-  throw new Error(`no ${n} consecutive free ports`);
-}
-
-async function http(port: number, path: string): Promise<{ code: number; body: Record<string, unknown>; text: string }> {
-  const r = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(2_000) });
-  const text = await r.text();
-  let body: Record<string, unknown> = {};
-  try {
-    body = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    // /metrics is text
-  }
-  return { code: r.status, body, text };
-}
+import { consecutivePorts, http, PodProcess } from "./pods.js";
 
 const PODS = 4;
 const CLUSTER_ID = "k8s-pods";
