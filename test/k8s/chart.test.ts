@@ -153,6 +153,7 @@ describe("charts/pgraft: lint, render, validate", { timeout: 120_000 }, () => {
       assert.deepEqual(cfg.httpListen, { host: "0.0.0.0", port: 8008 });
       assert.equal(cfg.postgresAdvertise, "pg-pgraft-1.pg-pgraft-headless.db.svc.cluster.local:5432");
       const founders = files.includes("five-replicas-values.yaml") ? 5 : 3;
+      assert.equal(cfg.nodeGroup, files.includes("five-replicas-values.yaml") ? "app" : undefined);
       assert.equal(cfg.initialCluster?.size, founders);
       // A pod past the founders joins through them.
       const later = resolveSidecarConfig({}, podEnv(c, `pg-pgraft-${founders}`));
@@ -211,6 +212,7 @@ describe("values.schema.json refuses bad values with a clear message", { timeout
     ["a bad log level", ["sidecar.logLevel=loud"], /sidecar\.logLevel must be one of the following: "trace", "debug", "info", "warn", "error"/],
     ["a port out of range", ["ports.raft=70000"], /ports\.raft: Must be less than or equal to 65535/],
     ["a bad cluster id", ["clusterId=no spaces"], /clusterId: Does not match pattern/],
+    ["a bad node group name", ["nodeGroup=My-Group"], /nodeGroup: Does not match pattern/],
     ["a bad duration", ["sidecar.heartbeatInterval=fast"], /sidecar\.heartbeatInterval: Does not match pattern/],
     ["TLS without a Secret or cert-manager", ["tls.enabled=true"], /tls\.existingSecret: String length must be greater than or equal to 1/],
     ["cert-manager without an issuer", ["tls.enabled=true,tls.certManager.enabled=true"], /tls\.certManager\.issuerRef\.name: String length must be greater than or equal to 1/],
