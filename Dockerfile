@@ -2,7 +2,7 @@
 # The pgraft sidecar image: `docker build -t pgraft:0.1.0 .`
 # Stage 1 builds (TypeScript and the generated gRPC code need the dev dependencies); stage 2 installs
 # only the runtime dependencies; the final image holds Node.js, those, the built JavaScript and the
-# PostgreSQL 15 client tools a node-group join runs (pg_dump, pg_restore), and runs as a non-root user.
+# PostgreSQL 15 programs a node-group join runs (pg_dump, pg_restore), and runs as a non-root user.
 ARG NODE_IMAGE=node:20-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
@@ -27,8 +27,12 @@ LABEL org.opencontainers.image.title="pgraft" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/pgraft/pgraft"
+# PostgreSQL 15's programs (no server runs here: Debian's main cluster is not created): a node-group
+# join runs pg_dump and pg_restore, and pgraft looks them up beside initdb and postgres.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends postgresql-client-15 \
+ && apt-get install -y --no-install-recommends postgresql-common \
+ && sed -ri 's/^#?\s*create_main_cluster\s*=.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf \
+ && apt-get install -y --no-install-recommends postgresql-15 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 pgraft \
  && useradd --system --uid 10001 --gid pgraft --home-dir /var/lib/pgraft --shell /usr/sbin/nologin pgraft \
