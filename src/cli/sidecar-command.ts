@@ -54,7 +54,11 @@ Examples:
   pgraft sidecar --node-id 1 --cluster-id prod --data-dir /var/lib/pgraft --plaintext \\
       --initial-cluster 1=127.0.0.1:7400,2=127.0.0.1:7410,3=127.0.0.1:7420
   pgraft sidecar --node-id 4 --cluster-id prod --data-dir /var/lib/pgraft4 --plaintext \\
-      --listen 127.0.0.1:7430 --http-listen 127.0.0.1:8038 --join 127.0.0.1:7400`,
+      --listen 127.0.0.1:7430 --http-listen 127.0.0.1:8038 --join 127.0.0.1:7400
+  # in a StatefulSet pod (POD_NAME=pgraft-1 → node 2; pods 0..2 found the cluster, later pods join):
+  pgraft sidecar --cluster-id prod --data-dir /var/lib/pgraft/data --plaintext --initial-replicas 3 \\
+      --peer-template '{name}-{i}.{service}.{namespace}.svc:7400' --service pgraft-headless
+  (docs/kubernetes.md; the Helm chart sets all of this through the environment)`,
     );
   for (const o of SIDECAR_OPTIONS) {
     const def = o.default ? ` (default ${o.default})` : "";

@@ -5,6 +5,8 @@ import { parseDurationMs } from "../cluster/config-registry.js";
 import { dsnAddress, parseKeyValueDsn } from "../postgres/dsn.js";
 import { ConfigError } from "./errors.js";
 import { formatHostPort, parseHostPort, type HostPort } from "./address.js";
+import { hostname } from "node:os";
+import { derivePodIdentity, MAX_INITIAL_REPLICAS, type PodIdentity } from "./pod-identity.js";
 
 export type TlsConfig = { mode: "mtls"; ca: string; cert: string; key: string } | { mode: "plaintext" };
 
@@ -34,6 +36,10 @@ export interface SidecarConfig {
   heartbeatMs: number;
   electionMs: number;
   logLevel: "trace" | "debug" | "info" | "warn" | "error";
+  /** Set in pod mode (--peer-template): who this pod is; nodeId, initialCluster/join and advertise come from it. */
+  pod?: PodIdentity;
+  /** Pod mode: the node group this pod's PostgreSQL joins by itself. */
+  nodeGroup?: string;
 }
 
 type Raw = string | number | boolean | undefined;
@@ -56,7 +62,7 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   { key: "dataDir", flag: "--data-dir <dir>", env: "PGRAFT_DATA_DIR", yaml: "data_dir", help: "where the Raft log and snapshots live" },
   { key: "listen", flag: "--listen <host:port>", env: "PGRAFT_LISTEN", yaml: "listen", help: "gRPC listen address", default: "127.0.0.1:7400" },
   { key: "advertise", flag: "--advertise <host:port>", env: "PGRAFT_ADVERTISE", yaml: "advertise", help: "gRPC address peers use to reach this node (default: --listen)" },
-  { key: "httpListen", flag: "--http-listen <host:port>", env: "PGRAFT_HTTP_LISTEN", yaml: "http_listen", help: "HTTP address for /metrics, /health, /ready, /primary, /leader and /replica", default: "127.0.0.1:8008" },
+  { key: "httpListen", flag: "--http-listen <host:port>", env: "PGRAFT_HTTP_LISTEN", yaml: "http_listen", help: "HTTP address for /metrics, /health, /live, /ready, /primary, /leader and /replica", default: "127.0.0.1:8008" },
   { key: "postgresDsn", flag: "--postgres-dsn <dsn>", env: "PGRAFT_POSTGRES_DSN", yaml: "postgres_dsn", help: "DSN of the local PostgreSQL, a superuser (URI or key=value); the SQL shim is installed there, and it is probed every heartbeat (/ready, /primary, /replica answer 503 while it is down). Keep a password off the command line (ps shows it): give the DSN in $PGRAFT_POSTGRES_DSN or the config file, or leave the password out for the sidecar to find as libpq does (PGPASSWORD, passfile= in the DSN, PGPASSFILE, ~/.pgpass)" },
   { key: "postgresAdvertise", flag: "--postgres-advertise <host:port>", env: "PGRAFT_POSTGRES_ADVERTISE", yaml: "postgres_advertise", help: "the address clients and other nodes use to reach the local PostgreSQL, shown in pgraft_get_nodes() (default: the host and port of --postgres-dsn)" },
   { key: "sqlListen", flag: "--sql-listen <host:port>", env: "PGRAFT_SQL_LISTEN", yaml: "sql_listen", help: "PostgreSQL-wire endpoint the shim calls through dblink (default 127.0.0.1:7432 when --postgres-dsn is set; off otherwise)" },
@@ -76,6 +82,12 @@ export const SIDECAR_OPTIONS: readonly OptionSpec[] = [
   },
   { key: "initialCluster", flag: "--initial-cluster <list>", env: "PGRAFT_INITIAL_CLUSTER", yaml: "initial_cluster", help: "bootstrap a new cluster: 1=host:port,2=host:port,..." },
   { key: "join", flag: "--join <list>", env: "PGRAFT_JOIN", yaml: "join", help: "join an existing cluster through any of these members: host:port,..." },
+  { key: "peerTemplate", flag: "--peer-template <template>", env: "PGRAFT_PEER_TEMPLATE", yaml: "peer_template", help: "pod mode (a StatefulSet): every pod's Raft address from its ordinal, e.g. '{name}-{i}.{service}.{namespace}.svc:7400' ({name}: the pod name without its ordinal; {i+N}: the ordinal plus N). The node id is the ordinal + 1, pods 0..--initial-replicas-1 found the cluster, later pods join through them, and --listen defaults to 0.0.0.0 on this pod's port; replaces --node-id, --initial-cluster, --join and --advertise" },
+  { key: "podName", flag: "--pod-name <name>", env: "PGRAFT_POD_NAME", yaml: "pod_name", help: "this pod's name, <statefulset>-<ordinal>, with --peer-template (default: $POD_NAME, else the hostname)" },
+  { key: "initialReplicas", flag: "--initial-replicas <n>", env: "PGRAFT_INITIAL_REPLICAS", yaml: "initial_replicas", help: `with --peer-template: how many pods (ordinals 0..n-1) found the cluster, 1..${MAX_INITIAL_REPLICAS}; keep it unchanged when scaling`, default: "3" },
+  { key: "service", flag: "--service <name>", env: "PGRAFT_SERVICE", yaml: "service", help: "the headless Service, for {service} in --peer-template" },
+  { key: "namespace", flag: "--namespace <name>", env: "PGRAFT_NAMESPACE", yaml: "namespace", help: "the pod's namespace, for {namespace} in --peer-template (default: $POD_NAMESPACE)" },
+  { key: "nodeGroup", flag: "--node-group <name>", env: "PGRAFT_NODE_GROUP", yaml: "node_group", help: "with --peer-template and --postgres-dsn: make this pod's PostgreSQL a data node of this node group, named after the pod (pod 0 creates the group, the other pods join it, scaled-up pods too)" },
   { key: "tlsCa", flag: "--tls-ca <file>", env: "PGRAFT_TLS_CA", yaml: "tls_ca", help: "CA that signs every peer's certificate (mTLS)" },
   { key: "tlsCert", flag: "--tls-cert <file>", env: "PGRAFT_TLS_CERT", yaml: "tls_cert", help: "this node's certificate (mTLS); it must name the node: URI SAN pgraft://<cluster-id>/node/<id>, or CN node-<id>" },
   { key: "tlsKey", flag: "--tls-key <file>", env: "PGRAFT_TLS_KEY", yaml: "tls_key", help: "this node's private key (mTLS)" },
@@ -101,6 +113,12 @@ export interface RawConfig {
   proxyReadOnlyListen?: Raw;
   initialCluster?: Raw;
   join?: Raw;
+  peerTemplate?: Raw;
+  podName?: Raw;
+  initialReplicas?: Raw;
+  service?: Raw;
+  namespace?: Raw;
+  nodeGroup?: Raw;
   tlsCa?: Raw;
   tlsCert?: Raw;
   tlsKey?: Raw;
@@ -143,9 +161,32 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     return { value: o.default, from: `${name} (default)` };
   };
 
+  // Pod mode: the identity, the peers and bootstrap-or-join come from the pod (pod-identity.ts).
+  let pod: PodIdentity | undefined;
+  const tpl = get("peerTemplate");
+  if (tpl.value !== undefined) {
+    for (const k of ["nodeId", "initialCluster", "join", "advertise"] as const) {
+      const r = get(k);
+      if (r.value !== undefined) problems.push(`${r.from}: not with --peer-template (pod mode derives it from the pod name and the template)`);
+    }
+    const pn = get("podName");
+    const podName = pn.value !== undefined ? { value: pn.value, from: pn.from } : env.POD_NAME ? { value: env.POD_NAME, from: "$POD_NAME" } : { value: hostname(), from: "the hostname (no --pod-name or $POD_NAME)" };
+    const ns = get("namespace");
+    const namespace = ns.value === undefined && env.POD_NAMESPACE ? { value: env.POD_NAMESPACE, from: "$POD_NAMESPACE" } : ns;
+    const r = derivePodIdentity({ podName, template: { value: tpl.value, from: tpl.from }, initialReplicas: get("initialReplicas"), service: get("service"), namespace });
+    if (Array.isArray(r)) problems.push(...r);
+    else pod = r;
+  } else {
+    for (const k of ["podName", "service", "namespace"] as const) {
+      const r = get(k);
+      if (r.value !== undefined) problems.push(`${r.from}: only means something with --peer-template (pod mode)`);
+    }
+  }
+
   const idRaw = get("nodeId");
   let nodeId = 0;
-  if (idRaw.value === undefined) problems.push("--node-id is required (or $PGRAFT_NODE_ID)");
+  if (tpl.value !== undefined) nodeId = pod?.nodeId ?? 0;
+  else if (idRaw.value === undefined) problems.push("--node-id is required (or $PGRAFT_NODE_ID)");
   else if (!/^\d+$/.test(idRaw.value.trim()) || Number(idRaw.value) < 1 || Number(idRaw.value) > 0xffffffff) {
     problems.push(`${idRaw.from}: node id must be an integer in 1..4294967295, got "${idRaw.value}"`);
   } else nodeId = Number(idRaw.value);
@@ -169,8 +210,10 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     }
     return p;
   };
-  const listen = addr("listen");
-  const advertise = addr("advertise") ?? listen;
+  const listenFrom = get("listen").from;
+  // In a pod, listen on every interface at this pod's port from the template, unless told otherwise.
+  const listen = pod && listenFrom.endsWith("(default)") ? { host: "0.0.0.0", port: pod.self.port } : addr("listen");
+  const advertise = pod ? pod.self : (addr("advertise") ?? listen);
   const httpListen = addr("httpListen");
   const sqlListenRaw = addr("sqlListen");
   // host:port, or off; the default (on with a local PostgreSQL) is decided below.
@@ -185,9 +228,9 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     problems.push(`--advertise: "${formatHostPort(advertise)}" is a wildcard; peers need an address they can dial (set --advertise)`);
   }
 
-  let initialCluster: Map<number, HostPort> | undefined;
+  let initialCluster: Map<number, HostPort> | undefined = pod?.founder ? pod.founders : undefined;
   const ic = get("initialCluster");
-  if (ic.value !== undefined) {
+  if (ic.value !== undefined && !pod) {
     initialCluster = new Map();
     const seen = new Set<string>();
     for (const part of ic.value.split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -216,9 +259,9 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     }
   }
 
-  let join: HostPort[] | undefined;
+  let join: HostPort[] | undefined = pod && !pod.founder ? [...pod.founders.values()] : undefined;
   const j = get("join");
-  if (j.value !== undefined) {
+  if (j.value !== undefined && !pod) {
     join = [];
     for (const part of j.value.split(",").map((s) => s.trim()).filter(Boolean)) {
       const a = parseHostPort(part);
@@ -227,7 +270,7 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     }
     if (join.length === 0) problems.push(`${j.from}: give at least one host:port to join through`);
   }
-  if (initialCluster && join) problems.push("--initial-cluster (bootstrap) and --join cannot be used together");
+  if (initialCluster && join && !pod) problems.push("--initial-cluster (bootstrap) and --join cannot be used together");
 
   const ca = get("tlsCa").value;
   const cert = get("tlsCert").value;
@@ -285,10 +328,17 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     problems.push(`--proxy-listen and --proxy-read-only-listen are both ${formatHostPort(proxyListen)}; give them different ports`);
   }
 
+  const ng = get("nodeGroup");
+  if (ng.value !== undefined) {
+    if (!/^[a-z_][a-z0-9_]{0,62}$/.test(ng.value)) problems.push(`${ng.from}: a node group name is 1-63 lower-case letters, digits or "_", not starting with a digit; got "${ng.value}"`);
+    if (tpl.value === undefined) problems.push(`${ng.from}: only with --peer-template (pod mode)`);
+    if (dsn === undefined) problems.push(`${ng.from}: needs --postgres-dsn (the PostgreSQL that becomes a data node)`);
+  }
+
   if (problems.length) throw new ConfigError(problems);
   return {
     nodeId,
-    nodeName: get("nodeName").value ?? `node${nodeId}`,
+    nodeName: get("nodeName").value ?? pod?.podName ?? `node${nodeId}`,
     clusterId: cid.value!,
     dataDir: dd.value!,
     listen: listen!,
@@ -305,6 +355,8 @@ export function resolveSidecarConfig(flags: RawConfig, env: NodeJS.ProcessEnv, y
     heartbeatMs,
     electionMs,
     logLevel,
+    ...(pod ? { pod } : {}),
+    ...(ng.value !== undefined ? { nodeGroup: ng.value } : {}),
   };
 }
 

@@ -7,6 +7,9 @@ import * as grpc from "@grpc/grpc-js";
 import type { LevelWithSilent, Logger } from "pino";
 import { formatHostPort, type HostPort } from "../config/address.js";
 import type { SidecarConfig } from "../config/sidecar-config.js";
+import { describePodIdentity } from "../config/pod-identity.js";
+import { founderStart } from "./pod-start.js";
+import { PodNodeGroup } from "./pod-node-group.js";
 import { RaftNode } from "../consensus/driver.js";
 import { Role } from "../consensus/types.js";
 import { ClusterState } from "../cluster/state.js";
@@ -59,6 +62,7 @@ interface SidecarParts {
   writeLeader?: WriteLeaderController;
   proxies?: SidecarProxies;
   commitScope?: CommitScopeKeeper;
+  podGroup?: PodNodeGroup;
 }
 
 export class Sidecar {
@@ -101,7 +105,21 @@ export class Sidecar {
     }
     if (tls.insecure !== true) checkOwnCertificate(tls.certFile, cfg.clusterId, cfg.nodeId);
     const fresh = !existsSync(join(cfg.dataDir, "wal"));
-    const founders = cfg.initialCluster ? [...cfg.initialCluster].map(([id, a]) => ({ id, raftAddress: formatHostPort(a), ...(id === cfg.nodeId ? { name: cfg.nodeName } : {}) })) : [];
+    if (cfg.pod) log.info(`${describePodIdentity(cfg.pod)}${fresh ? "" : " (its data dir holds Raft state: restarting on it)"}`);
+    if (cfg.pod?.founder && fresh) {
+      // A founder with an empty data dir bootstraps only if the cluster was not founded already (pod-start.ts).
+      const start = await founderStart(cfg, creds);
+      log.info(`pod ${cfg.pod.podName}: ${start.action === "join" ? "joining the running cluster" : "founding the cluster"}: ${start.why}`);
+      if (start.action === "join") cfg = { ...cfg, initialCluster: undefined, join: start.through };
+    }
+    // In pod mode every founder's name is known (its pod name), so all of them start from the same catalog.
+    const founderName = (id: number): string | undefined => (id === cfg.nodeId ? cfg.nodeName : cfg.pod ? `${cfg.pod.setName}-${id - 1}` : undefined);
+    const founders = cfg.initialCluster
+      ? [...cfg.initialCluster].map(([id, a]) => {
+          const name = founderName(id);
+          return { id, raftAddress: formatHostPort(a), ...(name ? { name } : {}) };
+        })
+      : [];
     if (fresh && !cfg.initialCluster && !cfg.join) {
       throw new Error(`the data dir ${cfg.dataDir} holds no cluster yet: give --initial-cluster to bootstrap one or --join to join one`);
     }
@@ -320,6 +338,10 @@ export class Sidecar {
       sidecarRef.s = sidecar;
       n.start();
       loop.start();
+      if (cfg.nodeGroup && cfg.pod) {
+        sql.podGroup = new PodNodeGroup({ cfg, group: cfg.nodeGroup, state, leaderKnown: () => n.status().leader !== 0, log: log.child({ component: "pod-group" }) });
+        sql.podGroup.start();
+      }
       log.info(
         {
           grpc: `${cfg.listen.host}:${port}`,
@@ -337,6 +359,7 @@ export class Sidecar {
       await sql.proxies?.stop();
       await sql.writeLeader?.stop();
       await sql.commitScope?.stop();
+      await sql.podGroup?.stop();
       await sql.groups?.stop();
       await sql.link?.stop();
       await sql.endpoint?.close();
@@ -407,6 +430,7 @@ export class Sidecar {
       await this.sql.proxies?.stop();
       await this.sql.writeLeader?.stop();
       await this.sql.commitScope?.stop();
+      await this.sql.podGroup?.stop();
       await this.sql.groups?.stop();
       await this.sql.link?.stop();
       await this.sql.endpoint?.close();

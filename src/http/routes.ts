@@ -3,8 +3,13 @@
 //   /health   200 while the sidecar process is up (its own liveness: an
 //             orchestrator must not restart a healthy sidecar because its
 //             database is down); the body says how the local PostgreSQL is
-//   /ready    200 when this node is a member of a cluster with a known leader
-//             and its PostgreSQL answers
+//   /live     200 while the sidecar process serves requests: the Kubernetes
+//             liveness probe (nothing outside the process counts, so a pod is
+//             never restarted for its database or its peers)
+//   /ready    200 when this pod may take traffic: it is a member of a cluster
+//             with a known leader, has applied what it knows committed (to
+//             within maxReplicaLagEntries) and its PostgreSQL answers; the body's
+//             `waiting_for` lists what is missing (the readiness probe)
 //   /primary  200 only on the write leader's node of its data group, while
 //             its PostgreSQL answers (src/routing/); in a cluster whose node
 //             is in no data group: on the Raft leader, as before groups
@@ -47,9 +52,18 @@ export function answerRoute(path: string, view: HealthView): RouteAnswer | undef
   switch (path) {
     case "/health":
       return { code: 200, body: { status: "up", ...base } };
+    case "/live":
+      return { code: 200, body: { live: true, node_id: s.id } };
     case "/ready": {
-      const ready = member && s.leader !== 0 && pgUp;
-      return { code: ready ? 200 : 503, body: { ready, member, ...base } };
+      const lag = s.commit - s.applied;
+      const waitingFor = [
+        ...(member ? [] : ["membership"]),
+        ...(s.leader !== 0 ? [] : ["a leader"]),
+        ...(lag <= view.maxReplicaLagEntries ? [] : [`applying ${lag} entries`]),
+        ...(pgUp ? [] : ["PostgreSQL"]),
+      ];
+      const ready = waitingFor.length === 0;
+      return { code: ready ? 200 : 503, body: { ready, member, ...(ready ? {} : { waiting_for: waitingFor }), ...base } };
     }
     case "/primary": {
       const wl = view.writeLeader?.();

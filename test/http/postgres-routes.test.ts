@@ -76,3 +76,32 @@ describe("postgres_nodes: every member's PostgreSQL", () => {
     assert.equal(postgresHealthFrom(create(pb.PostgresHealthSchema, {})), undefined);
   });
 });
+
+describe("Kubernetes probes: /live and /ready", () => {
+  const view = (over: Partial<RaftStatus>, pg?: PostgresHealth) => ({
+    status: () => ({ ...status(Role.Follower), ...over }),
+    maxReplicaLagEntries: 100,
+    ...(pg ? { postgres: () => pg } : {}),
+  });
+
+  test("/live is 200 whatever Raft and PostgreSQL say (liveness is the process alone)", () => {
+    for (const v of [view({ leader: 0 }, DOWN), view({ conf: { voters: [2, 3], learners: [] } }, { state: "unknown" }), view({})]) {
+      const a = answerRoute("/live", v)!;
+      assert.equal(a.code, 200);
+      assert.deepEqual(a.body, { live: true, node_id: 1 });
+    }
+  });
+
+  test("/ready names what it waits for: membership, a leader, applying, PostgreSQL", () => {
+    assert.equal(answerRoute("/ready", view({}, UP))!.code, 200);
+    assert.equal(answerRoute("/ready", view({}, UP))!.body.waiting_for, undefined);
+    const none = answerRoute("/ready", view({ leader: 0, commit: 500, applied: 10, conf: { voters: [2, 3], learners: [] } }, DOWN))!;
+    assert.equal(none.code, 503);
+    assert.deepEqual(none.body.waiting_for, ["membership", "a leader", "applying 490 entries", "PostgreSQL"]);
+    // A learner (a pod added by a scale-up) is a member: ready once caught up.
+    assert.equal(answerRoute("/ready", view({ conf: { voters: [2, 3], learners: [1] } }, UP))!.code, 200);
+    // Within the lag bound it is ready; one entry past it, not.
+    assert.equal(answerRoute("/ready", view({ commit: 110, applied: 10 }, UP))!.code, 200);
+    assert.deepEqual(answerRoute("/ready", view({ commit: 111, applied: 10 }, UP))!.body.waiting_for, ["applying 101 entries"]);
+  });
+});
