@@ -35,6 +35,7 @@ export const SqlState = {
   tooManyConnections: "53300",
   queryCanceled: "57014",
   adminShutdown: "57P01",
+  cannotConnectNow: "57P03",
   internalError: "XX000",
 } as const;
 

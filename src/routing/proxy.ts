@@ -73,9 +73,6 @@ export interface ClientProxyStats {
   closedByIdle: number;
 }
 
-/** SQLSTATE 57P03 cannot_connect_now: what PostgreSQL says while it starts up; clients retry it. */
-export const CANNOT_CONNECT_NOW = "57P03";
-
 const DEFAULTS = { waitForTargetMs: 5000, maxConnections: 1000, idleTimeoutMs: 0, connectTimeoutMs: 3000, keepAliveMs: 30_000, handshakeTimeoutMs: 10_000, pollMs: 100 };
 /** After one side closed cleanly, how long the other may take to flush and close before it is destroyed. */
 const LINGER_MS = 5000;
@@ -413,7 +410,7 @@ export class ClientProxy {
       );
     }
     const what = this.opts.name === "read-write" ? "no write leader is available" : "no read-only node is available";
-    this.fail(conn, { code: CANNOT_CONNECT_NOW, message: `${this.label}: ${what} (waited ${waited})` });
+    this.fail(conn, { code: SqlState.cannotConnectNow, message: `${this.label}: ${what} (waited ${waited})` });
   }
 
   /** An active connection becomes an error answer: it stops counting as active. */
