@@ -39,6 +39,8 @@ export class CommitScopeKeeper {
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
   private lastError = "";
+  /** One connection kept across looks (a look every 500 ms must not fork a backend each time); dropped after an error. */
+  private client: pg.Client | undefined;
 
   constructor(
     private readonly d: { postgresDsn: string; state: ClusterState; me: () => DataNode | undefined; log: Logger; intervalMs?: number },
@@ -63,14 +65,26 @@ export class CommitScopeKeeper {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     while (this.busy) await new Promise((r) => setTimeout(r, 10));
+    const c = this.client;
+    this.client = undefined;
+    await c?.end().catch(() => undefined);
   }
 
   /** One look: set synchronous_standby_names when it differs from what the group needs. Returns the value set, if any. */
   async reconcile(): Promise<string | undefined> {
     const want = desiredStandbyNames(this.d.state, this.d.me());
-    const c = new pg.Client(dsnClientConfig(this.d.postgresDsn, { application_name: "pgraft_commit_scope", connectionTimeoutMillis: 5_000, query_timeout: 5_000 }));
-    c.on("error", () => undefined);
-    await c.connect();
+    if (!this.client) {
+      const fresh = new pg.Client(dsnClientConfig(this.d.postgresDsn, { application_name: "pgraft_commit_scope", connectionTimeoutMillis: 5_000, query_timeout: 5_000 }));
+      fresh.on("error", () => undefined);
+      try {
+        await fresh.connect();
+      } catch (e) {
+        await fresh.end().catch(() => undefined);
+        throw e;
+      }
+      this.client = fresh;
+    }
+    const c = this.client;
     try {
       const have = (await c.query<{ v: string }>("SELECT current_setting('synchronous_standby_names') AS v")).rows[0]!.v;
       if (have === want) return undefined;
@@ -80,8 +94,10 @@ export class CommitScopeKeeper {
       await c.query("SELECT pg_reload_conf()");
       this.d.log.info(`commit scope: synchronous_standby_names = ${JSON.stringify(want)}`);
       return want;
-    } finally {
+    } catch (e) {
+      this.client = undefined;
       await c.end().catch(() => undefined);
+      throw e;
     }
   }
 }
