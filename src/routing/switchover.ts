@@ -59,7 +59,7 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
   if (!target) throw new ClusterError("NOT_FOUND", `node ${JSON.stringify(req.target)} does not exist`);
   if (target.group !== req.group) throw new ClusterError("INVALID", `node ${JSON.stringify(target.name)} is not in group ${JSON.stringify(req.group)}`);
   if (target.kind !== "data" || target.state !== "ACTIVE") throw new ClusterError("INVALID", `node ${JSON.stringify(target.name)} is ${target.kind === "data" ? target.state : `a ${target.kind} node`}; only an ACTIVE data node can lead writes`);
-  let r = d.state.routing(req.group);
+  const r = d.state.routing(req.group);
   if (r.switchingTo) throw new ClusterError("INVALID", `a switchover of group ${JSON.stringify(req.group)} to ${r.switchingTo} is already in progress`);
   if (r.leader === target.name) return `node ${target.name} is already the write leader of group ${req.group}`;
   const old = nodes.find((n) => n.name === r.leader && n.state === "ACTIVE");
@@ -86,8 +86,11 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
       throw new ClusterError("INVALID", `node ${target.name} is ${lag} bytes behind the write leader ${old.name} and did not catch up within ${req.timeoutMs} ms; nothing changed (try again, or give a longer transfer_timeout)`);
     }
     // 3. hold new clients, close the proxies' connections to the old leader.
-    await d.propose(routingSet(r, { switchingTo: target.name }, now()));
-    r = d.state.routing(req.group);
+    await proposeFresh(d, req.group, (cur) => {
+      if (cur.switchingTo) throw new ClusterError("INVALID", `a switchover of group ${JSON.stringify(req.group)} to ${cur.switchingTo} started meanwhile`);
+      if (cur.leader !== old.name) throw new ClusterError("INVALID", `the write leader of group ${req.group} changed meanwhile (now ${cur.leader || "none"}); nothing changed`);
+      return { switchingTo: target.name };
+    }, now);
     say(`clients held; ending client sessions on ${old.name}`);
     try {
       // 4. no session left on the old leader, and the target holds everything it committed.
@@ -99,16 +102,46 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
         if (ended === 0) break;
         if (now() >= deadline) throw new Error(`client sessions kept connecting to ${old.name} directly (not through the proxy) until the deadline`);
       }
-      await d.propose(routingSet(r, { leader: target.name, switchingTo: "", reason: `switchover (strict) from ${old.name}` }, now()));
+      await proposeFresh(d, req.group, (cur) => {
+        if (cur.switchingTo !== target.name) throw new Error(`the switchover was abandoned meanwhile (switchover target now ${cur.switchingTo || "none"})`);
+        return { leader: target.name, switchingTo: "", reason: `switchover (strict) from ${old.name}` };
+      }, now);
     } catch (e) {
-      const cur = d.state.routing(req.group);
-      await d.propose(routingSet(cur, { switchingTo: "" }, now())).catch(() => undefined);
+      await proposeFresh(d, req.group, (cur) => (cur.switchingTo === target.name ? { switchingTo: "" } : undefined), now).catch(() => undefined);
       throw new ClusterError("INVALID", `switchover of group ${req.group} to ${target.name} failed, ${old.name} stays the write leader: ${e instanceof Error ? e.message : String(e)}`);
     }
     return `node ${target.name} is the write leader of group ${req.group} (was ${old.name}; strict: it had every write)`;
   } finally {
     destroyClient(tc);
     destroyClient(oc);
+  }
+}
+
+/** Tries of a routing change whose epoch moved meanwhile (the controller updating the read nodes). */
+const CAS_TRIES = 5;
+
+/**
+ * Propose a change decided on the group's routing as it is now (`decide` sees it; undefined: nothing to do),
+ * again on a fresh read when the epoch moved meanwhile (the controller reorders the read nodes at any time).
+ */
+async function proposeFresh(
+  d: SwitchoverDeps,
+  group: string,
+  decide: (cur: ReturnType<ClusterState["routing"]>) => { leader?: string; switchingTo?: string; reason?: string } | undefined,
+  now: () => number,
+): Promise<void> {
+  for (let i = 1; ; i++) {
+    const cur = d.state.routing(group);
+    const change = decide(cur);
+    if (!change) return;
+    try {
+      await d.propose(routingSet(cur, change, now()));
+      return;
+    } catch (e) {
+      const cas = e instanceof Error && /changed meanwhile \(epoch/.test(e.message);
+      if (!cas || i >= CAS_TRIES) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 }
 

@@ -31,8 +31,8 @@ import { NodeProbe } from "./node-probe.js";
 
 /** A switchover not finished after this long is abandoned (its runner is gone). */
 export const SWITCHOVER_STALE_MS = 5 * 60_000;
-/** Readers are reordered when the first lags the best by more than this. */
-const READER_REORDER_BYTES = 16n * 1024n * 1024n;
+/** Readers are reordered when the first lags the best by more than this (less would reorder them under every burst of writes). */
+const READER_REORDER_BYTES = 64n * 1024n * 1024n;
 
 export interface WriteLeaderDeps {
   selfId: number;
@@ -234,7 +234,13 @@ export class WriteLeaderController {
       return;
     }
 
-    const readers = this.readers(healthy, leader);
+    // Read nodes change only after a node has been unhealthy for failover_timeout (or healthy again): a probe
+    // that times out once on a loaded host must not cost a Raft write, nor move every read-only client.
+    const steady = active.filter((n) => {
+      const h = health.get(n.name)!;
+      return h.healthy || now - h.since! < s.failoverTimeoutMs ? r.readers.includes(n.name) || h.healthy : false;
+    });
+    const readers = this.readers(steady, leader);
     if (!sameReaders(r.readers, readers, (name) => this.lagOf(name, leader))) await this.set(r, { readers, reason: r.reason });
   }
 

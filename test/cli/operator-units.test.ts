@@ -215,6 +215,7 @@ describe("registration", () => {
       "promote-node <id>",
       "remove-node <id>",
       "status",
+      "switchover",
       "transfer-leader [target-id]",
     ]);
   });
