@@ -52,6 +52,13 @@ function tlsOf(cfg: SidecarConfig): TlsConfig {
   return cfg.tls.mode === "mtls" ? { caFile: cfg.tls.ca, certFile: cfg.tls.cert, keyFile: cfg.tls.key } : { insecure: true };
 }
 
+/** A switchover's steps in this sidecar's log, each with the time since it started. */
+function switchoverLog(log: Logger, req: { group: string; target: string }): (line: string) => void {
+  const t0 = Date.now();
+  const l = log.child({ component: "switchover" });
+  return (line) => l.info({ group: req.group, target: req.target, elapsed_ms: Date.now() - t0 }, `switchover of ${req.group} to ${req.target}: ${line}`);
+}
+
 /** The parts a sidecar runs besides Raft, each optional (they depend on its configuration). */
 interface SidecarParts {
   endpoint?: PgWireServer;
@@ -210,7 +217,7 @@ export class Sidecar {
         },
         flagTiming: { heartbeatMs: cfg.heartbeatMs, electionMs: cfg.electionMs },
         // Through this node's own service (late-bound: it exists once the handlers do), so a follower forwards to the leader.
-        switchover: (req) => switchover(req, { state, propose: async (cmd) => proposeRouting.run?.(cmd) }),
+        switchover: (req) => switchover(req, { state, propose: async (cmd) => proposeRouting.run?.(cmd), progress: switchoverLog(log, req) }),
         ...pgHealth,
     });
     addService(server, pb.Cluster, clusterHandlers);
@@ -300,6 +307,7 @@ export class Sidecar {
             node: n,
             dataDir: cfg.dataDir,
             electionMs: cfg.electionMs,
+            switchoverProgress: (req) => switchoverLog(log, req),
             requestTimeoutMs: Math.max(5000, 5 * cfg.electionMs),
             // After the debug setting committed: this node applies it now, the others within a control-loop cycle.
             setDebug: (on) => {

@@ -64,6 +64,7 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
   if (r.leader === target.name) return `node ${target.name} is already the write leader of group ${req.group}`;
   const old = nodes.find((n) => n.name === r.leader && n.state === "ACTIVE");
 
+  say(`checking ${target.name} and the write leader ${r.leader || "(none)"}`);
   const tc = (await connectOrExplain(target, "the target"))!;
   const oc = old ? await connectOrExplain(old, "the write leader", req.method === "strict").catch((e: unknown) => {
     destroyClient(tc);
@@ -86,6 +87,7 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
       throw new ClusterError("INVALID", `node ${target.name} is ${lag} bytes behind the write leader ${old.name} and did not catch up within ${req.timeoutMs} ms; nothing changed (try again, or give a longer transfer_timeout)`);
     }
     // 3. hold new clients, close the proxies' connections to the old leader.
+    say(`${target.name} has reached ${formatLsn(before)}; holding new clients`);
     await proposeFresh(d, req.group, (cur) => {
       if (cur.switchingTo) throw new ClusterError("INVALID", `a switchover of group ${JSON.stringify(req.group)} to ${cur.switchingTo} started meanwhile`);
       if (cur.leader !== old.name) throw new ClusterError("INVALID", `the write leader of group ${req.group} changed meanwhile (now ${cur.leader || "none"}); nothing changed`);
@@ -99,6 +101,7 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
         const at = await walFlush(oc);
         const behind = await waitConfirmed(oc, slot, at, deadline, now);
         if (behind !== undefined) throw new Error(`node ${target.name} did not catch up with ${old.name}'s last writes (${behind} bytes behind at the deadline)`);
+        say(`ended ${ended} client session(s) on ${old.name}; ${target.name} has everything up to ${formatLsn(at)}`);
         if (ended === 0) break;
         if (now() >= deadline) throw new Error(`client sessions kept connecting to ${old.name} directly (not through the proxy) until the deadline`);
       }
@@ -110,6 +113,7 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
       await proposeFresh(d, req.group, (cur) => (cur.switchingTo === target.name ? { switchingTo: "" } : undefined), now).catch(() => undefined);
       throw new ClusterError("INVALID", `switchover of group ${req.group} to ${target.name} failed, ${old.name} stays the write leader: ${e instanceof Error ? e.message : String(e)}`);
     }
+    say("done: the proxies send clients to the new write leader");
     return `node ${target.name} is the write leader of group ${req.group} (was ${old.name}; strict: it had every write)`;
   } finally {
     destroyClient(tc);

@@ -47,6 +47,8 @@ export interface SqlApiDeps {
   groups?: GroupController;
   /** Whether the local PostgreSQL answers (for pgraft_health_check). */
   postgresCheck(): Promise<{ ok: boolean; detail: string }>;
+  /** Where a switchover run here logs its steps. */
+  switchoverProgress?(req: { group: string; target: string }): (line: string) => void;
   /** Every member's PostgreSQL as its sidecar reports it (for pgraft_health_check's postgres_nodes row). */
   postgresNodes?(): Promise<{ severity: "ok" | "warning" | "critical"; detail: string }>;
 }
@@ -382,7 +384,8 @@ const IMPLS: Record<string, Impl> = {
     const timeoutMs = parseDurationMs(timeoutText);
     if (timeoutMs === undefined || timeoutMs < 100 || timeoutMs > 3_600_000) throw invalidParameter(`${f.name}: transfer_timeout must be a duration from 100ms to 1h (e.g. '10s'), got ${JSON.stringify(timeoutText)}`);
     await current(d);
-    return one(await switchover({ group, target, method: method as TransferMethod, timeoutMs }, { state: d.state, propose: (cmd) => pgd(d, cmd) }));
+    const progress = d.switchoverProgress?.({ group, target });
+    return one(await switchover({ group, target, method: method as TransferMethod, timeoutMs }, { state: d.state, propose: (cmd) => pgd(d, cmd), ...(progress ? { progress } : {}) }));
   },
 
   async alter_node_group_option(f, a, d) {
