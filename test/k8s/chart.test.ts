@@ -4,15 +4,18 @@
 // rendered object validated against the Kubernetes API schemas offline
 // (kubernetes-models, and the prometheus-operator and cert-manager models for
 // their CRDs); the sidecar's environment as the StatefulSet gives it resolved
-// by the sidecar's own config code; and values.schema.json refusing bad values
-// with a message naming the value.
+// by the sidecar's own config code (a node group by default, off with
+// nodeGroup=""; PostgreSQL on ports.postgres everywhere); the README's values
+// table against values.yaml; and values.schema.json and the templates' own
+// checks (TLS, tls.maxReplicas, reserved postgres.parameters, colliding ports)
+// refusing bad values with a message naming the value.
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-argument, @typescript-eslint/no-unsafe-return --
    rendered manifests are untyped YAML data: the assertions and the schema validation check their shape. */
 import assert from "node:assert/strict";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { parseAllDocuments } from "yaml";
+import { parseAllDocuments, parseDocument } from "yaml";
 import { resolveSidecarConfig, SIDECAR_OPTIONS } from "../../src/config/sidecar-config.js";
 import { REPO_ROOT } from "../integration/harness.js";
 import { helm } from "./helm.js";
@@ -136,6 +139,8 @@ describe("charts/pgraft: lint, render, validate", { timeout: 120_000 }, () => {
     assert.equal(e.PGRAFT_PROXY_READ_ONLY_LISTEN, "0.0.0.0:6433");
     assert.equal(e.PGRAFT_PLAINTEXT, "true");
     assert.ok(!("PGRAFT_TLS_CERT" in e));
+    // A node group by default: the proxies behind -rw/-ro route to its write leader and read nodes.
+    assert.equal(e.PGRAFT_NODE_GROUP, "app");
     for (const k of ["NetworkPolicy", "PodMonitor", "PrometheusRule", "Certificate", "ConfigMap"]) assert.equal(objs.filter((o) => o.kind === k).length, 0, k);
   });
 
@@ -153,7 +158,7 @@ describe("charts/pgraft: lint, render, validate", { timeout: 120_000 }, () => {
       assert.deepEqual(cfg.httpListen, { host: "0.0.0.0", port: 8008 });
       assert.equal(cfg.postgresAdvertise, "pg-pgraft-1.pg-pgraft-headless.db.svc.cluster.local:5432");
       const founders = files.includes("five-replicas-values.yaml") ? 5 : 3;
-      assert.equal(cfg.nodeGroup, files.includes("five-replicas-values.yaml") ? "app" : undefined);
+      assert.equal(cfg.nodeGroup, "app");
       assert.equal(cfg.initialCluster?.size, founders);
       // A pod past the founders joins through them.
       const later = resolveSidecarConfig({}, podEnv(c, `pg-pgraft-${founders}`));
@@ -202,6 +207,78 @@ describe("charts/pgraft: lint, render, validate", { timeout: 120_000 }, () => {
   });
 });
 
+describe("the chart's README lists every value of values.yaml", () => {
+  test("each value path (free-form maps as one) is in the Values table", () => {
+    const values = parseDocument(readFileSync(join(CHART, "values.yaml"), "utf8")).toJS() as Record<string, unknown>;
+    // Maps a user fills in freely are one row each (e.g. `postgres.parameters`), not their example keys.
+    const whole = new Set(["postgres.parameters", "postgres.resources", "sidecar.resources", "tls.certManager.issuerRef", "metrics.prometheusRule.thresholds", "metrics.dashboard.labels"]);
+    const paths: string[] = [];
+    const walk = (o: Record<string, unknown>, prefix: string): void => {
+      for (const [k, v] of Object.entries(o)) {
+        const p = prefix ? `${prefix}.${k}` : k;
+        if (v !== null && typeof v === "object" && !Array.isArray(v) && Object.keys(v).length > 0 && !whole.has(p)) walk(v as Record<string, unknown>, p);
+        else paths.push(p);
+      }
+    };
+    walk(values, "");
+    const readme = readFileSync(join(CHART, "README.md"), "utf8");
+    const table = readme.slice(readme.indexOf("## Values"), readme.indexOf("\n## ", readme.indexOf("## Values") + 1));
+    // First cells: `a.b.c`, or `a.b.c`, `.d` (siblings after the first; `.d.*`: a map), or `a.b.*` (every key under a.b).
+    const cells = table.split("\n").filter((l) => l.startsWith("| `")).map((l) => l.split("|")[1]!);
+    const listed = (p: string): boolean => {
+      const parts = p.split(".");
+      const last = parts.at(-1)!;
+      return cells.some((c) => {
+        const names = [...c.matchAll(/`([^`]+)`/g)].map((m) => m[1]!);
+        if (names.includes(p)) return true;
+        const first = names[0] ?? "";
+        const parent = parts.slice(0, -1).join(".");
+        if (first.startsWith(`${parent}.`) && first.split(".").length === parts.length && (names.includes(`.${last}`) || names.includes(`.${last}.*`))) return true;
+        for (let i = 1; i < parts.length; i++) if (names.includes(`${parts.slice(0, i).join(".")}.*`)) return true;
+        return false;
+      });
+    };
+    const missing = paths.filter((p) => !listed(p));
+    assert.deepEqual(missing, [], `values.yaml has values the README's table does not list: ${missing.join(", ")}`);
+  });
+});
+
+describe("values the chart's own checks settle", { timeout: 60_000 }, () => {
+  test("nodeGroup=\"\" turns the node group off (no PGRAFT_NODE_GROUP; the sidecar forms none)", async () => {
+    const c = sidecarOf(await render([], ["nodeGroup="]));
+    const env = podEnv(c, "pg-pgraft-0");
+    assert.ok(!("PGRAFT_NODE_GROUP" in env));
+    assert.equal(resolveSidecarConfig({}, env).nodeGroup, undefined);
+    const named = podEnv(sidecarOf(await render([], ["nodeGroup=orders"])), "pg-pgraft-0");
+    assert.equal(resolveSidecarConfig({}, named).nodeGroup, "orders");
+  });
+
+  test("ports.postgres is the port PostgreSQL listens on, and the one the probes, the DSN and the Services use", async () => {
+    const objs = await render([], ["ports.postgres=5433"]);
+    const pg = one(objs, "StatefulSet").spec.template.spec.containers.find((c: any) => c.name === "postgres");
+    const args: string[] = pg.args;
+    const ports = args.filter((a, i) => args[i - 1] === "-c" && a.startsWith("port="));
+    assert.deepEqual(ports, ["port=5433"]);
+    assert.equal(pg.env.find((e: any) => e.name === "PGPORT").value, "5433");
+    assert.equal(pg.ports[0].containerPort, 5433);
+    for (const probe of [pg.readinessProbe, pg.livenessProbe]) assert.equal(probe.exec.command[probe.exec.command.indexOf("-p") + 1], "5433");
+    const cfg = resolveSidecarConfig({}, podEnv(sidecarOf(objs), "pg-pgraft-1"));
+    assert.match(cfg.postgresDsn!, /port=5433/);
+    assert.equal(cfg.postgresAdvertise, "pg-pgraft-1.pg-pgraft-headless.db.svc.cluster.local:5433");
+    assert.equal(one(objs, "Service", "pg-pgraft-headless").spec.ports.find((p: any) => p.name === "postgres").port, 5433);
+    // The default: port=5432 is passed too.
+    const def = one(await render([]), "StatefulSet").spec.template.spec.containers.find((c: any) => c.name === "postgres");
+    assert.ok(def.args.includes("port=5432"), def.args.join(" "));
+  });
+
+  test("cert-manager with replicas up to tls.maxReplicas renders; postgres.parameters other than the chart's own render", async () => {
+    const cm = await render(["tls-cert-manager-values.yaml"], ["replicas=5"]);
+    assert.equal(cm.filter((o) => o.kind === "Certificate").length, 5);
+    const pg = one(await render([], ["postgres.parameters.work_mem=8MB"]), "StatefulSet").spec.template.spec.containers.find((c: any) => c.name === "postgres");
+    assert.ok(pg.args.includes("work_mem=8MB"));
+  });
+});
+
 describe("values.schema.json refuses bad values with a clear message", { timeout: 60_000 }, () => {
   const cases: [string, string[], RegExp][] = [
     ["zero replicas", ["replicas=0"], /replicas: Must be greater than or equal to 1/],
@@ -214,7 +291,18 @@ describe("values.schema.json refuses bad values with a clear message", { timeout
     ["a bad cluster id", ["clusterId=no spaces"], /clusterId: Does not match pattern/],
     ["a bad node group name", ["nodeGroup=My-Group"], /nodeGroup: Does not match pattern/],
     ["a bad duration", ["sidecar.heartbeatInterval=fast"], /sidecar\.heartbeatInterval: Does not match pattern/],
-    ["TLS without a Secret or cert-manager", ["tls.enabled=true"], /tls\.existingSecret: String length must be greater than or equal to 1/],
+    ["TLS without a Secret or cert-manager", ["tls.enabled=true"], /tls\.enabled=true needs the peers' certificates: either set tls\.existingSecret .* or let cert-manager make them: tls\.certManager\.enabled=true and tls\.certManager\.issuerRef\.name=/],
+    ["cert-manager without tls.enabled", ["tls.certManager.enabled=true,tls.certManager.issuerRef.name=ca"], /tls\.certManager\.enabled=true but tls\.enabled=false: the sidecars would talk plaintext/],
+    ["a TLS Secret without tls.enabled", ["tls.existingSecret=peer-tls"], /tls\.existingSecret \(peer-tls\) is set but tls\.enabled=false/],
+    ["cert-manager with more replicas than tls.maxReplicas", ["tls.enabled=true,tls.certManager.enabled=true,tls.certManager.issuerRef.name=ca,replicas=8"], /replicas \(8\) exceeds tls\.maxReplicas \(7\): .*raise tls\.maxReplicas to at least 8/],
+    ["postgres.parameters overriding wal_level", ["postgres.parameters.wal_level=replica"], /postgres\.parameters may not set wal_level: the chart always sets wal_level=logical/],
+    ["postgres.parameters overriding the port and track_commit_timestamp", ["postgres.parameters.port=5999,postgres.parameters.track_commit_timestamp=off"], /postgres\.parameters may not set port, track_commit_timestamp: .*change the port with ports\.postgres/],
+    ["postgres.parameters overriding password_encryption", ["postgres.parameters.password_encryption=md5"], /postgres\.parameters may not set password_encryption/],
+    ["the proxy on the sidecar's SQL endpoint port", ["ports.proxy=7432"], /ports\.proxy \(7432\) collides with the sidecar's SQL endpoint \(127\.0\.0\.1:7432/],
+    ["PostgreSQL on the sidecar's SQL endpoint port", ["ports.postgres=7432"], /ports\.postgres \(7432\) collides/],
+    ["both proxies on one port", ["ports.proxyReadOnly=6432"], /ports\.proxy and ports\.proxyReadOnly are both 6432: every port of the pod must differ/],
+    ["the read-only proxy on the Raft port", ["ports.proxyReadOnly=7400"], /ports\.raft and ports\.proxyReadOnly are both 7400/],
+    ["the HTTP port on PostgreSQL's", ["ports.http=5432"], /ports\.http and ports\.postgres are both 5432/],
     ["cert-manager without an issuer", ["tls.enabled=true,tls.certManager.enabled=true"], /tls\.certManager\.issuerRef\.name: String length must be greater than or equal to 1/],
     ["a bad memory quantity", ["sidecar.resources.limits.memory=lots"], /sidecar\.resources\.limits\.memory/],
   ];
