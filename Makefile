@@ -57,7 +57,7 @@ install-extension: build postgres
 
 # Benchmarks, each beside the system a user would pick instead (etcd from Debian's packages).
 # Every benchmark runs even when one before it fails; the failures are named at the end (exit 1).
-BENCHES := consensus kv failover sql replication multi-writer
+BENCHES := consensus kv failover failover-app sql replication multi-writer
 bench: build postgres
 	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; } || echo "etcd could not be installed: its columns will be skipped"
 	@failed=""; for b in $(BENCHES); do echo "== bench/$$b"; node dist/bench/$$b.js || failed="$$failed $$b"; echo; done; \
