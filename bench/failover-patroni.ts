@@ -1,4 +1,4 @@
-// bench/failover-patroni: the Patroni side of bench/failover's write-leader
+// bench/failover-patroni: the Patroni side of bench/failover-app's write-leader
 // failover comparison (issue 12 §5). A 3-node Patroni 3 + etcd cluster of
 // PostgreSQL 15 (bench/patroni-baseline) under a continuous write load
 // (bench/write-probe: one numbered row about every 10 ms, one at a time,
@@ -234,7 +234,7 @@ async function main(): Promise<void> {
   if (failures.length) process.exitCode = 1;
 }
 
-// Runnable on its own (node dist/bench/failover-patroni.js); bench/failover can import runPatroniTiming instead.
+// Runnable on its own (node dist/bench/failover-patroni.js); bench/failover-app imports runPatroniTiming.
 if (import.meta.url === `file://${process.argv[1]}`) {
   main().catch((e: unknown) => {
     console.error(e);
