@@ -265,7 +265,7 @@ export async function runPgraft(trials = TRIALS, log: (s: string) => void = cons
       ).catch(() => undefined);
       out.push({ ackMs, wholeMs, missing: missing.length });
       log(
-        `    ${tag}: killed ${leader.name}'s PostgreSQL (pid ${pid}), writes through ${via.name}'s proxy ${via.info.proxy}; next ack after ${fmt(ackMs / 1000, 2)} s; new write leader ${newLeader.name}${newLeader === leader ? " (the same: no failover)" : ""}${Number.isFinite(changedMs) ? ` named ${fmt(changedMs / 1000, 2)} s after the kill` : ""}${reason ? ` (${reason})` : ""}; whole again after ${fmt(wholeMs / 1000, 1)} s; acknowledged writes missing on the new leader ${missing.length}${missing.length ? ` (n=${missing.slice(0, 10).join(",")}; acknowledged by ${probe.ackedBy(missing)})` : ""}`,
+        `    ${tag}: killed ${leader.name}'s PostgreSQL (pid ${pid}) at ${new Date(killedAt).toISOString()}, writes through ${via.name}'s proxy ${via.info.proxy}; next ack after ${fmt(ackMs / 1000, 2)} s; new write leader ${newLeader.name}${newLeader === leader ? " (the same: no failover)" : ""}${Number.isFinite(changedMs) ? ` named ${fmt(changedMs / 1000, 2)} s after the kill` : ""}${reason ? ` (${reason})` : ""}; whole again after ${fmt(wholeMs / 1000, 1)} s; acknowledged writes missing on the new leader ${missing.length}${missing.length ? ` (n=${missing.slice(0, 10).join(",")}; acknowledged by ${probe.ackedBy(missing)})` : ""}`,
       );
       if (ackMs > SLOW_MS || missing.length) {
         log(`    ${tag}: slower than ${SLOW_MS / 1000} s or writes missing; the sidecars' routing lines since the kill:`);
