@@ -57,7 +57,7 @@ install-extension: build postgres
 
 # Benchmarks, each beside the system a user would pick instead (etcd and wal2json from Debian's packages).
 # Every benchmark runs even when one before it fails; the failures are named at the end (exit 1).
-BENCHES := consensus kv failover sql replication multi-writer proxy decode-origin-filter
+BENCHES := consensus kv failover failover-app sql replication multi-writer proxy decode-origin-filter
 bench: build postgres
 	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; } || echo "etcd could not be installed: its columns will be skipped"
 	@[ -e "$$($(or $(PG_BIN),/usr/bin)/pg_config --pkglibdir)/wal2json.so" ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15-wal2json >/dev/null; } || echo "wal2json could not be installed: bench/decode-origin-filter will fail"

@@ -1,4 +1,4 @@
-// bench/failover-patroni: the Patroni side of bench/failover's write-leader
+// bench/failover-patroni: the Patroni side of bench/failover-app's write-leader
 // failover comparison (issue 12 §5). A 3-node Patroni 3 + etcd cluster of
 // PostgreSQL 15 (bench/patroni-baseline) under a continuous write load
 // (bench/write-probe: one numbered row about every 10 ms, one at a time,
@@ -112,7 +112,8 @@ async function replicationLag(c: PatroniCluster, leader: number): Promise<string
   }
 }
 
-export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, log: (s: string) => void = console.log): Promise<PatroniTimingResult> {
+/** `kill` defaults to BENCH_PATRONI_KILL (see above); bench/failover-app passes its own. */
+export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, log: (s: string) => void = console.log, kill: KillWhat = KILL): Promise<PatroniTimingResult> {
   const out: PatroniTrial[] = [];
   let where = "starting the cluster";
   let c: PatroniCluster | undefined;
@@ -136,16 +137,16 @@ export async function runPatroniTiming(timing: PatroniTiming, trials = TRIALS, l
       await steady(probe, STEADY_MS);
       // Still whole after the steady writes (a replica restarting then would make the kill a double failure).
       const leader = await c.healthy(GIVE_UP_MS);
-      where = `trial ${t + 1}/${trials}, kill -9 (${KILL}) of ${c.nodes[leader]!.name}, waiting for the next acknowledged write`;
+      where = `trial ${t + 1}/${trials}, kill -9 (${kill}) of ${c.nodes[leader]!.name}, waiting for the next acknowledged write`;
       const lagAtKill = await replicationLag(c, leader);
       const t0 = performance.now();
       const lastBefore = probe.acknowledged().at(-1);
-      await c.kill(leader, KILL);
+      await c.kill(leader, kill);
       const ackMs = await probe.timeToAckAfter(t0, GIVE_UP_MS);
       // As bench/failover restarts a killed pgraft node: once a write has been acknowledged without it. Started
       // before its leader key expires (ttl), the killed node's Patroni would find itself still the lock owner and
       // simply start its PostgreSQL again as the primary: no failover.
-      if (KILL === "node") c.restart(leader);
+      if (kill === "node") c.restart(leader);
       where = `trial ${t + 1}/${trials}, waiting for ${c.nodes[leader]!.name} to be back as a streaming replica`;
       const newLeader = await c.healthy(GIVE_UP_MS);
       const wholeMs = performance.now() - t0;
@@ -233,7 +234,7 @@ async function main(): Promise<void> {
   if (failures.length) process.exitCode = 1;
 }
 
-// Runnable on its own (node dist/bench/failover-patroni.js); bench/failover can import runPatroniTiming instead.
+// Runnable on its own (node dist/bench/failover-patroni.js); bench/failover-app imports runPatroniTiming.
 if (import.meta.url === `file://${process.argv[1]}`) {
   main().catch((e: unknown) => {
     console.error(e);

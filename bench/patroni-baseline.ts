@@ -198,7 +198,7 @@ const signal = (pid: number, sig: NodeJS.Signals): void => {
  * process group), so no group signal reaches them all: the postmaster is
  * stopped first (it forks no more), then its children, then all are killed.
  */
-function killPostmasterAndChildren(pm: number): void {
+export function killPostmasterAndChildren(pm: number): void {
   signal(pm, "SIGSTOP");
   const kids = childrenOf(pm);
   for (const k of kids) signal(k, "SIGSTOP");
