@@ -30,6 +30,8 @@ export interface ProxyTarget {
   host: string;
   port: number;
   nodeId: number;
+  /** For messages: the node's name. */
+  name?: string;
 }
 
 export interface ClientProxyOptions {
@@ -98,7 +100,9 @@ interface Conn {
 const sameTarget = (a: ProxyTarget | undefined, b: ProxyTarget | undefined): boolean =>
   a !== undefined && b !== undefined && a.host === b.host && a.port === b.port && a.nodeId === b.nodeId;
 
-const describe = (t: ProxyTarget): string => `node ${t.nodeId} (${t.host}:${t.port})`;
+const describe = (t: ProxyTarget): string => `node ${t.name ?? t.nodeId} (${t.host}:${t.port})`;
+/** How soon a failed connect to a target that is still the target is tried again (within the client's wait). */
+const CONNECT_RETRY_MS = 100;
 
 const errorCode = (e: unknown): string => {
   if (e && typeof e === "object" && "code" in e && typeof e.code === "string") return e.code;
@@ -387,6 +391,17 @@ export class ClientProxy {
     if (now && !sameTarget(now, target) && Date.now() < conn.waitUntil) {
       this.log.debug({ conn: conn.id, target: describe(target), err: why }, "connect failed; the target has changed since, trying the new one");
       return this.route(conn);
+    }
+    // The target itself is down (a failover is about to move it, or it restarts): try again shortly, within the
+    // client's wait, so the client lands on the new target instead of reading an error.
+    if (Date.now() + CONNECT_RETRY_MS < conn.waitUntil) {
+      this.log.debug({ conn: conn.id, target: describe(target), err: why }, "connect failed; trying again within the client's wait");
+      conn.phase = "waiting";
+      conn.timer = setTimeout(() => {
+        conn.timer = undefined;
+        if (conn.phase === "waiting") this.route(conn);
+      }, CONNECT_RETRY_MS);
+      return;
     }
     this.counts.failedUpstream++;
     const skipped = this.throttles.upstream.take(Date.now());

@@ -30,7 +30,7 @@ export function nodeAddress(state: ClusterState, n: DataNode): ProxyTarget | und
   if (!raw) return undefined;
   const hp = parseHostPort(raw);
   if (typeof hp === "string") return undefined;
-  return { host: hp.host.replace(/^\[|\]$/g, ""), port: hp.port, nodeId: n.nodeId };
+  return { host: hp.host.replace(/^\[|\]$/g, ""), port: hp.port, nodeId: n.nodeId, name: n.name };
 }
 
 function safeDsnAddress(dsn: string): string | undefined {

@@ -200,9 +200,9 @@ describe("client proxy with PostgreSQL", () => {
     assert.equal(proxy.stats().failedNoTarget, 2);
   });
 
-  test("upstream down (connection refused): pg and psql read a FATAL 08006", async (t) => {
+  test("upstream down (connection refused) for the whole wait: pg and psql read a FATAL 08006", async (t) => {
     const dead = await freePort();
-    const { port } = await startProxy(t, { target: () => ({ host: "127.0.0.1", port: dead, nodeId: 7 }) });
+    const { port } = await startProxy(t, { target: () => ({ host: "127.0.0.1", port: dead, nodeId: 7 }), waitForTargetMs: 800 });
     const e = await pgError(viaProxy(port, alpha.server));
     assert.equal(e.code, "08006");
     assert.equal(e.severity, "FATAL");
