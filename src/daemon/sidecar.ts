@@ -39,7 +39,7 @@ import { exposedKeyFile, secureDataDir } from "./data-dir.js";
 import { effectiveLogLevel, raftLogger, setTreeLevel } from "./logger.js";
 import { WriteLeaderController } from "../routing/write-leader.js";
 import { CommitScopeKeeper } from "../routing/commit-scope.js";
-import { isWriteLeader } from "../routing/targets.js";
+import { isWriteLeader, routeRole } from "../routing/targets.js";
 import { switchover } from "../routing/switchover.js";
 import { SidecarProxies } from "../routing/proxies.js";
 import { registerRoutingMetrics } from "../metrics/routing.js";
@@ -236,7 +236,7 @@ export class Sidecar {
       );
       http = await startHttpServer(
         cfg.httpListen,
-        { status: () => n.status(), maxReplicaLagEntries: 10_000, writeLeader: () => isWriteLeader(state, cfg.nodeId), ...pgHealth },
+        { status: () => n.status(), maxReplicaLagEntries: 10_000, routeRole: () => routeRole(state, cfg.nodeId), ...pgHealth },
         metrics,
       );
       const local = localClient(pb.Cluster, clusterHandlers);

@@ -14,9 +14,11 @@
 //             its PostgreSQL answers (src/routing/); in a cluster whose node
 //             is in no data group: on the Raft leader, as before groups
 //   /leader   200 only on the Raft leader, whatever its PostgreSQL's state
-//   /replica  200 only on a healthy data node that is not the write leader
-//             (knows the Raft leader, not far behind, its PostgreSQL answers);
-//             without a data group: a healthy non-Raft-leader
+//   /replica  200 only on a healthy ACTIVE data node that is not the write
+//             leader (knows the Raft leader, not far behind, its PostgreSQL
+//             answers); never on a node outside every group (parted, not
+//             joined) once the cluster has a routed group; in a cluster with
+//             no routed group: a healthy non-Raft-leader
 // A sidecar without a local PostgreSQL (no --postgres-dsn) answers on Raft
 // state alone.
 import { Role, type RaftStatus } from "../consensus/types.js";
@@ -28,8 +30,8 @@ export interface HealthView {
   maxReplicaLagEntries: number;
   /** The local PostgreSQL's last probe; absent when the sidecar has none. */
   postgres?(): PostgresHealth;
-  /** Whether this node is its data group's write leader (undefined: it is in no data group). */
-  writeLeader?(): boolean | undefined;
+  /** This node in its data group's routing (undefined: no data group routes anything and this node is in none). */
+  routeRole?(): "write-leader" | "read-node" | "outside" | undefined;
 }
 
 export interface RouteAnswer {
@@ -66,18 +68,18 @@ export function answerRoute(path: string, view: HealthView): RouteAnswer | undef
       return { code: ready ? 200 : 503, body: { ready, member, ...(ready ? {} : { waiting_for: waitingFor }), ...base } };
     }
     case "/primary": {
-      const wl = view.writeLeader?.();
-      const primary = wl === undefined ? isLeader : wl;
-      return { code: primary && pgUp ? 200 : 503, body: { ...base, write_leader: wl ?? null } };
+      const role = view.routeRole?.();
+      const primary = role === undefined ? isLeader : role === "write-leader";
+      return { code: primary && pgUp ? 200 : 503, body: { ...base, route_role: role ?? null } };
     }
     case "/leader":
       return { code: isLeader ? 200 : 503, body: base };
     case "/replica": {
       const lag = s.commit - s.applied;
-      const wl = view.writeLeader?.();
-      const notPrimary = wl === undefined ? !isLeader : !wl;
-      const healthy = notPrimary && member && s.leader !== 0 && lag <= view.maxReplicaLagEntries && pgUp;
-      return { code: healthy ? 200 : 503, body: { ...base, lag_entries: lag, write_leader: wl ?? null } };
+      const role = view.routeRole?.();
+      const replica = role === undefined ? !isLeader : role === "read-node";
+      const healthy = replica && member && s.leader !== 0 && lag <= view.maxReplicaLagEntries && pgUp;
+      return { code: healthy ? 200 : 503, body: { ...base, lag_entries: lag, route_role: role ?? null } };
     }
     default:
       return undefined;

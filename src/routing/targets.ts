@@ -71,3 +71,15 @@ export function isWriteLeader(state: ClusterState, selfId: number): boolean | un
   const r = state.routing(mine.group);
   return r.leader === mine.name && r.switchingTo === "";
 }
+
+/** What this node is for HTTP routing: its group's write leader, a read node, or outside every group (in a cluster that has groups). */
+export type RouteRole = "write-leader" | "read-node" | "outside";
+
+/** This node's role (undefined: the cluster has no data group with a write leader and this node is in none: Raft's meaning applies). */
+export function routeRole(state: ClusterState, selfId: number): RouteRole | undefined {
+  const mine = state.dataNodes().find((n) => n.raftMemberId === selfId && n.group !== "" && n.state !== "PARTED");
+  if (!mine) return state.routings().some((r) => r.leader !== "") ? "outside" : undefined;
+  const r = state.routing(mine.group);
+  if (r.leader === mine.name && r.switchingTo === "") return "write-leader";
+  return mine.kind === "data" && mine.state === "ACTIVE" ? "read-node" : "outside";
+}

@@ -8,7 +8,8 @@ import type { Command } from "../../src/cluster/commands.js";
 import { ClusterState } from "../../src/cluster/state.js";
 import { Role, type ProgressStatus, type RaftStatus } from "../../src/consensus/types.js";
 import { desiredStandbyNames } from "../../src/routing/commit-scope.js";
-import { readTarget, writeTarget } from "../../src/routing/targets.js";
+import { readTarget, routeRole, writeTarget } from "../../src/routing/targets.js";
+import { answerRoute } from "../../src/http/routes.js";
 import { WriteLeaderController, type ProbeLike } from "../../src/routing/write-leader.js";
 import { originName } from "../../src/slots/naming.js";
 import { Log } from "../cluster/helpers.js";
@@ -88,10 +89,31 @@ describe("routing rules (on apply, every node alike)", () => {
     assert.equal(writeTarget(l.state, 2), undefined, "no leader yet");
     l.put("pgraft.internal/postgres/1", "127.0.0.1:5501");
     l.ok(set({ epoch: 0, leader: "a", readers: ["c", "b"] }));
-    assert.deepEqual(writeTarget(l.state, 2), { host: "127.0.0.1", port: 5501, nodeId: l.state.dataNodes()[0]!.nodeId });
-    assert.deepEqual(readTarget(l.state, 1), { host: "10.0.0.3", port: 5432, nodeId: l.state.dataNodes()[2]!.nodeId }, "no recorded address: the interface DSN's");
+    assert.deepEqual(writeTarget(l.state, 2), { host: "127.0.0.1", port: 5501, nodeId: l.state.dataNodes()[0]!.nodeId, name: "a" });
+    assert.deepEqual(readTarget(l.state, 1), { host: "10.0.0.3", port: 5432, nodeId: l.state.dataNodes()[2]!.nodeId, name: "c" }, "no recorded address: the interface DSN's");
     l.ok(set({ epoch: 1, leader: "a", switchingTo: "b", readers: ["c", "b"] }));
     assert.equal(writeTarget(l.state, 3), undefined);
+  });
+});
+
+describe("HTTP routes on the routing", () => {
+  test("/primary on the write leader only, /replica on ACTIVE read nodes only; a parted node is neither; no routed group: Raft's meaning", () => {
+    const l = group();
+    l.ok({ op: "pgd.node.create", name: "x", dsn: "host=10.0.0.9", kind: "data", dbname: "app", raftMemberId: 9 });
+    const status = (id: number, leader: boolean) =>
+      ({ id, role: leader ? Role.Leader : Role.Follower, leader: 1, term: 2, commit: 5, applied: 5, conf: { voters: [1, 2, 3, 9], learners: [] }, progress: new Map() }) as unknown as RaftStatus;
+    const code = (path: string, id: number): number =>
+      answerRoute(path, { status: () => status(id, id === 1), maxReplicaLagEntries: 10, routeRole: () => routeRole(l.state, id), postgres: () => ({ state: "up", sinceMs: 0, checkedMs: 0 }) as never })!.code;
+    // No write leader anywhere yet: x, in no group, keeps the Raft meaning; a group without a write leader has no primary.
+    assert.equal(routeRole(l.state, 9), undefined);
+    assert.deepEqual([code("/primary", 1), code("/replica", 9)], [503, 200]);
+    l.ok(set({ epoch: 0, leader: "b", readers: ["a", "c"] }));
+    assert.deepEqual([1, 2, 3, 9].map((id) => routeRole(l.state, id)), ["read-node", "write-leader", "read-node", "outside"]);
+    assert.deepEqual([1, 2, 3, 9].map((id) => code("/primary", id)), [503, 200, 503, 503]);
+    assert.deepEqual([1, 2, 3, 9].map((id) => code("/replica", id)), [200, 503, 200, 503]);
+    for (const st of ["PART_START", "PARTING", "PART_CATCHUP", "PARTED"]) l.ok({ op: "pgd.node.state", name: "c", state: st });
+    assert.equal(routeRole(l.state, 3), "outside", "a parted node takes no traffic");
+    assert.equal(code("/replica", 3), 503);
   });
 });
 
