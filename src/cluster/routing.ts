@@ -37,10 +37,12 @@ export interface GroupRouting {
   reason: string;
   /** The leader's clock when the write leader last changed (ms since the epoch; 0 = never). */
   changedAtMs: number;
+  /** How many times the write leader changed (a first choice, failovers, switchovers). */
+  leaderChanges: number;
   commitScope: CommitScope;
 }
 
-const empty = (group: string): GroupRouting => ({ group, leader: "", previous: "", epoch: 0, switchingTo: "", readers: [], reason: "", changedAtMs: 0, commitScope: "local" });
+const empty = (group: string): GroupRouting => ({ group, leader: "", previous: "", epoch: 0, switchingTo: "", readers: [], reason: "", changedAtMs: 0, leaderChanges: 0, commitScope: "local" });
 
 /** A node that may lead or serve the group: an ACTIVE data node in it. */
 export function routable(n: DataNode | undefined, group: string): n is DataNode {
@@ -91,6 +93,7 @@ export class RoutingCatalog {
       next.previous = cur.leader;
       next.reason = c.reason;
       next.changedAtMs = c.nowMs;
+      if (c.leader !== "") next.leaderChanges = cur.leaderChanges + 1;
     }
     this.groups.set(c.group, next);
     return this.get(c.group);
@@ -122,7 +125,9 @@ export class RoutingCatalog {
     const bad = (why: string): ClusterError => new ClusterError("CORRUPT_SNAPSHOT", `snapshot: routing: ${why}`);
     if (!Array.isArray(v)) throw bad("not an array");
     for (const raw of v as unknown[]) {
-      const r = raw as GroupRouting;
+      const r = { ...(raw as GroupRouting) };
+      // Snapshots from before the count: none counted.
+      if ((r as { leaderChanges?: number }).leaderChanges === undefined) r.leaderChanges = 0;
       const ok =
         typeof r?.group === "string" &&
         typeof r.leader === "string" &&
@@ -133,6 +138,7 @@ export class RoutingCatalog {
         r.readers.every((x) => typeof x === "string") &&
         typeof r.reason === "string" &&
         Number.isSafeInteger(r.changedAtMs) &&
+        Number.isSafeInteger(r.leaderChanges) &&
         (COMMIT_SCOPES as readonly string[]).includes(r.commitScope);
       if (!ok) throw bad("malformed group routing");
       if (c.groups.has(r.group)) throw bad(`duplicate group ${r.group}`);

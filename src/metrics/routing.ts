@@ -35,9 +35,23 @@ export function registerRoutingMetrics(r: Registry, source: RoutingMetricsSource
       if (w !== undefined) this.set(w ? 1 : 0);
     },
   });
+  const seen = new Map<string, number>();
+  new Counter({
+    name: "pgraft_write_leader_changes_total",
+    help: "How many times each data group's write leader changed (first choice, failovers, switchovers), as the replicated routing counts them",
+    labelNames: ["group"],
+    registers: [r],
+    collect() {
+      for (const g of source.routings()) {
+        const delta = g.leaderChanges - (seen.get(g.group) ?? 0);
+        this.inc({ group: g.group }, delta > 0 ? delta : 0);
+        seen.set(g.group, g.leaderChanges);
+      }
+    },
+  });
   new Gauge({
-    name: "pgraft_write_leader_changes",
-    help: "How many times each data group's routing changed (its epoch: leader changes, switchovers and read-node updates)",
+    name: "pgraft_routing_epoch",
+    help: "Each data group's routing epoch: bumped by every routing change (write leader, read nodes, switchover)",
     labelNames: ["group"],
     registers: [r],
     collect() {

@@ -384,6 +384,8 @@ const IMPLS: Record<string, Impl> = {
     const timeoutMs = parseDurationMs(timeoutText);
     if (timeoutMs === undefined || timeoutMs < 100 || timeoutMs > 3_600_000) throw invalidParameter(`${f.name}: transfer_timeout must be a duration from 100ms to 1h (e.g. '10s'), got ${JSON.stringify(timeoutText)}`);
     await current(d);
+    if (!d.state.nodeGroups().some((g) => g.name === group)) throw new PgWireError({ code: "42704", message: `${f.name}: node group ${JSON.stringify(group)} does not exist` });
+    if (!d.state.dataNodes().some((n) => n.name === target)) throw new PgWireError({ code: "42704", message: `${f.name}: node ${JSON.stringify(target)} does not exist` });
     const progress = d.switchoverProgress?.({ group, target });
     return one(await switchover({ group, target, method: method as TransferMethod, timeoutMs }, { state: d.state, propose: (cmd) => pgd(d, cmd), ...(progress ? { progress } : {}) }));
   },
@@ -394,6 +396,7 @@ const IMPLS: Record<string, Impl> = {
     const value = arg(f, a, 2).trim().toLowerCase();
     if (key !== "default_commit_scope") throw invalidParameter(`${f.name}: unknown option ${JSON.stringify(key)} (known: default_commit_scope)`);
     await current(d);
+    if (!d.state.nodeGroups().some((g) => g.name === group)) throw new PgWireError({ code: "42704", message: `${f.name}: node group ${JSON.stringify(group)} does not exist` });
     await pgd(d, { op: "routing.scope", group, scope: value });
     return one("t");
   },

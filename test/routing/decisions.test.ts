@@ -56,8 +56,10 @@ describe("routing rules (on apply, every node alike)", () => {
     assert.match(stale.message, /changed meanwhile \(epoch 1, this change was decided at 0\)/);
     l.ok(set({ epoch: 1, leader: "b", reason: "failover", nowMs: 5000 }));
     const r2 = l.state.routing("g");
-    assert.deepEqual([r2.leader, r2.previous, r2.reason, r2.changedAtMs], ["b", "a", "failover", 5000]);
-    assert.match(l.fail(set({ epoch: 2, leader: "b", switchingTo: "b" })).message, /already the write leader/);
+    assert.deepEqual([r2.leader, r2.previous, r2.reason, r2.changedAtMs, r2.leaderChanges], ["b", "a", "failover", 5000, 2]);
+    l.ok(set({ epoch: 2, leader: "b", readers: ["c"] }));
+    assert.equal(l.state.routing("g").leaderChanges, 2, "a change of the read nodes is not a leader change");
+    assert.match(l.fail(set({ epoch: 3, leader: "b", switchingTo: "b" })).message, /already the write leader/);
   });
 
   test("commit scope: local or majority only; a dropped group takes its routing with it; snapshots keep it", () => {

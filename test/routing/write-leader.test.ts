@@ -120,6 +120,9 @@ describe("the write leader of a data group", { timeout: 240_000 }, () => {
   test("bad input: clear errors, nothing changed", async () => {
     const n2 = c!.nodes[1]!;
     const before = await routing(n2);
+    for (const sql of ["SELECT pgraft.routing_leadership_transfer('nope', 'beta')", "SELECT pgraft.routing_leadership_transfer('g1', 'nobody')", "SELECT bdr.alter_node_group_option('nope', 'default_commit_scope', 'local')"]) {
+      assert.equal((await sqlFails(() => n2.query(sql))).code, "42704", `${sql}: undefined_object, as for every unknown node`);
+    }
     const cases: [string, unknown[], RegExp][] = [
       ["SELECT pgraft.routing_leadership_transfer('nope', 'beta')", [], /node group "nope" does not exist/],
       ["SELECT pgraft.routing_leadership_transfer('g1', 'nobody')", [], /node "nobody" does not exist/],

@@ -18,7 +18,7 @@ export function registerRouting(program: Command): Command[] {
     .requiredOption("--group <name>", "the data group")
     .requiredOption("--to <node>", "the node to lead the group's writes (an ACTIVE data node of the group)")
     .option("--method <method>", `strict (wait until the node has every write of the old leader; clients of the proxies wait meanwhile) or fast (at once)`, "strict")
-    .option("--transfer-timeout <duration>", "how long the node may take to catch up, e.g. 10s", "10s")
+    .option("--transfer-timeout <duration>", "how long the node may take to catch up, e.g. 10s (the call may last that long plus the steps after it, whatever --timeout says)", "10s")
     .action(
       operatorAction(async (ctx, _args, opts) => {
         const method = String(opts["method"]).toLowerCase();
