@@ -142,7 +142,9 @@ export function describe(doc: DemoJson, cmd = pgraftCommand()): string {
       "",
       "node groups (interface DSNs carry no password: passfile= names each node's 0600 pgpass file):",
       `  on node ${a.id}:  SELECT bdr.create_node('node${a.id}', ${sqlLiteral(a.interface_dsn)});  SELECT bdr.create_node_group('demo');`,
-      `  on node ${b.id}:  SELECT bdr.create_node('node${b.id}', ${sqlLiteral(b.interface_dsn)});  SELECT bdr.join_node_group(${sqlLiteral(a.interface_dsn)});`,
+      ...nodes
+        .slice(1)
+        .map((x) => `  on node ${x.id}:  SELECT bdr.create_node('node${x.id}', ${sqlLiteral(x.interface_dsn)});  SELECT bdr.join_node_group(${sqlLiteral(a.interface_dsn)});`),
       "           SELECT * FROM bdr.node_summary;",
       "  then: SELECT * FROM pgraft.node_group_routing_summary;  (the write leader: every node's read-write proxy sends writes there)",
     );
