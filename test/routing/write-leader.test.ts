@@ -10,7 +10,7 @@ import pg from "pg";
 import { after, before, describe, test } from "node:test";
 import { scalar, sqlFails, until } from "../sql/helpers.js";
 import { runCli } from "../integration/harness.js";
-import { boundedCall, startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
+import { boundedCall, formGroup, startPgCluster, type PgCluster, type PgNode } from "../support/pg-cluster.js";
 
 interface Routing {
   node_group_name: string;
@@ -41,19 +41,12 @@ const httpCode = async (n: PgNode, path: string): Promise<number> => (await fetc
 
 describe("the write leader of a data group", { timeout: 240_000 }, () => {
   let c: PgCluster | undefined;
-  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
   const names = ["alpha", "beta", "gamma"];
 
   before(async () => {
     c = await startPgCluster({ nodes: 3, name: "write-leader", password: PASSWORD });
-    const [n1, n2, n3] = c.nodes as [PgNode, PgNode, PgNode];
-    await n1.query("CREATE TABLE probe (n int PRIMARY KEY, at text)");
-    await n1.query("SELECT pgraft.create_node('alpha', $1)", [dsn(n1)]);
-    await n1.query("SELECT bdr.create_node_group('g1')");
-    await n2.query("SELECT bdr.create_node('beta', $1)", [dsn(n2)]);
-    await boundedCall(n2, "SELECT bdr.join_node_group($1)", [dsn(n1)], 60);
-    await n3.query("SELECT bdr.create_node('gamma', $1)", [dsn(n3)]);
-    await boundedCall(n3, "SELECT bdr.join_node_group($1)", [dsn(n1)], 60);
+    await c.nodes[0]!.query("CREATE TABLE probe (n int PRIMARY KEY, at text)");
+    await formGroup(c, "g1", names);
   });
 
   after(async () => {

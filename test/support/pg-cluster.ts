@@ -405,3 +405,18 @@ export async function boundedCall(n: PgNode, sql: string, params: unknown[] = []
     await s.end();
   }
 }
+
+/**
+ * A node group over the cluster's nodes, as a user makes one: node i gets data node `names[i]` (its
+ * interface DSN: the server's passfile DSN); the first creates `group`, the others join through it.
+ */
+export async function formGroup(c: PgCluster, group: string, names: readonly string[]): Promise<void> {
+  const dsn = (n: PgNode): string => n.pg.server.passfileDsn();
+  const first = c.nodes[0]!;
+  await first.query("SELECT pgraft.create_node($1, $2)", [names[0], dsn(first)]);
+  await first.query("SELECT bdr.create_node_group($1)", [group]);
+  for (const [i, n] of c.nodes.slice(1, names.length).entries()) {
+    await n.query("SELECT bdr.create_node($1, $2)", [names[i + 1], dsn(n)]);
+    await boundedCall(n, "SELECT bdr.join_node_group($1)", [dsn(first)], 60);
+  }
+}
