@@ -48,7 +48,7 @@ describe("pods of a StatefulSet: parallel start, ready, scale-up, restart, metri
     PGRAFT_SQL_LISTEN: `127.0.0.1:${ports[0]}`,
     PGRAFT_POSTGRES_DSN: `host=127.0.0.1 port=${servers[i]!.server.port} user=${servers[i]!.server.superuser} dbname=postgres`,
     PGPASSWORD: servers[i]!.server.password,
-    // The routing proxy's ports (served by a later sidecar; unknown variables are ignored).
+    // The client proxy's ports (the chart's 0.0.0.0:6432 / 6433, on a port of each pod's own on one host).
     PGRAFT_PROXY_LISTEN: `127.0.0.1:${ports[1]}`,
     PGRAFT_PROXY_READ_ONLY_LISTEN: `127.0.0.1:${ports[2]}`,
   });

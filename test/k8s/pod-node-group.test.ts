@@ -26,7 +26,7 @@ describe("pods with a node group: formed by themselves, joined by a scaled-up po
   const tails = (): string => pods.map((p) => `----- pod pgraft-${p.id - 1} (${p.state})\n${p.tail(30)}`).join("\n");
 
   const spawnPod = async (i: number): Promise<void> => {
-    const [sqlPort] = await freePorts(1);
+    const [sqlPort, proxyPort, proxyReadOnlyPort] = await freePorts(3);
     const s = servers[i]!.server;
     const env: Record<string, string> = {
       POD_NAME: `pgraft-${i}`,
@@ -40,13 +40,19 @@ describe("pods with a node group: formed by themselves, joined by a scaled-up po
       PGRAFT_LISTEN: `127.0.0.1:${base + i}`,
       PGRAFT_HTTP_LISTEN: `127.0.0.1:${httpPorts[i]}`,
       PGRAFT_SQL_LISTEN: `127.0.0.1:${sqlPort}`,
+      // The chart's 0.0.0.0:6432 / 6433, on a port of each pod's own on one host.
+      PGRAFT_PROXY_LISTEN: `127.0.0.1:${proxyPort}`,
+      PGRAFT_PROXY_READ_ONLY_LISTEN: `127.0.0.1:${proxyReadOnlyPort}`,
       PGRAFT_POSTGRES_DSN: `host=127.0.0.1 port=${s.port} user=${s.superuser} dbname=postgres`,
       PGPASSWORD: PASSWORD,
     };
     const p = new PodProcess(i + 1, base + i, httpPorts[i]!, env.PGRAFT_DATA_DIR!, join(dir, `pod${i}.log`), [], { clusterId: CLUSTER_ID, heartbeat: "", election: "", env });
     pods[i] = p;
+    proxyPorts[i] = proxyPort!;
     p.spawn();
   };
+  /** Each pod's read-write proxy port (the -rw Service's target). */
+  const proxyPorts: number[] = [];
 
   /** The data nodes pod 0's sidecar reports ACTIVE in group app (pgraft_data_node_state). */
   const activeNodes = async (): Promise<string[]> => {
@@ -99,6 +105,22 @@ describe("pods with a node group: formed by themselves, joined by a scaled-up po
     await query(0, "INSERT INTO items VALUES (1, 'from pod 0')");
     for (const i of [1, 2]) {
       await waitFor(`the row on pod ${i}`, async () => (await query(i, "SELECT v FROM items WHERE id = 1")).rows[0]?.v === "from pod 0", { timeoutMs: 30_000, intervalMs: 250, context: tails });
+    }
+    // As through the -rw Service: any pod's read-write proxy reaches the group's write leader (pgraft-0, the group's first node).
+    for (const i of [1, 2]) {
+      const viaProxy = async (): Promise<boolean | undefined> => {
+        const c = new pg.Client({ host: "127.0.0.1", port: proxyPorts[i]!, user: servers[i]!.server.superuser, password: PASSWORD, database: "postgres", connectionTimeoutMillis: 10_000 });
+        c.on("error", () => undefined);
+        try {
+          await c.connect();
+          return (await c.query<{ w: boolean }>("SELECT pgraft_is_write_leader() AS w")).rows[0]!.w;
+        } catch {
+          return undefined;
+        } finally {
+          await c.end().catch(() => undefined);
+        }
+      };
+      await waitFor(`pod ${i}'s read-write proxy to reach the write leader`, async () => (await viaProxy()) === true, { timeoutMs: 30_000, intervalMs: 500, context: tails });
     }
   });
 
