@@ -82,7 +82,11 @@ export interface ReceiverOptions {
   catchupThresholdBytes?: number;
   /** How often the peer's current WAL position is sampled (default 1000 ms). */
   probeIntervalMs?: number;
-  /** Reconnect backoff (default 200 ms doubling to 10 s). */
+  /**
+   * Reconnect backoff (default 200 ms doubling to 2 s). Short at its longest: under commit scope majority
+   * a peer's commits wait for this receiver's confirmations, so it must be back soon after the peer's
+   * PostgreSQL is (a refused connect every 2 s costs nothing).
+   */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
   /** Pause reading the stream while this many transactions wait to be durable (default 5000). */
@@ -224,7 +228,7 @@ export class Receiver {
   // ------------------------------------------------------------------ the session loop
 
   private async run(): Promise<void> {
-    const backoff = new Backoff(this.opts.reconnectMinMs ?? 200, this.opts.reconnectMaxMs ?? 10_000);
+    const backoff = new Backoff(this.opts.reconnectMinMs ?? 200, this.opts.reconnectMaxMs ?? 2_000);
     let lost: SlotLostError | undefined;
     while (!this.stopping) {
       const began = Date.now();
