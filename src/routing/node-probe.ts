@@ -34,8 +34,12 @@ export class NodeProbe {
   private stopped = false;
   /** The last result (undefined until the first probe finished). */
   last: ProbeResult | undefined;
-  /** Since when the probe has failed without a success in between (undefined while ok). */
+  /**
+   * Since when the server has not answered (undefined while it does): from the last probe that succeeded,
+   * as a lease counts from the last heartbeat — the server stopped answering some time after it.
+   */
   downSince: number | undefined;
+  private lastOkAt: number | undefined;
 
   constructor(
     readonly dsn: string,
@@ -69,10 +73,11 @@ export class NodeProbe {
       for (const [name, lsn] of Object.entries(JSON.parse(row.progress) as Record<string, string | null>)) if (lsn) progress.set(name, parseLsn(lsn));
       r = { ok: true, at: this.now(), walLsn: parseLsn(row.wal), progress };
       this.downSince = undefined;
+      this.lastOkAt = r.at;
     } catch (e) {
       this.drop();
       r = { ok: false, at: this.now(), error: describe(e, timeout) };
-      this.downSince ??= r.at;
+      this.downSince ??= this.lastOkAt ?? r.at;
     } finally {
       this.running = false;
     }

@@ -396,9 +396,13 @@ export class ClientProxy {
     // client's wait, so the client lands on the new target instead of reading an error.
     if (Date.now() + CONNECT_RETRY_MS < conn.waitUntil) {
       this.log.debug({ conn: conn.id, target: describe(target), err: why }, "connect failed; trying again within the client's wait");
+      // A waiter: retarget() sends it to a new target at once; else it tries again after CONNECT_RETRY_MS.
       conn.phase = "waiting";
+      this.waiters.add(conn);
       conn.timer = setTimeout(() => {
         conn.timer = undefined;
+        this.waiters.delete(conn);
+        this.stopPollingIfIdle();
         if (conn.phase === "waiting") this.route(conn);
       }, CONNECT_RETRY_MS);
       return;
