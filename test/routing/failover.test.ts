@@ -71,9 +71,10 @@ class Writer {
     return this.acked[this.acked.length - 1] ?? 0;
   }
 
+  /** Stops the loop; a session stuck on a frozen server is not waited for past 5 s. */
   async stop(): Promise<void> {
     this.stopped = true;
-    await this.done;
+    await Promise.race([this.done, new Promise((r) => setTimeout(r, 5_000).unref())]);
   }
 }
 
@@ -102,6 +103,14 @@ describe("failover through the read-write proxy, commit scope majority", { timeo
 
   after(async () => {
     await writer?.stop();
+    // A server left frozen by a failed step would not stop (SIGQUIT waits for SIGCONT).
+    for (const n of c?.nodes ?? []) {
+      try {
+        signalServer(n, "CONT");
+      } catch {
+        // not running
+      }
+    }
     await c?.destroy();
   });
 
