@@ -55,11 +55,12 @@ run: dist/.run-build-stamp postgres
 install-extension: build postgres
 	node dist/src/cli/main.js extension --out "$$($(or $(PG_BIN),/usr/bin)/pg_config --sharedir)/extension"
 
-# Benchmarks, each beside the system a user would pick instead (etcd and wal2json from Debian's packages).
+# Benchmarks, each beside the system a user would pick instead (etcd, wal2json and haproxy from Debian's packages).
 # Every benchmark runs even when one before it fails; the failures are named at the end (exit 1).
 BENCHES := consensus kv failover failover-app sql replication multi-writer proxy decode-origin-filter
 bench: build postgres
 	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; } || echo "etcd could not be installed: its columns will be skipped"
+	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; } || echo "haproxy could not be installed: bench/proxy will skip its column"
 	@[ -e "$$($(or $(PG_BIN),/usr/bin)/pg_config --pkglibdir)/wal2json.so" ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15-wal2json >/dev/null; } || echo "wal2json could not be installed: bench/decode-origin-filter will fail"
 	@failed=""; for b in $(BENCHES); do echo "== bench/$$b"; node dist/bench/$$b.js || failed="$$failed $$b"; echo; done; \
 	if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed" >&2; exit 1; fi
