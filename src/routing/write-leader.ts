@@ -71,6 +71,8 @@ export class WriteLeaderController {
   private timer: NodeJS.Timeout | undefined;
   private busy = false;
   private readonly said = new Map<string, string>();
+  /** A switchover in progress as first seen by this controller, per group (abandoned once stale). */
+  private readonly switchSeen = new Map<string, { target: string; epoch: number; at: number }>();
 
   constructor(private readonly d: WriteLeaderDeps) {}
 
@@ -197,7 +199,11 @@ export class WriteLeaderController {
     const leader = active.find((n) => n.name === r.leader);
 
     if (r.switchingTo) {
-      if (now - r.changedAtMs < SWITCHOVER_STALE_MS || !r.changedAtMs) return;
+      // Counted from when this controller first saw it (the routing records when the leader last changed, not when a switchover began).
+      const seen = this.switchSeen.get(r.group);
+      if (!seen || seen.target !== r.switchingTo || seen.epoch > r.epoch) this.switchSeen.set(r.group, { target: r.switchingTo, epoch: r.epoch, at: now });
+      if (now - (this.switchSeen.get(r.group)?.at ?? now) < SWITCHOVER_STALE_MS) return;
+      this.switchSeen.delete(r.group);
       await this.set(r, { switchingTo: "", reason: r.reason });
       this.say(`switch:${r.group}`, `group ${r.group}: a switchover to ${r.switchingTo} has been in progress for over ${SWITCHOVER_STALE_MS / 1000} s; abandoned`, "warn");
       return;

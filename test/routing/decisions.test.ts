@@ -216,6 +216,24 @@ describe("the write-leader controller", () => {
     assert.match(h.l.state.routing("g").reason, /sidecar \(member 2\) has not answered Raft/);
   });
 
+  test("a switchover in progress is left alone, however long ago the leader last changed; abandoned only once stale", async () => {
+    const h = harness();
+    await h.ctl.tick();
+    for (const n of ["a", "b", "c"]) h.up(n);
+    await h.ctl.tick();
+    h.tick(60 * 60_000); // the leader was chosen an hour ago
+    const r = h.l.state.routing("g");
+    h.l.ok(set({ epoch: r.epoch, leader: "a", switchingTo: "b", readers: r.readers }));
+    await h.ctl.tick();
+    h.tick(60_000);
+    await h.ctl.tick();
+    assert.equal(h.l.state.routing("g").switchingTo, "b", "still in progress after a minute");
+    h.tick(5 * 60_000);
+    await h.ctl.tick();
+    assert.equal(h.l.state.routing("g").switchingTo, "", "abandoned after five minutes");
+    assert.equal(h.l.state.routing("g").leader, "a");
+  });
+
   test("no healthy candidate: the leader stays, and nothing is proposed", async () => {
     const h = harness();
     await h.ctl.tick();
