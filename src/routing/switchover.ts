@@ -72,7 +72,10 @@ export async function switchover(req: SwitchoverRequest, d: SwitchoverDeps): Pro
   }) : undefined;
   try {
     if (!old || !oc || req.method === "fast") {
-      await d.propose(routingSet(r, { leader: target.name, switchingTo: "", reason: `switchover (${req.method}) requested${old ? ` from ${old.name}` : ""}` }, now()));
+      await proposeFresh(d, req.group, (cur) => {
+        if (cur.switchingTo) throw new ClusterError("INVALID", `a switchover of group ${JSON.stringify(req.group)} to ${cur.switchingTo} started meanwhile`);
+        return { leader: target.name, switchingTo: "", reason: `switchover (${req.method}) requested${old ? ` from ${old.name}` : ""}` };
+      }, now);
       return `node ${target.name} is the write leader of group ${req.group}${old ? ` (was ${old.name}; ${req.method}${!oc ? ", its PostgreSQL did not answer" : ""})` : ""}`;
     }
     // What the target has durably applied of the old leader's WAL: what its receiver confirmed on the target's
