@@ -634,8 +634,14 @@ const IMPLS: Record<string, Impl> = {
     const name = arg(f, a, 0);
     const wait = optArg(a, 1) === null ? true : boolArg(f, a, 1);
     const force = optArg(a, 2) === null ? false : boolArg(f, a, 2);
-    if (!(await status(d)).quorumMet) throw new PgWireError({ code: "55000", message: `${f.name}: parting needs a majority of the cluster, and this node sees none`, hint: "bring enough nodes back, or call it on a node in the majority" });
-    await current(d);
+    // The read barrier needs a majority itself. Asking status first instead refused parts on a loaded
+    // host: a leader counts a peer active only if it answered within the last election timeout.
+    try {
+      await current(d);
+    } catch (e) {
+      if (!(await status(d)).quorumMet) throw new PgWireError({ code: "55000", message: `${f.name}: parting needs a majority of the cluster, and this node sees none`, hint: "bring enough nodes back, or call it on a node in the majority" });
+      throw e;
+    }
     const n = d.state.dataNodes().find((x) => x.name === name);
     if (!n) throw new PgWireError({ code: "42704", message: `${f.name}: node ${JSON.stringify(name)} does not exist` });
     if (!n.group) throw new PgWireError({ code: "55000", message: `${f.name}: node ${JSON.stringify(name)} is in no group` });

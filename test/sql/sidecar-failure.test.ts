@@ -161,6 +161,8 @@ describe("the sidecar paused or killed under a SQL call", () => {
         assert.equal(x.address, "127.0.0.1");
         assert.equal(x.postgres_address, `127.0.0.1:${c.node(x.node_id as number).pg.server.port}`);
       }
+      // A part needs a majority: without one, part_node says so (after its read barrier gives up), not "does not exist".
+      await assert.rejects(self!.query("SELECT bdr.part_node('nobody')"), (e: unknown) => (e as { code?: string }).code === "55000" && /parting needs a majority of the cluster, and this node sees none/.test((e as Error).message));
     } finally {
       for (const o of others) c.resumeSidecar(o.id);
     }
