@@ -24,9 +24,10 @@
 // A tie (equal commit timestamps, another writer) raises GUARD_SQLSTATE: the
 // slow path breaks it by node id, which needs the writer's member id.
 //
-// Each statement is one WITH query. `cur` locks the rows the run targets
-// (FOR UPDATE waits for a local transaction holding one, then reads its
-// newest version), `d` decides, the data-modifying CTEs write by key — a row
+// Each statement is one WITH query. `cur` holds the rows the run targets:
+// those the incoming change already loses against as the snapshot shows
+// them, unlocked, and the rest locked (FOR UPDATE waits for a local
+// transaction holding one, then reads its newest version); `d` decides, the data-modifying CTEs write by key — a row
 // a local transaction changed since the statement's snapshot is followed to
 // its newest version, the one locked and decided on, as READ COMMITTED's
 // UPDATE does — and the history takes the local row as the lock found it.
@@ -94,18 +95,34 @@ function keyMatch(meta: TableMeta, l: string, pos: Position, alias = "u"): strin
 }
 
 /**
- * Lock the local rows the run (rows of `from`) targets: `cur(ord, o, tuple)`
+ * The local rows the run (rows of `from`) targets, `cur(ord, o, tuple)`,
  * with o the writer's (timestamp, roident) and, for a row that is a conflict
  * (`peerRoident` set: written last by another node than the peer; else
- * every row), the row as JSON for the history. FOR UPDATE waits for a local
- * transaction holding the row and then reads its newest version, so the
- * decision is made on what the write will replace.
+ * every row), the row as JSON for the history.
+ *
+ * A row whose committed version, as the statement's snapshot shows it, was
+ * written by another node than the peer (or here) after the incoming change
+ * committed is decided at once (`lost`: the incoming change loses, keep_local):
+ * a local transaction holding it can only make it newer still, so waiting
+ * for its lock changes nothing. In a multi-writer group that is most changes
+ * to hot rows while the peer's stream lags, and the wait for a row that
+ * every local client also updates is what held the applier to one
+ * transaction per round of that row's lock queue.
+ *
+ * Every other row is locked (`locked`): FOR UPDATE waits for a local
+ * transaction holding it and then reads its newest version, so the decision
+ * is made on what the write will replace.
  */
-function lockedRows(meta: TableMeta, keyPos: Position, from: string, peerRoident: number | undefined): string {
-  const conflict = peerRoident === undefined ? "true" : `COALESCE((pg_xact_commit_timestamp_origin(l.xmin)).roident, ${peerRoident}) <> ${peerRoident}`;
+function lockedRows(meta: TableMeta, keyPos: Position, from: string, peerRoident: number | undefined, c: Context): string {
+  const origin = "pg_xact_commit_timestamp_origin(l.xmin)";
+  const conflict = peerRoident === undefined ? "true" : `COALESCE((${origin}).roident, ${peerRoident}) <> ${peerRoident}`;
+  const newer = `(${origin}).timestamp > ${c.ts}${peerRoident === undefined ? "" : ` AND (${origin}).roident <> ${peerRoident}`}`;
+  const join = `FROM ${from} JOIN ${meta.qualified} l ON ${keyMatch(meta, "l", keyPos, from)}`;
   return (
-    `cur AS MATERIALIZED (SELECT ${from}.ord, pg_xact_commit_timestamp_origin(l.xmin) AS o, CASE WHEN ${conflict} THEN to_jsonb(l) END AS tuple ` +
-    `FROM ${from} JOIN ${meta.qualified} l ON ${keyMatch(meta, "l", keyPos, from)} FOR UPDATE OF l)`
+    `lost AS MATERIALIZED (SELECT ${from}.ord, ${origin} AS o, to_jsonb(l) AS tuple ${join} WHERE ${newer}), ` +
+    `locked AS MATERIALIZED (SELECT ${from}.ord, ${origin} AS o, CASE WHEN ${conflict} THEN to_jsonb(l) END AS tuple ` +
+    `${join} WHERE NOT EXISTS (SELECT 1 FROM lost WHERE lost.ord = ${from}.ord) FOR UPDATE OF l), ` +
+    `cur AS MATERIALIZED (SELECT * FROM lost UNION ALL SELECT * FROM locked)`
   );
 }
 
@@ -181,7 +198,7 @@ export function resolvingInsertSql(meta: TableMeta, mask: string, peerRoident: n
     `ins AS (INSERT INTO ${meta.qualified} (${cols.map((i) => column(meta, i)).join(", ")}) SELECT ${cols.map(ref).join(", ")} FROM u ON CONFLICT (${keyList}) DO NOTHING RETURNING ${keyList}), ` +
     // The rows whose key is here already.
     `rest AS MATERIALIZED (SELECT u.* FROM u WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ${keyMatch(meta, "ins", pos)})), ` +
-    `${lockedRows(meta, pos, "rest", undefined)}, ` +
+    `${lockedRows(meta, pos, "rest", undefined, c)}, ` +
     `${decided(c, peerRoident, false)}, ` +
     `upd AS (UPDATE ${meta.qualified} l SET ${cols.map((i) => `${column(meta, i)} = ${ref(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", pos)} AND d.win RETURNING 1), ` +
     `c AS (${decidedConflict("insert_exists", "CASE WHEN d.win THEN 'apply_remote' ELSE 'keep_local' END", "true", "true")}), ` +
@@ -204,7 +221,7 @@ export function resolvingUpdateSql(meta: TableMeta, mask: string, peerRoident: n
   const c = contextRefs(n + 1);
   const text =
     `WITH ${rowsCte(n)}, ${typed(c)}, ` +
-    `${lockedRows(meta, keyPos, "u", peerRoident)}, ` +
+    `${lockedRows(meta, keyPos, "u", peerRoident, c)}, ` +
     `${decided(c, peerRoident, true)}, ` +
     `upd AS (UPDATE ${meta.qualified} l SET ${setCols.map((i) => `${column(meta, i)} = ${setRef(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", keyPos)} AND d.win RETURNING 1), ` +
     `ins AS (INSERT INTO ${meta.qualified} (${setCols.map((i) => column(meta, i)).join(", ")}) SELECT ${setCols.map(setRef).join(", ")} FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord) RETURNING 1), ` +
@@ -222,7 +239,7 @@ export function resolvingDeleteSql(meta: TableMeta, peerRoident: number, names: 
   const c = contextRefs(key.length + 1);
   const text =
     `WITH ${rowsCte(key.length)}, ${typed(c)}, ` +
-    `${lockedRows(meta, keyPos, "u", peerRoident)}, ` +
+    `${lockedRows(meta, keyPos, "u", peerRoident, c)}, ` +
     `${decided(c, peerRoident, true)}, ` +
     `del AS (DELETE FROM ${meta.qualified} l USING d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", keyPos)} AND d.win RETURNING 1), ` +
     `c AS (${decidedConflict("delete_recently_updated", "'skip'", "NOT d.win", "true")} UNION ALL ${missingConflict("delete_missing", "skip")}), ` +

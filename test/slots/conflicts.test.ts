@@ -6,13 +6,14 @@
 // A tie of timestamps (which two real servers practically never produce) is
 // set up directly against the applier: the higher node id wins.
 import assert from "node:assert/strict";
+import pg from "pg";
 import { after, before, describe, test } from "node:test";
 import { Applier } from "../../src/slots/applier.js";
 import { readConflicts, type ConflictRow } from "../../src/slots/index.js";
 import { microsToTimestamptz } from "../../src/slots/lsn.js";
 import { originName } from "../../src/slots/naming.js";
 import type { RelationDesc } from "../../src/slots/types.js";
-import { DB, onAll, startNodes, startPlane, startPlanes, teardown, testLogger, waitCaughtUp, waitConverged, type TestNode } from "./support.js";
+import { DB, onAll, startNodes, startPlane, startPlanes, teardown, testLogger, waitCaughtUp, waitConverged, waitFor, type TestNode } from "./support.js";
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -169,6 +170,32 @@ describe("conflicts", () => {
         n.name,
       );
     }
+  });
+
+  test("an incoming update older than the row's committed version is decided without waiting for a local transaction that holds the row", async () => {
+    await a.client.query("INSERT INTO c VALUES (30, 'initial')");
+    await waitConverged(nodes, ["c"]);
+    await waitCaughtUp(nodes);
+    await Promise.all(nodes.map((n) => n.plane!.stop()));
+    await a.client.query("UPDATE c SET v = 'from a (earlier)' WHERE id = 30");
+    await pause(5);
+    await b.client.query("UPDATE c SET v = 'from b (later)' WHERE id = 30");
+    // A local transaction on b holds the row (uncommitted) while a's older update arrives.
+    const holder = new pg.Client(b.pg.server.clientConfig());
+    await holder.connect();
+    try {
+      await holder.query("BEGIN");
+      await holder.query("UPDATE c SET v = 'from b (held)' WHERE id = 30");
+      await Promise.all(nodes.map((n) => startPlane(nodes, n)));
+      // a's update loses to b's committed version whatever the holder does: b decides it with the lock still held.
+      await waitFor(async () => (await conflicts(b, 30)).some((r) => r.conflict_type === "update_origin_change" && r.resolution === "keep_local"), 20_000, "b to log a's update as keep_local while the row is locked");
+      assert.match((await conflicts(b, 30))[0]!.local_tuple ?? "", /from b \(later\)/, "decided on the committed version");
+      await holder.query("COMMIT");
+    } finally {
+      await holder.end();
+    }
+    await waitConverged(nodes, ["c"]);
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM c WHERE id = 30"), [{ id: "30", v: "from b (held)" }], n.name);
   });
 
   test("rows written by the peer itself are no conflict (the fast path applies them)", async () => {

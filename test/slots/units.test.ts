@@ -266,7 +266,9 @@ describe("statements", () => {
     const u = resolvingUpdateSql(pk, "110", 7, names).text;
     // The new values, then the key as a column of its own, then the four context params.
     assert.match(u, /^WITH u AS \(SELECT \* FROM unnest\(\$1::text\[\], \$2::text\[\], \$3::text\[\]\) WITH ORDINALITY AS u\(c1, c2, c3, ord\)\), ctx AS \(SELECT \$4::timestamptz, \$5::pg_lsn, \$6::boolean, \$7::jsonb\)/);
-    assert.match(u, /JOIN "public"\."T x" l ON l\."id" = u\.c3::integer FOR UPDATE OF l/);
+    assert.match(u, /JOIN "public"\."T x" l ON l\."id" = u\.c3::integer WHERE NOT EXISTS \(SELECT 1 FROM lost WHERE lost\.ord = u\.ord\) FOR UPDATE OF l/);
+    // A row another node (or this one) wrote after the incoming change committed: lost at once, not locked.
+    assert.match(u, /lost AS MATERIALIZED \(SELECT u\.ord, .* WHERE \(pg_xact_commit_timestamp_origin\(l\.xmin\)\)\.timestamp > \$4::timestamptz AND \(pg_xact_commit_timestamp_origin\(l\.xmin\)\)\.roident <> 7\)/);
     assert.match(u, /\(cur\.o\)\.roident = 7/, "rows this peer wrote last are no conflict");
     assert.match(u, /'update_origin_change'.*'update_missing', 'insert_remote'/);
     assert.match(u, /\(NOT d\.win OR \$6::boolean\) AS logged/);
