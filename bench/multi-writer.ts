@@ -22,8 +22,9 @@
 //    (10) are the hot rows every transaction of every node updates.
 //  - lag: every 200 ms during the load, each node's sidecar /metrics is
 //    scraped for pgraft_apply_lag_seconds{peer} (0 when nothing from the peer
-//    is left to apply, else seconds since the last transaction applied here
-//    committed on the peer). p50/p99 over every (node, peer) sample, leaving
+//    is left to apply, else seconds since the oldest transaction received from
+//    the peer and not applied yet committed there; none waiting: how long the
+//    last one received took to arrive). p50/p99 over every (node, peer) sample, leaving
 //    out the first second and the last 0.7 s (the sidecar refreshes its data
 //    plane status at most every 0.5 s: the scrape that closes the window must
 //    not reuse a status from inside it). A pair without a value (behind, and
@@ -58,7 +59,7 @@
 // ≥ 0.9× the commit rate), met when every repetition meets them.
 //
 //   make build && node dist/bench/multi-writer.js   (BENCH_MW_SECONDS=20 BENCH_MW_CLIENTS=4 BENCH_MW_SCALE=1 BENCH_REPS=3;
-//   BENCH_KEEP=1 keeps the temp dir with the server and sidecar logs)
+//   BENCH_KEEP=1 keeps the temp dir with the server and sidecar logs; BENCH_MW_TRACE=1 prints each scrape round's lag values)
 import { join } from "node:path";
 import type pg from "pg";
 import { startDemo, type RunningDemo } from "../src/demo/local-cluster.js";
@@ -84,6 +85,8 @@ const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 2000);
 const NAMES = ["alpha", "beta", "gamma"];
 const TABLES = ["pgbench_accounts", "pgbench_branches", "pgbench_history", "pgbench_tellers"];
 const TARGET = { convergedS: 2, lagP99S: 1, ratio: 0.9 };
+/** BENCH_MW_TRACE=1: every scrape round's lag values on stderr (where a spike happens). */
+const TRACE = process.env.BENCH_MW_TRACE === "1";
 const APP = "pgraft_bench_multi_writer";
 
 // ------------------------------------------------------------------ /metrics
@@ -221,6 +224,7 @@ async function runRep(rep: number, pgbench: string, servers: Server[]): Promise<
       const at = performance.now() - t0;
       if (!loading || at > SECONDS * 1000 - TAIL_MS) return;
       const got = await Promise.all(servers.map((s) => scrape(s).catch(() => undefined)));
+      if (TRACE) process.stderr.write(`  ${(at / 1000).toFixed(1)}s lag ${got.map((ms, i) => NAMES.filter((n) => n !== servers[i]!.name).map((peer) => `${servers[i]!.name}<-${peer} ${ms ? (values(ms, "pgraft_apply_lag_seconds", peer)[0] ?? "-") : "?"}`).join(" ")).join(" ")}\n`);
       if (at < WARMUP_MS) continue;
       rounds++;
       got.forEach((ms, i) => {

@@ -85,10 +85,16 @@ export function registerDataPlaneMetrics(r: Registry, source: DataPlaneMetricsSo
   counter("pgraft_apply_slow_path_transactions_total", "Transactions from each peer redone change by change (an error, a tie of commit timestamps, a table without a primary key)", ["peer"], (st) =>
     st.receivers.map((x) => [{ peer: x.peer }, x.stats.slowPathTransactions]),
   );
+  counter(
+    "pgraft_apply_resolving_resends_total",
+    "Transactions from each peer sent again with conflict-resolving statements after a conflict stopped their batch of optimistic ones (the batch's later transactions are sent again too)",
+    ["peer"],
+    (st) => st.receivers.map((x) => [{ peer: x.peer }, x.stats.resolvingResends]),
+  );
   gauge("pgraft_apply_lag_bytes", "Bytes of each peer's WAL not yet applied here (its current position minus what this node applied or confirmed)", ["peer"], (st) =>
     st.receivers.flatMap((x) => (x.lagBytes === null ? [] : [[{ peer: x.peer }, x.lagBytes]])),
   );
-  gauge("pgraft_apply_lag_seconds", "0 when nothing from the peer is left to apply; else seconds since the last transaction applied here committed on the peer", ["peer"], (st) =>
+  gauge("pgraft_apply_lag_seconds", "0 when nothing from the peer is left to apply; else seconds since the oldest transaction received from the peer and not applied yet committed there (none waiting: how long the last one received took to arrive)", ["peer"], (st) =>
     st.receivers.flatMap((x) => (x.lagSeconds === null ? [] : [[{ peer: x.peer }, x.lagSeconds]])),
   );
   gauge("pgraft_receiver_state", "The state of the stream from each peer: 1 for the state it is in (streaming, catchup, disconnected, slot_lost, stopped), 0 for the others", ["peer", "state"], (st) =>

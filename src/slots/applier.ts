@@ -60,6 +60,8 @@ export interface ApplierOptions extends Omit<SessionOptions, "onError"> {
   onFailure?: (e: Error) => void;
   /** Log update_origin_change conflicts the incoming change won (default: not, as PGD). */
   logOriginChange?: () => boolean;
+  /** How long after its last conflict a table stays resolving (default CONTENDED_MS; tests shorten it). */
+  contendedMs?: number;
 }
 
 export interface ApplierStats {
@@ -139,10 +141,13 @@ const FLUSH_SQL = "BEGIN;SET LOCAL synchronous_commit = local;SELECT pg_current_
 const FLUSH_DELAY_MS = 5;
 
 /**
- * How long a table whose changes met a conflict is applied with resolving
+ * How long after its last conflict a table is applied with resolving
  * statements (resolving-statements.ts) before the optimistic ones are tried
- * again: a multi-writer table stays resolving (one failed batch per window),
- * a one-way table pays for the cheaper statements.
+ * again: a multi-writer table, whose resolving statements keep meeting
+ * conflicts, stays resolving; a table that met one conflict goes back to the
+ * cheaper statements 10 s later. (Counted from the first conflict only, a
+ * multi-writer table went back every 10 s, and each time an optimistic batch
+ * failed and up to a window of transactions was rolled back and sent again.)
  */
 const CONTENDED_MS = 10_000;
 /** The errors of an optimistic statement that resolving ones decide in line: the guard (another node's row, a missing row) and a duplicate key. */
@@ -213,6 +218,12 @@ export class Applier {
   /** Transactions submitted and not yet durable. */
   get backlog(): number {
     return this.items.length;
+  }
+
+  /** The origin commit time (µs) of the oldest transaction submitted and not yet committed here (undefined: none waits). */
+  get oldestWaitingCommitTime(): bigint | undefined {
+    for (const it of this.items) if (it.kind === "apply" && (it.status === "queued" || it.status === "sent")) return it.tx!.commitTime;
+    return undefined;
   }
 
   get error(): Error | undefined {
@@ -509,6 +520,7 @@ export class Applier {
     if (error === undefined && !this.recovering) {
       // A batch answered whole: all its statements' work committed (a huge transaction's first part commits with its last batch; counted now all the same).
       countConflicts(this.stats, batch.results);
+      this.renewContended(batch.results);
       for (const item of batch.commits) this.committed(item);
       this.advance();
       this.kick();
@@ -523,6 +535,15 @@ export class Applier {
     // The first failure in order carries the cause; those behind it fail with "transaction aborted" (25P02) or the chain check.
     this.recovering ??= { error };
     if (!this.inFlight.length) void this.recover();
+  }
+
+  /** Tables whose resolving statements in a committed batch met conflicts stay resolving CONTENDED_MS more. */
+  private renewContended(results: unknown): void {
+    const until = Date.now() + (this.opts.contendedMs ?? CONTENDED_MS);
+    for (const r of Array.isArray(results) ? results : [results]) {
+      const row = (r as { rows?: Record<string, unknown>[] } | undefined)?.rows?.[0];
+      if (typeof row?.pgraft_conflicts === "string" && typeof row.pgraft_table === "string") this.contended.set(row.pgraft_table, until);
+    }
   }
 
   private committed(item: Item): void {
@@ -584,7 +605,7 @@ export class Applier {
         if (this.sendPos < 0) this.sendPos = this.items.length;
       } else if (!failedItem.resolving && CONFLICT_STATES.has(sqlState(r.error) ?? "")) {
         // A conflict stopped the optimistic statements: its tables resolve in line for a while, and it goes again.
-        const until = Date.now() + CONTENDED_MS;
+        const until = Date.now() + (this.opts.contendedMs ?? CONTENDED_MS);
         for (const ch of failedItem.tx!.changes) if (ch.kind !== "truncate") this.contended.set(qualified(ch.rel), until);
         failedItem.resolving = true;
         failedItem.status = "queued";

@@ -72,7 +72,7 @@ export type Assembled =
    */
   | { kind: "apply"; tx: RemoteTransaction; relayEndLsn?: bigint }
   /** Nothing to apply (replicated from elsewhere, or only pgraft's own tables), but its end is a position we may confirm. */
-  | { kind: "skip"; endLsn: bigint; reason: "origin" | "empty" };
+  | { kind: "skip"; endLsn: bigint; reason: "origin" | "empty"; /** The commit time (µs) on the sending node. */ commitTime: bigint };
 
 export interface AssemblerOptions {
   /**
@@ -151,8 +151,8 @@ export class TransactionAssembler {
         if (!msg.commitEndLsn) throw new Error("commit message without an end LSN");
         const endLsn = parseLsn(msg.commitEndLsn);
         if (!cur) throw new Error(`commit at ${msg.commitEndLsn} without a begin`);
-        if (!this.wanted(cur.origin)) return { kind: "skip", endLsn, reason: "origin" };
-        if (cur.changes.length === 0) return { kind: "skip", endLsn, reason: "empty" };
+        if (!this.wanted(cur.origin)) return { kind: "skip", endLsn, reason: "origin", commitTime: cur.commitTime };
+        if (cur.changes.length === 0) return { kind: "skip", endLsn, reason: "empty", commitTime: cur.commitTime };
         if (this.relayOrigin === undefined) return { kind: "apply", tx: { xid: cur.xid, commitLsn: cur.commitLsn, endLsn, commitTime: cur.commitTime, changes: cur.changes } };
         // Relayed: it ends, for the origin's progress and the chain of transactions, where it ended on its origin node.
         if (cur.originLsn === undefined || cur.originLsn === 0n) throw new Error(`transaction from origin ${cur.origin} (ending at ${msg.commitEndLsn} here) carries no origin LSN`);

@@ -113,7 +113,12 @@ export interface ReceiverStatus {
   upstreamLsn: string | null;
   /** upstreamLsn − max(durable, confirmed) in bytes. */
   lagBytes: number | null;
-  /** 0 when nothing is left to apply; else how long ago the last transaction applied here committed on the peer (null: none applied yet). */
+  /**
+   * 0 when nothing is left to apply; else how long ago the oldest transaction
+   * received from the peer and not applied yet committed there, or, when none
+   * waits here, how long the last transaction received (applied or skipped)
+   * took from its commit on the peer to arrive (null: nothing received yet).
+   */
   lagSeconds: number | null;
   lastError: string | null;
   /** Sessions started (1 + reconnects). */
@@ -164,6 +169,20 @@ export class Receiver {
     return this.applier?.committedTime ?? this.lastSessionCommitTime;
   }
   private lastSessionCommitTime: bigint | undefined;
+  /** The last transaction received (applied or skipped): its commit time on the peer (µs) and when it arrived here (ms). */
+  private lastArrival: { commitTime: bigint; atMs: number } | undefined;
+
+  /**
+   * The apply lag in seconds while behind (see ReceiverStatus.lagSeconds). Not
+   * "since the last applied transaction committed": after the peer was idle
+   * that counted the idle time as lag the moment its next transaction arrived.
+   */
+  private lagSeconds(): number | null {
+    const waiting = this.applier?.oldestWaitingCommitTime;
+    if (waiting !== undefined) return Math.max(0, Date.now() / 1000 - Number(waiting) / 1e6);
+    if (this.lastArrival) return Math.max(0, this.lastArrival.atMs / 1000 - Number(this.lastArrival.commitTime) / 1e6);
+    return this.lastCommitTime === undefined ? null : Math.max(0, Date.now() / 1000 - Number(this.lastCommitTime) / 1e6);
+  }
 
   constructor(opts: ReceiverOptions) {
     this.opts = opts;
@@ -196,7 +215,7 @@ export class Receiver {
       confirmedLsn: this.confirmed ? formatLsn(this.confirmed) : null,
       upstreamLsn: this.upstream === undefined ? null : formatLsn(this.upstream),
       lagBytes: lag,
-      lagSeconds: lag === 0 ? 0 : this.lastCommitTime === undefined ? null : Math.max(0, Date.now() / 1000 - Number(this.lastCommitTime) / 1e6),
+      lagSeconds: lag === 0 ? 0 : this.lagSeconds(),
       lastError: this.lastError,
       sessions: this.sessions,
       stats,
@@ -438,6 +457,7 @@ export class Receiver {
     }
     if (!a) return;
     this.received = a.kind === "apply" ? a.tx.endLsn : a.endLsn;
+    this.lastArrival = { commitTime: a.kind === "apply" ? a.tx.commitTime : a.commitTime, atMs: Date.now() };
     // Failures reach us through onFailure; the promise only tells when this one is durable.
     applier.submit(a).catch(() => undefined);
     if (!this.paused && applier.backlog >= (this.opts.maxBacklog ?? 5000)) this.pause(true);

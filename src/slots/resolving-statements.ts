@@ -166,11 +166,16 @@ const decidedConflict = (type: string, resolution: string, where: string, logged
 const missingConflict = (type: string, resolution: string): string =>
   `SELECT ${lit(type)}, ${lit(resolution)}, u.ord, NULL::jsonb, NULL::timestamptz, NULL::oid, true FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord)`;
 
-/** The final SELECT: the check, the conflicts met (`type/resolution=n,…`, NULL for none), and a lone transaction's setup. */
-function result(check: string, setupAt: number, solo: boolean): string {
+/**
+ * The final SELECT: the check, the conflicts met (`type/resolution=n,…`, NULL
+ * for none), the table (the applier keeps a table that still meets conflicts
+ * resolving), and a lone transaction's setup.
+ */
+function result(meta: TableMeta, check: string, setupAt: number, solo: boolean): string {
   return (
     `SELECT ${guardSql(check)} AS ok, ` +
-    `(SELECT string_agg(g.type || '/' || g.resolution || '=' || g.n, ',') FROM (SELECT type, resolution, count(*) AS n FROM c GROUP BY 1, 2) g) AS pgraft_conflicts` +
+    `(SELECT string_agg(g.type || '/' || g.resolution || '=' || g.n, ',') FROM (SELECT type, resolution, count(*) AS n FROM c GROUP BY 1, 2) g) AS pgraft_conflicts, ` +
+    `${lit(meta.qualified)} AS pgraft_table` +
     (solo ? `, ${soloSetup(setupAt)}` : "")
   );
 }
@@ -203,7 +208,7 @@ export function resolvingInsertSql(meta: TableMeta, mask: string, peerRoident: n
     `upd AS (UPDATE ${meta.qualified} l SET ${cols.map((i) => `${column(meta, i)} = ${ref(i)}`).join(", ")} FROM d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", pos)} AND d.win RETURNING 1), ` +
     `c AS (${decidedConflict("insert_exists", "CASE WHEN d.win THEN 'apply_remote' ELSE 'keep_local' END", "true", "true")}), ` +
     `${history(meta, names, c, pos, cols, pos)} ` +
-    result(`${count("upd")} = ${count("d", "d.win")} AND ${count("cur")} = ${count("rest")}`, cols.length + 1 + CONTEXT_PARAMS, solo);
+    result(meta, `${count("upd")} = ${count("d", "d.win")} AND ${count("cur")} = ${count("rest")}`, cols.length + 1 + CONTEXT_PARAMS, solo);
   return { text };
 }
 
@@ -227,7 +232,7 @@ export function resolvingUpdateSql(meta: TableMeta, mask: string, peerRoident: n
     `ins AS (INSERT INTO ${meta.qualified} (${setCols.map((i) => column(meta, i)).join(", ")}) SELECT ${setCols.map(setRef).join(", ")} FROM u WHERE NOT EXISTS (SELECT 1 FROM cur WHERE cur.ord = u.ord) RETURNING 1), ` +
     `c AS (${decidedConflict("update_origin_change", "CASE WHEN d.win THEN 'apply_remote' ELSE 'keep_local' END", "NOT d.same", `(NOT d.win OR ${c.logOriginChange})`)} UNION ALL ${missingConflict("update_missing", "insert_remote")}), ` +
     `${history(meta, names, c, keyPos, setCols, setPos)} ` +
-    result(`${count("upd")} = ${count("d", "d.win")} AND ${count("ins")} = ${count("c", "c.type = 'update_missing'")}`, n + 1 + CONTEXT_PARAMS, solo);
+    result(meta, `${count("upd")} = ${count("d", "d.win")} AND ${count("ins")} = ${count("c", "c.type = 'update_missing'")}`, n + 1 + CONTEXT_PARAMS, solo);
   return { text };
 }
 
@@ -244,6 +249,6 @@ export function resolvingDeleteSql(meta: TableMeta, peerRoident: number, names: 
     `del AS (DELETE FROM ${meta.qualified} l USING d JOIN u ON u.ord = d.ord WHERE ${keyMatch(meta, "l", keyPos)} AND d.win RETURNING 1), ` +
     `c AS (${decidedConflict("delete_recently_updated", "'skip'", "NOT d.win", "true")} UNION ALL ${missingConflict("delete_missing", "skip")}), ` +
     `${history(meta, names, c, keyPos, null, keyPos)} ` +
-    result(`${count("del")} = ${count("d", "d.win")}`, key.length + 1 + CONTEXT_PARAMS, solo);
+    result(meta, `${count("del")} = ${count("d", "d.win")}`, key.length + 1 + CONTEXT_PARAMS, solo);
   return { text };
 }

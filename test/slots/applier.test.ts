@@ -126,6 +126,40 @@ describe("applier batches", () => {
     }
   });
 
+  test("a table stays resolving while its resolving statements keep meeting conflicts, and goes back to the optimistic ones once they stop", async () => {
+    await n.client.query("CREATE TABLE IF NOT EXISTS hot (id int PRIMARY KEY, v text)");
+    const hot: RelationDesc = { ...rel, oid: 11, name: "hot" };
+    const contendedMs = 2_000;
+    const ap = new Applier({ localDsn: n.dsn, localNode: { name: "here", id: 1 }, peer: { name: "up11", id: 11 }, originName: originName(DB, "g", "up11"), members: () => new Map(), log: testLogger("here"), contendedMs });
+    let lsn = await ap.connect();
+    const old = BigInt(Date.now() - 86_400_000) * 1000n;
+    /** One remote transaction inserting `id`: a conflict (insert_exists, keep_local) when a newer local row has that key. */
+    const insert = async (id: number): Promise<void> => {
+      lsn += 100n;
+      await ap.submit({ kind: "apply", tx: { xid: id, commitLsn: lsn - 10n, endLsn: lsn, commitTime: old + BigInt(id), changes: [{ kind: "insert", rel: hot, new: [String(id), "remote"] }] } });
+    };
+    try {
+      await n.client.query("INSERT INTO hot SELECT g, 'local' FROM generate_series(1, 10) g");
+      await insert(1);
+      assert.equal(ap.stats.resolvingResends, 1, "the first conflict switched the table to resolving statements");
+      // Conflicts every 500 ms for longer than the window: each renews it, so no optimistic batch fails again.
+      const start = Date.now();
+      for (let id = 2; Date.now() - start < contendedMs * 1.5; id++) {
+        await new Promise((r) => setTimeout(r, 500));
+        await insert(id);
+      }
+      assert.equal(ap.stats.resolvingResends, 1, "the table stayed resolving while it met conflicts");
+      // Quiet for longer than the window: the next conflict stops an optimistic batch again.
+      await new Promise((r) => setTimeout(r, contendedMs + 500));
+      await insert(10);
+      assert.equal(ap.stats.resolvingResends, 2, "after a quiet window the optimistic statements were tried again");
+      assert.equal(ap.stats.slowPathTransactions, 0);
+      assert.deepEqual((await n.client.query("SELECT count(*)::int AS n FROM hot WHERE v = 'local'")).rows, [{ n: "10" }], "every local row kept (they are newer)");
+    } finally {
+      await ap.close();
+    }
+  });
+
   test("an applier whose connection broke, or that was closed, is not idle: its dropped queue was not applied", async () => {
     await n.client.query("CREATE TABLE IF NOT EXISTS idle_t (id int PRIMARY KEY)");
     const irel: RelationDesc = { ...rel, oid: 9, name: "idle_t", columns: [{ name: "id", typeOid: 23 }] };
@@ -162,7 +196,7 @@ describe("applier batches", () => {
       while (ap.committedLsn < firstEnd) await new Promise((r) => setImmediate(r));
       // What a receiver does with one network read holding a skipped transaction and then one to apply.
       lsn += 100n;
-      const skipped = ap.submit({ kind: "skip", endLsn: lsn, reason: "origin" });
+      const skipped = ap.submit({ kind: "skip", endLsn: lsn, reason: "origin", commitTime: BigInt(Date.now()) * 1000n });
       const second = apply(2);
       await ap.drain(5_000);
       await Promise.all([first, skipped, second]);

@@ -37,11 +37,11 @@ describe("relay mode of the transaction assembler", () => {
     assert.equal(kept.tx.commitTime, 42n);
     a.push(begin(2));
     a.push({ tag: "insert", relation: rel, new: { id: "2" } });
-    assert.deepEqual(a.push(commit("0/300")), { kind: "skip", endLsn: 0x300n, reason: "origin" }, "a local transaction of the relaying node");
+    assert.deepEqual(a.push(commit("0/300")), { kind: "skip", endLsn: 0x300n, reason: "origin", commitTime: 42n }, "a local transaction of the relaying node");
     a.push(begin(3));
     a.push({ tag: "origin", originLsn: "0/6000", originName: "pgraft_q" });
     a.push({ tag: "insert", relation: rel, new: { id: "3" } });
-    assert.deepEqual(a.push(commit("0/400")), { kind: "skip", endLsn: 0x400n, reason: "origin" }, "another origin");
+    assert.deepEqual(a.push(commit("0/400")), { kind: "skip", endLsn: 0x400n, reason: "origin", commitTime: 42n }, "another origin");
     a.push(begin(4));
     a.push({ tag: "origin", originLsn: null, originName: "pgraft_p" });
     a.push({ tag: "insert", relation: rel, new: { id: "4" } });

@@ -165,11 +165,11 @@ describe("transaction assembler", () => {
     a.push(begin(8));
     a.push({ tag: "origin", originLsn: "0/50", originName: "pgraft_x" });
     a.push({ tag: "insert", relation: r, new: { id: "1", v: "x" } });
-    assert.deepEqual(a.push(commit("0/200")), { kind: "skip", endLsn: 0x200n, reason: "origin" });
+    assert.deepEqual(a.push(commit("0/200")), { kind: "skip", endLsn: 0x200n, reason: "origin", commitTime: 1234n });
     const own = rel("conflict_history", "pgraft");
     a.push(begin(9));
     a.push({ tag: "insert", relation: own, new: { id: "1", v: "x" } });
-    assert.deepEqual(a.push(commit("0/300")), { kind: "skip", endLsn: 0x300n, reason: "empty" });
+    assert.deepEqual(a.push(commit("0/300")), { kind: "skip", endLsn: 0x300n, reason: "empty", commitTime: 1234n });
   });
 });
 
