@@ -198,6 +198,9 @@ interface RepResult {
   conv: Convergence;
   history: Map<string, number>[];
   conflictsMetric: number[];
+  /** Per node: transactions redone on the slow path, and sent again resolving, during the rep (increase of the counters). */
+  slowPath: number[];
+  resends: number[];
   loads: string;
 }
 
@@ -279,7 +282,10 @@ async function runRep(rep: number, pgbench: string, servers: Server[]): Promise<
     for (const [k, n] of h1) if (n - (history0[i]!.get(k) ?? 0) > 0) d.set(k, n - (history0[i]!.get(k) ?? 0));
     return d;
   });
-  const conflictsMetric = servers.map((_s, i) => sum(values(m2[i]!, "pgraft_apply_conflicts_total")) - sum(values(m0[i]!, "pgraft_apply_conflicts_total")));
+  const increase = (name: string): number[] => servers.map((_s, i) => sum(values(m2[i]!, name)) - sum(values(m0[i]!, name)));
+  const conflictsMetric = increase("pgraft_apply_conflicts_total");
+  const slowPath = increase("pgraft_apply_slow_path_transactions_total");
+  const resends = increase("pgraft_apply_resolving_resends_total");
   lag.sort((x, y) => x - y);
   return {
     rep,
@@ -293,6 +299,8 @@ async function runRep(rep: number, pgbench: string, servers: Server[]): Promise<
     conv,
     history,
     conflictsMetric,
+    slowPath,
+    resends,
     loads: `${before} -> ${loadAverage()}`,
   };
 }
@@ -316,6 +324,7 @@ function report(r: RepResult): void {
   const hist = r.history.map((h, i) => `${NAMES[i]}: ${h.size ? [...h].map(([k, n]) => `${k} ${n}`).join(", ") : "none"}`).join("; ");
   console.log(`  conflicts logged to pgraft.conflict_history: ${hist}`);
   console.log(`  pgraft_apply_conflicts_total (logged or not), increase: ${NAMES.map((n, i) => `${n} ${r.conflictsMetric[i]}`).join(", ")}`);
+  console.log(`  transactions redone on the slow path / sent again resolving after a conflict stopped their batch: ${NAMES.map((n, i) => `${n} ${r.slowPath[i]}/${r.resends[i]}`).join(", ")}`);
 }
 
 // ------------------------------------------------------------------ main

@@ -175,52 +175,6 @@ describe("pods of a StatefulSet: parallel start, ready, scale-up, restart, metri
     await waitReady(1);
   });
 
-  // A measurement for the chart's resources (docs/kubernetes.md, Sizing), not a check: PGRAFT_K8S_LOAD=1 runs it.
-  test("the sidecars' memory and CPU under a KV write load through the SQL shim", { skip: process.env.PGRAFT_K8S_LOAD !== "1" }, async (t) => {
-    const sample = async (): Promise<{ rss: number; cpu: number }[]> =>
-      Promise.all(
-        pods.map(async (_, i) => {
-          const m = (await http(httpPorts[i]!, "/metrics")).text;
-          return { rss: Number(/^process_resident_memory_bytes (\S+)$/m.exec(m)?.[1]), cpu: Number(/^process_cpu_seconds_total (\S+)$/m.exec(m)?.[1]) };
-        }),
-      );
-    const seconds = 20;
-    const before = await sample();
-    const t0 = Date.now();
-    const peak = before.map((x) => x.rss);
-    let writes = 0;
-    const clients = await Promise.all(
-      Array.from({ length: 8 }, async (_, k) => {
-        const c = new pg.Client(servers[k % 3]!.server.clientConfig());
-        await c.connect();
-        return c;
-      }),
-    );
-    try {
-      const end = Date.now() + seconds * 1000;
-      const sampler = setInterval(() => {
-        void sample().then((s) => s.forEach((x, i) => (peak[i] = Math.max(peak[i]!, x.rss)))).catch(() => undefined);
-      }, 1000);
-      await Promise.all(
-        clients.map(async (c, k) => {
-          for (let n = 0; Date.now() < end; n++) {
-            await c.query("SELECT pgraft_kv_put($1, $2::jsonb)", [`load/${k}/${n % 500}`, JSON.stringify({ n, pad: "x".repeat(200) })]);
-            writes++;
-          }
-        }),
-      );
-      clearInterval(sampler);
-    } finally {
-      await Promise.all(clients.map((c) => c.end()));
-    }
-    const after = await sample();
-    const wall = (Date.now() - t0) / 1000;
-    t.diagnostic(`${writes} KV writes in ${wall.toFixed(0)} s (${(writes / wall).toFixed(0)}/s) through 8 SQL sessions on pods 0-2`);
-    after.forEach((x, i) =>
-      t.diagnostic(`pod pgraft-${i}: peak resident ${(peak[i]! / 2 ** 20).toFixed(0)} MiB, CPU ${(((x.cpu - before[i]!.cpu) / wall) * 1000).toFixed(0)} millicores`),
-    );
-  });
-
   test("every metric the chart's dashboard and alert rules use is exported by /metrics", async (t) => {
     const text = (await http(httpPorts[0]!, "/metrics")).text;
     const exported = new Set<string>();
