@@ -336,6 +336,9 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
             return (await dst.query<{ n: string }>(`SELECT coalesce(max(${V_GROUP}), 0)::text AS n FROM pg_temp.${STAGE}`)).rows[0]!.n;
           });
           await dst.query(`DROP TABLE pg_temp.${STAGE}`);
+          // Statistics now, as after any restore: until autovacuum gets to it, the planner would guess, and the
+          // data plane's statements (prepared once, generic plans) keep the plan made from the guess.
+          await dst.query(`ANALYZE ${name}`);
           rows += Number(into.rowCount ?? 0);
           say(`copied ${t.schema}.${t.table} (${into.rowCount ?? 0} rows, ${versions} version(s))`);
         } finally {

@@ -153,6 +153,8 @@ const CONTENDED_MS = 10_000;
 /** The errors of an optimistic statement that resolving ones decide in line: the guard (another node's row, a missing row) and a duplicate key. */
 const CONFLICT_STATES = new Set([GUARD_SQLSTATE, "23505"]);
 
+/** At most one info line per this long about transactions redone on the slow path. */
+const SLOW_PATH_LOG_MS = 10_000;
 /** Rows per multi-row INSERT. */
 const BATCH_ROWS = 1000;
 /** Batches in flight: one running on the server while the next is written. */
@@ -177,6 +179,9 @@ export class Applier {
   private chainLsn = 0n;
   /** Tables (qualified names) applied with resolving statements until the time given (ms). */
   private readonly contended = new Map<string, number>();
+  /** When a slow-path redo was last logged at info, and how many since (logSlowPath). */
+  private slowPathLoggedAt = -Infinity;
+  private slowPathUnlogged = 0;
   /** The connection that makes commits durable (see flush()). */
   private flusher: pg.Client | undefined;
   private flushing = false;
@@ -615,7 +620,7 @@ export class Applier {
         this.stats.resolvingResends++;
       } else {
         this.sendPos = this.items.indexOf(failedItem) + 1;
-        this.opts.log.debug("redoing a transaction on the slow path", { peer: this.opts.peer.name, end: formatLsn(failedItem.endLsn), cause: errorText(r.error) });
+        this.logSlowPath(failedItem, r.error);
         // Counted only once it committed: a failed slow path fails the applier (nothing of it counts).
         const kinds: string[] = [];
         await applyOneByOne(
@@ -644,6 +649,25 @@ export class Applier {
     this.advance();
     this.kick();
     this.flush();
+  }
+
+  /**
+   * The slow path is for real errors and ties; many transactions taking it is
+   * what an operator must see, with the cause: logged at info the first time
+   * and then at most every SLOW_PATH_LOG_MS with the count meanwhile (each one
+   * at debug).
+   */
+  private logSlowPath(item: Item, error: unknown): void {
+    const fields = { peer: this.opts.peer.name, end: formatLsn(item.endLsn), cause: errorText(error), code: sqlState(error) };
+    const now = Date.now();
+    this.slowPathUnlogged++;
+    if (now - this.slowPathLoggedAt < SLOW_PATH_LOG_MS) {
+      this.opts.log.debug("redoing a transaction on the slow path", fields);
+      return;
+    }
+    this.opts.log.info("redoing a transaction on the slow path", { ...fields, sinceLastLog: this.slowPathUnlogged });
+    this.slowPathLoggedAt = now;
+    this.slowPathUnlogged = 0;
   }
 
   /**

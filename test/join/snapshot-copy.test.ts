@@ -74,6 +74,9 @@ describe("join: copy under one snapshot", () => {
     assert.ok(onSource.some((v) => v.startsWith("7 2020-01-01 00:00:00.123456+00 pgraft_node_c")), onSource.join("\n"));
     const cols = await dst!.server.query<{ data_type: string }>("SELECT data_type FROM information_schema.columns WHERE table_schema = 'app' AND column_name = 'balance'");
     assert.equal(cols[0]!.data_type, "numeric");
+    // Each copied table has statistics at once (ANALYZE after its copy), not whenever autovacuum comes by.
+    const analyzed = await dst!.server.query<{ t: string }>("SELECT DISTINCT schemaname || '.' || tablename AS t FROM pg_stats WHERE schemaname IN ('app', 'public') ORDER BY 1");
+    assert.deepEqual(analyzed.map((x) => x.t), ["app.accounts", "public.events"]);
   });
 
   test("a joining database with schemas, tables or rows is refused, naming them", async () => {
