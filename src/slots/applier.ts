@@ -770,8 +770,21 @@ function runShape(ch: Change, metaOf: (rel: RelationDesc) => TableMeta): { shape
   if (!meta.key) return { shape: "" };
   if (ch.kind === "delete") return { shape: `d${rel}`, key: JSON.stringify(locateParams(meta, ch.old)) };
   const mask = presentMask(ch.new);
-  if (ch.old !== null || !mask.includes("1")) return { shape: "" };
+  if (!sameKey(meta.key, ch.old, ch.new) || !mask.includes("1")) return { shape: "" };
   return { shape: `u${rel}:${mask}`, key: JSON.stringify(locateParams(meta, ch.new)) };
+}
+
+/**
+ * An update that leaves the primary key as it was: no old row sent (the
+ * default replica identity sends one only when the key changed), or one whose
+ * key columns equal the new row's. The second is every update of a table
+ * whose REPLICA IDENTITY is FULL though it has a primary key (set by a user
+ * for change data capture, or set while the table had no key yet): treated
+ * as a key change, each of them went to the slow path in a multi-writer group.
+ */
+function sameKey(key: number[], old: Value[] | null, row: Value[]): boolean {
+  if (old === null) return true;
+  return key.every((i) => old[i] !== undefined && row[i] !== undefined && old[i] === row[i]);
 }
 
 /** A number per table description (a Relation message), for run shapes. */

@@ -198,6 +198,24 @@ describe("conflicts", () => {
     for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM c WHERE id = 30"), [{ id: "30", v: "from b (held)" }], n.name);
   });
 
+  test("a table with a primary key and REPLICA IDENTITY FULL: concurrent updates are resolved in line, none on the slow path", async () => {
+    await onAll(nodes, "CREATE TABLE IF NOT EXISTS full_c (id int PRIMARY KEY, v text); ALTER TABLE full_c REPLICA IDENTITY FULL");
+    await a.client.query("INSERT INTO full_c VALUES (1, 'initial'), (2, 'initial')");
+    await waitConverged(nodes, ["full_c"]);
+    // (disconnected() starts new data planes: their counts are this exchange's alone.)
+    const slow = async (): Promise<number> => (await Promise.all(nodes.map(async (n) => (await n.plane!.status()).receivers.reduce((x, r) => x + r.stats.slowPathTransactions, 0)))).reduce((x, y) => x + y, 0);
+    await disconnected(
+      async () => {
+        await a.client.query("UPDATE full_c SET v = 'from a (earlier)'");
+        await pause(5);
+        await b.client.query("UPDATE full_c SET v = 'from b (later)'");
+      },
+      ["full_c"],
+    );
+    for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM full_c ORDER BY id"), [{ id: "1", v: "from b (later)" }, { id: "2", v: "from b (later)" }], n.name);
+    assert.equal(await slow(), 0, "no transaction took the slow path");
+  });
+
   test("rows written by the peer itself are no conflict (the fast path applies them)", async () => {
     const before = (await readConflicts(b.client)).length;
     await a.client.query("INSERT INTO c VALUES (5, 'a owns this')");

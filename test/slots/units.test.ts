@@ -290,6 +290,8 @@ describe("statements", () => {
     const del = (id: string) => ({ kind: "delete" as const, rel, old: [id, null, null] });
     const sizes = [...batches([up("1"), up("2"), up("1"), up("3"), del("1"), del("2"), del("2"), up("9", ["8", "v", "b"]), { kind: "update", rel: other, old: ["1", "v", "b"], new: ["1", "w", "b"] }, up("4"), up("5")], metaOf)].map((r) => r.length);
     assert.deepEqual(sizes, [2, 2, 2, 1, 1, 1, 2]);
+    // An old row with the same key (REPLICA IDENTITY FULL on a table with a key) is no key change: it joins the run.
+    assert.deepEqual([...batches([up("6"), up("7", ["7", "old", "b"]), up("8")], metaOf)].map((r) => r.length), [3]);
   });
 
   test("insert and update bind only the columns that were sent", () => {
