@@ -1,5 +1,6 @@
 // The few objects the data plane keeps in each node's database, in schema
-// pgraft: the conflict history and the guard function of the fast apply path.
+// pgraft: the conflict history, the tables it set to REPLICA IDENTITY FULL,
+// and the guard function of the fast apply path.
 // Created idempotently at start; they are never replicated (the receiver
 // ignores tables of schema pgraft, and rows written while applying carry a
 // replication origin anyway).
@@ -7,6 +8,7 @@ import type pg from "pg";
 import { GUARD_SQLSTATE } from "./statements.js";
 
 export const CONFLICT_TABLE = "pgraft.conflict_history";
+export const REPLICA_IDENTITY_TABLE = "pgraft.replica_identity_set";
 
 /**
  * `table_name` rather than the brief's `table`: TABLE is a reserved word, and
@@ -32,6 +34,12 @@ CREATE TABLE IF NOT EXISTS pgraft.conflict_history (
 );
 COMMENT ON TABLE pgraft.conflict_history IS
   'One row per replication conflict met while applying a peer''s change (pgraft data plane): insert_exists, update_exists, update_origin_change, update_missing, delete_recently_updated, delete_missing';
+CREATE TABLE IF NOT EXISTS pgraft.replica_identity_set (
+  relid  oid PRIMARY KEY,
+  set_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgraft.replica_identity_set IS
+  'Tables the pgraft data plane set to REPLICA IDENTITY FULL because they had no primary key: set back to DEFAULT once they have one';
 CREATE OR REPLACE FUNCTION pgraft.apply_guard(ok boolean) RETURNS void
 LANGUAGE plpgsql AS $fn$
 BEGIN

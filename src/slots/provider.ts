@@ -26,6 +26,7 @@ import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, parseLsn } from "./lsn.js";
 import { retireOrigin } from "./origins.js";
 import { assertPgraftSlot, groupSlotName, nodeSlotName, publicationName } from "./naming.js";
+import { REPLICA_IDENTITY_TABLE } from "./local-objects.js";
 import { APPLY_LOCK_KEY, quoteIdent } from "./statements.js";
 import { errorText, sleep, within, type SlotsLogger } from "./types.js";
 
@@ -333,25 +334,56 @@ export class Provider {
   }
 
   private async ensureReplicaIdentityNow(): Promise<string[]> {
-    const r = await this.client.query<{ name: string }>(
-      `SELECT format('%I.%I', n.nspname, c.relname) AS name
+    const r = await this.client.query<{ oid: string; name: string }>(
+      `SELECT c.oid::text AS oid, format('%I.%I', n.nspname, c.relname) AS name
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p' AND c.relreplident = 'd'
           AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
           AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)`,
     );
     const changed: string[] = [];
-    for (const { name } of r.rows) {
+    for (const { oid, name } of r.rows) {
       try {
-        await this.client.query(`ALTER TABLE ${name} REPLICA IDENTITY FULL`);
+        await this.client.query(`BEGIN; ALTER TABLE ${name} REPLICA IDENTITY FULL; INSERT INTO ${REPLICA_IDENTITY_TABLE} (relid) VALUES (${Number(oid)}) ON CONFLICT DO NOTHING; COMMIT`);
         changed.push(name);
       } catch (e) {
+        await this.client.query("ROLLBACK").catch(() => undefined);
         // dropped meanwhile (42P01), or not ours to alter: next sweep tries again
         this.opts.log.warn("could not set REPLICA IDENTITY FULL", { table: name, error: (e as Error).message });
       }
     }
     if (changed.length) this.opts.log.info("tables without a primary key set to REPLICA IDENTITY FULL", { tables: changed });
+    await this.restoreReplicaIdentity();
     return changed;
+  }
+
+  /**
+   * A table this sweep set to FULL that has a primary key now (a key added
+   * after CREATE TABLE, as pg_restore, pgbench -i and most migrations do) goes
+   * back to DEFAULT: FULL logs every updated row whole, for nothing once a key
+   * finds it. A FULL set by anyone else is left alone, and so is one changed
+   * since by a user (the record goes).
+   */
+  private async restoreReplicaIdentity(): Promise<void> {
+    await this.client.query(
+      `DELETE FROM ${REPLICA_IDENTITY_TABLE} r WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = r.relid AND c.relreplident = 'f')`,
+    );
+    const r = await this.client.query<{ oid: string; name: string }>(
+      `SELECT c.oid::text AS oid, format('%I.%I', n.nspname, c.relname) AS name
+         FROM ${REPLICA_IDENTITY_TABLE} r JOIN pg_class c ON c.oid = r.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)`,
+    );
+    const restored: string[] = [];
+    for (const { oid, name } of r.rows) {
+      try {
+        await this.client.query(`BEGIN; ALTER TABLE ${name} REPLICA IDENTITY DEFAULT; DELETE FROM ${REPLICA_IDENTITY_TABLE} WHERE relid = ${Number(oid)}; COMMIT`);
+        restored.push(name);
+      } catch (e) {
+        await this.client.query("ROLLBACK").catch(() => undefined);
+        this.opts.log.warn("could not set REPLICA IDENTITY back to DEFAULT", { table: name, error: (e as Error).message });
+      }
+    }
+    if (restored.length) this.opts.log.info("tables that have a primary key now set back to REPLICA IDENTITY DEFAULT", { tables: restored });
   }
 
   /**
