@@ -32,6 +32,9 @@ import { errorText, sleep, within, type SlotsLogger } from "./types.js";
 
 export type SlotState = "streaming" | "catchup" | "disconnected" | "missing" | "inactive" | "slot_lost" | "unknown";
 
+/** A group slot advance slower than this is logged at info (it decodes the WAL it passes). */
+const SLOW_ADVANCE_MS = 1_000;
+
 export interface SlotInfo {
   name: string;
   kind: "group" | "node";
@@ -505,8 +508,13 @@ export class Provider {
     this.candidates = this.candidates.filter((c) => c.lsn > to.lsn);
     if (to.lsn <= from) return undefined;
     assertPgraftSlot(this.groupSlot);
+    const t0 = Date.now();
     await this.client.query("SELECT pg_replication_slot_advance($1, $2::pg_lsn)", [this.groupSlot, formatLsn(to.lsn)]);
-    this.opts.log.debug("group slot advanced", { slot: this.groupSlot, from: formatLsn(from), to: formatLsn(to.lsn) });
+    const ms = Date.now() - t0;
+    // Advancing decodes the WAL in between: after a bulk load that takes a while, and operators should see it.
+    const fields = { slot: this.groupSlot, from: formatLsn(from), to: formatLsn(to.lsn), bytes: Number(to.lsn - from), ms };
+    if (ms >= SLOW_ADVANCE_MS) this.opts.log.info("group slot advanced", fields);
+    else this.opts.log.debug("group slot advanced", fields);
     return { from: formatLsn(from), to: formatLsn(to.lsn) };
   }
 
