@@ -39,6 +39,12 @@ export class NodeProbe {
    * as a lease counts from the last heartbeat — the server stopped answering some time after it.
    */
   downSince: number | undefined;
+  /**
+   * While down: every failed probe since downSince timed out (the server took
+   * the connection, or never refused it, but did not answer in time: frozen,
+   * or overloaded) rather than failing outright (refused, reset, shutting down).
+   */
+  timedOutOnly = false;
   private lastOkAt: number | undefined;
 
   constructor(
@@ -77,6 +83,8 @@ export class NodeProbe {
     } catch (e) {
       this.drop();
       r = { ok: false, at: this.now(), error: describe(e, timeout) };
+      const timedOut = isTimeout(e);
+      this.timedOutOnly = this.downSince === undefined ? timedOut : this.timedOutOnly && timedOut;
       this.downSince ??= this.lastOkAt ?? r.at;
     } finally {
       this.running = false;
@@ -95,6 +103,11 @@ export class NodeProbe {
     if (this.timer) clearTimeout(this.timer);
     this.drop();
   }
+}
+
+/** node-postgres's query_timeout ("Query read timeout") and connectionTimeoutMillis ("… connection timeout") errors. */
+function isTimeout(e: unknown): boolean {
+  return /timeout/i.test(e instanceof Error ? e.message : String(e));
 }
 
 function describe(e: unknown, timeoutMs: number): string {

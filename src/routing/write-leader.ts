@@ -48,11 +48,22 @@ export interface WriteLeaderDeps {
   probe?: (n: DataNode) => ProbeLike;
 }
 
+/**
+ * A write leader whose PostgreSQL takes connections but does not answer
+ * within the probe's bound, its sidecar in contact, is failed over after this
+ * many failover_timeouts: that is an overloaded host as often as a frozen
+ * server, and a failover closes every client connection. Refused or reset
+ * connections, a server shutting down, or a silent sidecar count after one.
+ */
+export const SLOW_FAILOVER_FACTOR = 3;
+
 /** What the controller needs of a probe (NodeProbe, or a test's). */
 export interface ProbeLike {
   readonly dsn: string;
   readonly last: NodeProbe["last"];
   readonly downSince: number | undefined;
+  /** While down, only timeouts (see NodeProbe.timedOutOnly); absent: not known, counted as a hard failure. */
+  readonly timedOutOnly?: boolean;
   start(): void;
   stop(): void;
 }
@@ -62,6 +73,8 @@ export interface NodeHealth {
   /** Since when it has been unhealthy without a break (undefined while healthy). */
   since?: number;
   why?: string;
+  /** Unhealthy only because its PostgreSQL does not answer in time (its sidecar is in contact): a failover waits SLOW_FAILOVER_FACTOR times longer. */
+  slow?: boolean;
 }
 
 export class WriteLeaderController {
@@ -171,6 +184,7 @@ export class WriteLeaderController {
       since = p.downSince ?? last.at;
       why = `its PostgreSQL does not answer: ${last.error ?? "unknown error"}`;
     }
+    let slow = since !== undefined && last !== undefined && !last.ok && p?.timedOutOnly === true;
     const member = n.raftMemberId;
     if (member && member !== this.d.selfId) {
       const pr = st.progress.get(member);
@@ -182,9 +196,10 @@ export class WriteLeaderController {
         const s = Math.max(now - silentMs, first);
         if (since === undefined || s < since) since = s;
         why = [why, `its sidecar (member ${member}) has not answered Raft for ${Number.isFinite(silentMs) ? `${silentMs} ms` : "ever"}`].filter(Boolean).join("; ");
+        slow = false;
       } else this.sidecarDownSince.delete(n.name);
     }
-    return since === undefined ? { healthy: true } : { healthy: false, since, why: why! };
+    return since === undefined ? { healthy: true } : { healthy: false, since, why: why!, ...(slow ? { slow } : {}) };
   }
 
   private progressOf(n: DataNode, origin: string): bigint {
@@ -229,7 +244,7 @@ export class WriteLeaderController {
         this.say(`fo:${r.group}`, `group ${r.group}: write leader ${leader.name} is unhealthy (${lh.why}) but failover_enabled is off`, "warn");
         return;
       }
-      if (downMs < s.failoverTimeoutMs) return;
+      if (downMs < (lh.slow ? SLOW_FAILOVER_FACTOR : 1) * s.failoverTimeoutMs) return;
       const pick = this.mostOf(healthy.filter((n) => n.name !== leader.name), leader);
       if (!pick) {
         this.say(`fo:${r.group}`, `group ${r.group}: write leader ${leader.name} is unhealthy (${lh.why}) and no other ACTIVE node is healthy (${describeHealth(health)})`, "warn");

@@ -123,7 +123,7 @@ describe("the write-leader controller", () => {
   function harness() {
     const l = group();
     let now = 100_000;
-    const probes = new Map<string, { dsn: string; last: ProbeLike["last"]; downSince: number | undefined; start(): void; stop(): void }>();
+    const probes = new Map<string, { dsn: string; last: ProbeLike["last"]; downSince: number | undefined; timedOutOnly?: boolean; start(): void; stop(): void }>();
     const proposed: Command[] = [];
     const silent = new Map<number, number>();
     const status = (): RaftStatus => {
@@ -159,8 +159,15 @@ describe("the write-leader controller", () => {
     const down = (name: string): void => {
       probes.get(name)!.last = { ok: false, at: now, error: "connection refused" };
       probes.get(name)!.downSince ??= now;
+      probes.get(name)!.timedOutOnly = false;
     };
-    return { l, ctl, up, down, proposed, silent, tick: (ms: number) => (now += ms) };
+    /** The server takes connections but answers nothing in time (frozen, or overloaded). */
+    const slow = (name: string): void => {
+      probes.get(name)!.last = { ok: false, at: now, error: "no answer within 500 ms" };
+      probes.get(name)!.downSince ??= now;
+      probes.get(name)!.timedOutOnly = true;
+    };
+    return { l, ctl, up, down, slow, proposed, silent, tick: (ms: number) => (now += ms) };
   }
 
   test("no leader: the first created healthy node; then a leader that stays healthy stays", async () => {
@@ -196,6 +203,37 @@ describe("the write-leader controller", () => {
     assert.equal(r.previous, "a");
     assert.match(r.reason, /failover: a unhealthy for 1100 ms \(its PostgreSQL does not answer: connection refused\); c holds the most of its changes/);
     assert.deepEqual(r.readers, ["b"]);
+  });
+
+  test("a leader whose PostgreSQL only times out (its sidecar in contact) is failed over after 3 x failover_timeout; with its sidecar silent too, after 1 x", async () => {
+    const h = harness();
+    await h.ctl.tick();
+    for (const n of ["a", "b", "c"]) h.up(n);
+    await h.ctl.tick();
+    assert.equal(h.l.state.routing("g").leader, "a");
+    h.slow("a");
+    h.up("b", { a: 500n });
+    h.up("c", { a: 700n });
+    await h.ctl.tick();
+    h.tick(2_900);
+    await h.ctl.tick();
+    assert.equal(h.l.state.routing("g").leader, "a", "an overloaded server is not failed over at 1 x failover_timeout, nor at 2.9 x");
+    h.tick(200);
+    await h.ctl.tick();
+    assert.equal(h.l.state.routing("g").leader, "c");
+    assert.match(h.l.state.routing("g").reason, /failover: a unhealthy for 3100 ms \(its PostgreSQL does not answer: no answer within 500 ms\)/);
+
+    // c (member 3) times out and its sidecar is silent as well: a frozen node, failed over after 1 x.
+    h.slow("c");
+    h.up("a", { c: 10n });
+    h.up("b", { c: 20n });
+    h.silent.set(3, 5);
+    await h.ctl.tick();
+    h.tick(1_100);
+    h.silent.set(3, 16);
+    await h.ctl.tick();
+    assert.equal(h.l.state.routing("g").leader, "b");
+    assert.match(h.l.state.routing("g").reason, /sidecar \(member 3\) has not answered Raft/);
   });
 
   test("a leader whose sidecar stops answering Raft is failed over too; none with failover_enabled off", async () => {
