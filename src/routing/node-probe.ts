@@ -1,8 +1,8 @@
 // A bounded probe of one data node's PostgreSQL, run by the write-leader
 // controller (write-leader.ts) on the Raft leader's sidecar: every interval a
 // real query over the node's interface DSN, which also reads how much of every
-// other node's changes this one holds (its replication origins' durable
-// progress), the input of a failover's choice.
+// other node's changes this one holds (its replication origins' progress), the
+// input of a failover's choice.
 //
 // A query that does not answer within the timeout counts as down (a frozen
 // server answers nothing), and its connection is dropped for a fresh one.
@@ -18,13 +18,20 @@ export interface ProbeResult {
   error?: string;
   /** The node's WAL flush position. */
   walLsn?: bigint;
-  /** Durable progress of each replication origin on the node (origin name → remote LSN). */
+  /** Progress of each replication origin on the node, as applied (origin name → remote LSN). */
   progress?: Map<string, bigint>;
 }
 
-/** One query: answers only when the server does real work (a catalog read), and never raises for a missing origin. */
+/**
+ * One query: answers only when the server does real work (a catalog read), and never raises for a
+ * missing origin. The origins' progress is read without a WAL flush (`false`): with `true` each probe
+ * flushed the WAL the data plane's asynchronous commits had left, ten times per failover_timeout, and
+ * on a busy disk waited for it: a healthy server's probe timed out for seconds and its leadership
+ * was failed over. A failover picks among nodes that answer; what such a node applied and has not
+ * flushed yet, its WAL writer flushes within a few hundred milliseconds.
+ */
 const PROBE_SQL = `SELECT pg_current_wal_flush_lsn()::text AS wal,
-  (SELECT coalesce(json_object_agg(roname, pg_replication_origin_progress(roname, true)::text), '{}'::json)
+  (SELECT coalesce(json_object_agg(roname, pg_replication_origin_progress(roname, false)::text), '{}'::json)
      FROM pg_replication_origin WHERE roname LIKE 'pgraft%')::text AS progress`;
 
 export class NodeProbe {

@@ -11,7 +11,7 @@
 //    most of the old leader's changes (else the first healthy by creation)
 //    becomes it;
 //  - the write leader unhealthy for failover_timeout (and failover_enabled):
-//    failover to the healthy node with the most durable progress of the old
+//    failover to the healthy node with the most progress of the old
 //    leader's origin. Origin progress only grows in the leader's LSN order, so
 //    that node lacks none of the old leader's changes any other survivor has;
 //    with commit scope majority every acknowledged commit is on a majority, so
@@ -283,7 +283,7 @@ export class WriteLeaderController {
       .map((x) => x.n.name);
   }
 
-  /** The node among `from` holding the most durable progress of `old`'s origin (ties: first created); without `old`, the first created. */
+  /** The node among `from` holding the most progress of `old`'s origin (ties: first created); without `old`, the first created. */
   private mostOf(from: DataNode[], old: DataNode | undefined): DataNode | undefined {
     if (!from.length) return undefined;
     const sorted = [...from].sort((a, b) => a.seqId - b.seqId);
