@@ -86,7 +86,8 @@ describe("pgraft demo (real processes)", { concurrency: false }, () => {
       },
       { timeoutMs: 30_000, context: log },
     );
-    assert.match(log(), new RegExp(`node 2: sidecar restarted \\(pid ${back}\\)`));
+    // The supervisor records the new pid before it writes the line: wait for the line, not just the pid.
+    await waitFor("demo.log to say node 2's sidecar was restarted", () => new RegExp(`node 2: sidecar restarted \\(pid ${back}\\)`).test(log()), { context: log });
   });
 
   test("a sidecar that exits because its port was taken: the report quotes the error from its log", async () => {
