@@ -42,6 +42,7 @@ import type { Assembled } from "./decoder.js";
 import { formatLsn, maxLsn, microsToTimestamptz } from "./lsn.js";
 import { ApplySession, BATCH_SETUP, qualified, type SessionOptions } from "./session.js";
 import { applyOneByOne, locateRow } from "./slow-path.js";
+import { resolvingDeleteOneSql, resolvingInsertOneSql, resolvingUpdateOneSql } from "./resolving-one-row.js";
 import { resolvingDeleteSql, resolvingInsertSql, resolvingUpdateSql } from "./resolving-statements.js";
 import { deleteManySql, fastDeleteSql, fastUpdateSql, GUARD_SQLSTATE, insertManySql, insertSql, locateParams, presentMask, presentValues, truncateSql, updateManySql, type TableMeta } from "./statements.js";
 import { errorText, sleep, within, type Change, type RelationDesc, type RemoteTransaction, type Value } from "./types.js";
@@ -438,17 +439,24 @@ export class Applier {
     const s = this.session;
     const first = batch[0]!;
     const names = { localNode: this.opts.localNode.name, peer: this.opts.peer.name };
-    const column = (i: number, row: (ch: Change) => Value[]): string => arrayLiteral(batch.map((ch) => row(ch)[i]));
+    // A run of one row goes as scalars to its own, leaner statement (resolving-one-row.ts).
+    const single = batch.length === 1;
+    const column = (i: number, row: (ch: Change) => Value[]): string => (single ? literal(row(first)[i] ?? null) : arrayLiteral(batch.map((ch) => row(ch)[i])));
     if (first.kind === "delete") {
       const keys = meta.key!.map((i) => column(i, (ch) => (ch as Extract<Change, { kind: "delete" }>).old));
-      return executeSql(s.batchShape(meta, `${tag}RD`, () => resolvingDeleteSql(meta, s.roident, names, one)), [...keys, ...tail]);
+      const sql = single ? () => resolvingDeleteOneSql(meta, s.roident, names, one) : () => resolvingDeleteSql(meta, s.roident, names, one);
+      return executeSql(s.batchShape(meta, `${tag}R${single ? "1" : ""}D`, sql), [...keys, ...tail]);
     }
     const newRow = (ch: Change): Value[] => (ch as Extract<Change, { kind: "insert" | "update" }>).new;
     const mask = presentMask(newRow(first));
     const values = meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [column(i, newRow)] : []));
-    if (first.kind === "insert") return executeSql(s.batchShape(meta, `${tag}RI${mask}`, () => resolvingInsertSql(meta, mask, s.roident, names, one)), [...values, ...tail]);
+    if (first.kind === "insert") {
+      const sql = single ? () => resolvingInsertOneSql(meta, mask, s.roident, names, one) : () => resolvingInsertSql(meta, mask, s.roident, names, one);
+      return executeSql(s.batchShape(meta, `${tag}R${single ? "1" : ""}I${mask}`, sql), [...values, ...tail]);
+    }
     const keys = meta.key!.map((i) => column(i, newRow));
-    return executeSql(s.batchShape(meta, `${tag}RU${mask}`, () => resolvingUpdateSql(meta, mask, s.roident, names, one)), [...values, ...keys, ...tail]);
+    const sql = single ? () => resolvingUpdateOneSql(meta, mask, s.roident, names, one) : () => resolvingUpdateSql(meta, mask, s.roident, names, one);
+    return executeSql(s.batchShape(meta, `${tag}R${single ? "1" : ""}U${mask}`, sql), [...values, ...keys, ...tail]);
   }
 
   /**

@@ -49,21 +49,21 @@ import { guardSql, quoteIdent, soloSetup, type Sql, type TableMeta } from "./sta
  */
 export const CONTEXT_PARAMS = 4;
 
-const lit = (s: string): string => `'${s.replace(/'/g, "''")}'`;
+export const lit = (s: string): string => `'${s.replace(/'/g, "''")}'`;
 
-interface Context {
+export interface Context {
   ts: string;
   lsn: string;
   logOriginChange: string;
   writers: string;
 }
 
-function contextRefs(first: number): Context {
+export function contextRefs(first: number): Context {
   return { ts: `$${first}::timestamptz`, lsn: `$${first + 1}::pg_lsn`, logOriginChange: `$${first + 2}::boolean`, writers: `$${first + 3}::jsonb` };
 }
 
 /** Names the context params' types whether or not a statement uses each (PREPARE needs every parameter's type). */
-const typed = (c: Context): string => `ctx AS (SELECT ${c.ts}, ${c.lsn}, ${c.logOriginChange}, ${c.writers})`;
+export const typed = (c: Context): string => `ctx AS (SELECT ${c.ts}, ${c.lsn}, ${c.logOriginChange}, ${c.writers})`;
 
 /** Who is applying what: names for the history rows. */
 export interface ResolveNames {
@@ -87,7 +87,7 @@ function valueRef(meta: TableMeta, pos: Position, col: number, alias = "u", type
   return typed ? `${alias}.c${j}::${meta.types[col]!}` : `${alias}.c${j}`;
 }
 
-const column = (meta: TableMeta, i: number): string => quoteIdent(meta.rel.columns[i]!.name);
+export const column = (meta: TableMeta, i: number): string => quoteIdent(meta.rel.columns[i]!.name);
 
 /** `l`'s key columns equal run row `alias`'s. */
 function keyMatch(meta: TableMeta, l: string, pos: Position, alias = "u"): string {
@@ -142,21 +142,35 @@ function decided(c: Context, peerRoident: number, sameOrigin: boolean): string {
   return `d AS MATERIALIZED (SELECT cur.ord, cur.tuple, (cur.o).timestamp AS ts, (cur.o).roident AS ro, ${same} AS same, ${win} AS win FROM cur)`;
 }
 
+/** A JSON object of `cols`' names and text values (`ref(col)`: the value as text). */
+export function jsonObject(meta: TableMeta, cols: number[], ref: (col: number) => string): string {
+  return `jsonb_object(ARRAY[${cols.map((i) => lit(meta.rel.columns[i]!.name)).join(", ")}]::text[], ARRAY[${cols.map(ref).join(", ")}]::text[])`;
+}
+
 /**
- * The history rows of `c(type, resolution, ord, tuple, local_ts, ro, logged)`:
+ * The history rows of `c(type, resolution, tuple, local_ts, ro, logged)`
+ * (`from`: c and whatever `key` and `remote`, the JSON of the change's key
+ * and row, refer to).
+ */
+export function historyCte(meta: TableMeta, names: ResolveNames, c: Context, key: string, remote: string, from: string): string {
+  return (
+    `hist AS (INSERT INTO ${CONFLICT_TABLE} (local_node, origin_node, table_name, conflict_type, resolution, key, local_tuple, remote_tuple, local_commit_ts, remote_commit_ts, local_origin, remote_commit_lsn) ` +
+    `SELECT ${lit(names.localNode)}, ${lit(names.peer)}, ${lit(meta.qualified)}, c.type, c.resolution, ${key}, ` +
+    `c.tuple, ${remote}, c.local_ts, ${c.ts}, ` +
+    `CASE WHEN c.ro IS NULL THEN NULL ELSE COALESCE(${c.writers} ->> c.ro::text, 'origin ' || c.ro) END, ${c.lsn} ` +
+    `${from} WHERE c.logged RETURNING 1)`
+  );
+}
+
+/**
+ * The history rows of a run's `c(type, resolution, ord, tuple, local_ts, ro, logged)`:
  * key and remote row from the run's values, the local row as the lock found
  * it.
  */
 function history(meta: TableMeta, names: ResolveNames, c: Context, keyPos: Position, remoteCols: number[] | null, pos: Position): string {
-  const object = (cols: number[], p: Position): string =>
-    `jsonb_object(ARRAY[${cols.map((i) => lit(meta.rel.columns[i]!.name)).join(", ")}]::text[], ARRAY[${cols.map((i) => valueRef(meta, p, i, "u", false)).join(", ")}]::text[])`;
-  return (
-    `hist AS (INSERT INTO ${CONFLICT_TABLE} (local_node, origin_node, table_name, conflict_type, resolution, key, local_tuple, remote_tuple, local_commit_ts, remote_commit_ts, local_origin, remote_commit_lsn) ` +
-    `SELECT ${lit(names.localNode)}, ${lit(names.peer)}, ${lit(meta.qualified)}, c.type, c.resolution, ${object(meta.key!, keyPos)}, ` +
-    `c.tuple, ${remoteCols ? object(remoteCols, pos) : "NULL::jsonb"}, c.local_ts, ${c.ts}, ` +
-    `CASE WHEN c.ro IS NULL THEN NULL ELSE COALESCE(${c.writers} ->> c.ro::text, 'origin ' || c.ro) END, ${c.lsn} ` +
-    `FROM c JOIN u ON u.ord = c.ord WHERE c.logged RETURNING 1)`
-  );
+  const text = (p: Position) => (i: number) => valueRef(meta, p, i, "u", false);
+  const remote = remoteCols ? jsonObject(meta, remoteCols, text(pos)) : "NULL::jsonb";
+  return historyCte(meta, names, c, jsonObject(meta, meta.key!, text(keyPos)), remote, "FROM c JOIN u ON u.ord = c.ord");
 }
 
 /** A conflict row of `c` from the decided rows (`d` joined). */
@@ -171,7 +185,7 @@ const missingConflict = (type: string, resolution: string): string =>
  * for none), the table (the applier keeps a table that still meets conflicts
  * resolving), and a lone transaction's setup.
  */
-function result(meta: TableMeta, check: string, setupAt: number, solo: boolean): string {
+export function result(meta: TableMeta, check: string, setupAt: number, solo: boolean): string {
   return (
     `SELECT ${guardSql(check)} AS ok, ` +
     `(SELECT string_agg(g.type || '/' || g.resolution || '=' || g.n, ',') FROM (SELECT type, resolution, count(*) AS n FROM c GROUP BY 1, 2) g) AS pgraft_conflicts, ` +
@@ -182,11 +196,11 @@ function result(meta: TableMeta, check: string, setupAt: number, solo: boolean):
 
 const count = (cte: string, where = ""): string => `(SELECT count(*) FROM ${cte}${where ? ` WHERE ${where}` : ""})`;
 
-function columnsOf(meta: TableMeta, mask: string): number[] {
+export function columnsOf(meta: TableMeta, mask: string): number[] {
   return meta.rel.columns.flatMap((_, i) => (mask[i] === "1" ? [i] : []));
 }
 
-function requireKey(meta: TableMeta, what: string): void {
+export function requireKey(meta: TableMeta, what: string): void {
   if (!meta.key) throw new Error(`${meta.qualified}: ${what} need a primary key`);
 }
 

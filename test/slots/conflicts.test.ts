@@ -198,6 +198,65 @@ describe("conflicts", () => {
     for (const n of nodes) assert.deepEqual(await rows(n, "SELECT id::text, v FROM c WHERE id = 30"), [{ id: "30", v: "from b (held)" }], n.name);
   });
 
+  test("a resolving update that waits for a local transaction holding its row is decided on the version that transaction leaves, in line", async () => {
+    await onAll(nodes, "CREATE TABLE IF NOT EXISTS held (id int PRIMARY KEY, v text)");
+    await a.client.query("INSERT INTO held VALUES (1, 'initial'), (2, 'initial'), (3, 'initial')");
+    const peer = { name: "n6", id: 6 };
+    const origin = originName(DB, "g1", peer.name);
+    await a.client.query("SELECT pg_replication_origin_create($1)", [origin]);
+    const rel: RelationDesc = { oid: 2, schema: "public", name: "held", replicaIdentity: "default", columns: [{ name: "id", typeOid: 23 }, { name: "v", typeOid: 25 }] };
+    const ap = new Applier({ localDsn: a.dsn, localNode: { name: "a", id: 1 }, peer, originName: origin, members: () => new Map([[origin, peer]]), log: testLogger("a"), contendedMs: 120_000 });
+    let lsn = (await ap.connect()) + 100n;
+    const update = (id: number, v: string): Promise<void> => {
+      lsn += 100n;
+      const now = BigInt(Date.now()) * 1000n;
+      return ap.submit({ kind: "apply", tx: { xid: 1, commitLsn: lsn - 50n, endLsn: lsn, commitTime: now, changes: [{ kind: "update", rel, old: null, new: [String(id), v] }] } });
+    };
+    const holder = new pg.Client(a.pg.server.clientConfig());
+    await holder.connect();
+    /** The incoming update of `id` waits for `holder`'s lock, then `end` ends the holder's transaction. */
+    const held = async (id: number, end: "COMMIT" | "ROLLBACK"): Promise<void> => {
+      await holder.query("BEGIN");
+      await holder.query("UPDATE held SET v = 'held here' WHERE id = $1", [id]);
+      const applied = update(id, "from n6");
+      await waitFor(
+        async () => (await a.client.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgraft_apply_n6' AND wait_event_type = 'Lock'")).rowCount === 1,
+        20_000,
+        "the applier to wait for the row's lock",
+      );
+      await holder.query(end);
+      await applied;
+    };
+    try {
+      // Another writer's row: the optimistic statement stops at it and the table turns resolving.
+      await update(2, "from n6");
+      assert.equal(ap.stats.resolvingResends, 1, "held is resolving");
+      // The snapshot's version is older than the incoming update; the holder commits a newer one: the update loses to it.
+      await held(1, "COMMIT");
+      // The holder rolls back: the update wins against the version the snapshot saw.
+      await held(3, "ROLLBACK");
+    } finally {
+      await holder.end();
+      await ap.close();
+    }
+    assert.deepEqual(await rows(a, "SELECT id::text, v FROM held ORDER BY id"), [
+      { id: "1", v: "held here" },
+      { id: "2", v: "from n6" },
+      { id: "3", v: "from n6" },
+    ]);
+    assert.equal(ap.stats.slowPathTransactions, 0, "decided in line");
+    assert.equal(ap.stats.resolvingResends, 1, "decided by the statement that waited: no batch rolled back and sent again");
+    const logged = (await readConflicts(a.client)).filter((r) => r.table_name === '"public"."held"');
+    assert.deepEqual(
+      logged.map((r) => [r.key, r.conflict_type, r.resolution]),
+      [['{"id": "1"}', "update_origin_change", "keep_local"]],
+      "only the lost update is logged (the won ones are update_origin_change conflicts PGD does not log)",
+    );
+    assert.match(logged[0]!.local_tuple ?? "", /held here/, "logged with the version the holder left, not the snapshot's");
+    assert.equal(ap.stats.conflictsByKind.get("update_origin_change/apply_remote"), 2);
+    assert.equal(ap.stats.conflictsByKind.get("update_origin_change/keep_local"), 1);
+  });
+
   test("a table with a primary key and REPLICA IDENTITY FULL: concurrent updates are resolved in line, none on the slow path", async () => {
     await onAll(nodes, "CREATE TABLE IF NOT EXISTS full_c (id int PRIMARY KEY, v text); ALTER TABLE full_c REPLICA IDENTITY FULL");
     await a.client.query("INSERT INTO full_c VALUES (1, 'initial'), (2, 'initial')");

@@ -18,6 +18,7 @@ import {
   shortHash,
 } from "../../src/slots/naming.js";
 import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, presentMask, presentValues, type TableMeta } from "../../src/slots/statements.js";
+import { resolvingDeleteOneSql, resolvingInsertOneSql, resolvingUpdateOneSql } from "../../src/slots/resolving-one-row.js";
 import { resolvingDeleteSql, resolvingInsertSql, resolvingUpdateSql } from "../../src/slots/resolving-statements.js";
 import { batches } from "../../src/slots/applier.js";
 import type { RelationDesc } from "../../src/slots/types.js";
@@ -281,6 +282,29 @@ describe("statements", () => {
     assert.match(i, /pg_replication_origin_xact_setup\(\$8::pg_lsn, \$9::timestamptz\)/, "a lone transaction's setup after the context");
     assert.throws(() => resolvingUpdateSql(full, "110", 7, names), /need a primary key/);
     assert.throws(() => resolvingUpdateSql(pk, "000", 7, names), /needs a column to set/);
+  });
+
+  test("a run of one row: scalars, the decision in the write's WHERE, the row locked only when it moved under the statement", () => {
+    const names = { localNode: "a", peer: "b" };
+    const u = resolvingUpdateOneSql(pk, "110", 7, names).text;
+    // The new values, then the key, then the four context params, all text scalars typed by their columns.
+    assert.match(u, /^WITH ctx AS \(SELECT \$4::timestamptz, \$5::pg_lsn, \$6::boolean, \$7::jsonb\), old AS MATERIALIZED \(SELECT .* FROM "public"\."T x" l WHERE l\."id" = \$3::text::integer\)/);
+    assert.match(u, /UPDATE "public"\."T x" l SET "id" = \$1::text::integer, "v" = \$2::text::text WHERE l\."id" = \$3::text::integer AND CASE WHEN COALESCE\(\(pg_xact_commit_timestamp_origin\(l\.xmin\)\)\.roident, 7\) = 7 OR/);
+    assert.match(u, /ELSE \(pgraft\.apply_guard\(false\) IS NULL\) END RETURNING 1\)/, "a tie raises: the slow path breaks it by node id");
+    // Locked only when the write did not happen although the snapshot's version would have lost to it.
+    assert.match(u, /moved AS MATERIALIZED \(SELECT .* WHERE l\."id" = \$3::text::integer AND NOT EXISTS \(SELECT 1 FROM upd\) AND NOT EXISTS \(SELECT 1 FROM old WHERE COALESCE\(\(old\.o\)\.roident, 7\) <> 7 AND \(old\.o\)\.timestamp > \$4::timestamptz\) FOR UPDATE OF l\)/);
+    assert.match(u, /CASE WHEN \(NOT EXISTS \(SELECT 1 FROM upd\) OR \$6::boolean\) THEN to_jsonb\(cur\.r\) END AS tuple/, "the local row as JSON only when logged");
+    assert.match(u, /'update_missing', 'insert_remote'/);
+    const d = resolvingDeleteOneSql(pk, 7, names, true).text;
+    assert.match(d, /del AS \(DELETE FROM "public"\."T x" l WHERE l\."id" = \$1::text::integer AND CASE/);
+    assert.match(d, /'delete_recently_updated'.*'delete_missing', 'skip'/);
+    assert.match(d, /pg_replication_origin_xact_setup\(\$6::pg_lsn, \$7::timestamptz\)/, "a lone transaction's setup after the context");
+    const i = resolvingInsertOneSql(pk, "111", 7, names).text;
+    assert.match(i, /VALUES \(\$1::text::integer, \$2::text::text, \$3::text::text\) ON CONFLICT \("id"\) DO NOTHING RETURNING 1/);
+    assert.doesNotMatch(i.slice(i.indexOf("upd AS")), /roident, 7\) = 7/, "any row found is an insert's conflict, whoever wrote it");
+    assert.throws(() => resolvingUpdateOneSql(full, "110", 7, names), /need a primary key/);
+    assert.throws(() => resolvingUpdateOneSql(pk, "000", 7, names), /needs a column to set/);
+    assert.throws(() => resolvingInsertOneSql(pk, "011", 7, names), /needs the key's values/);
   });
 
   test("runs: same table and shape, each key at most once; an update that changes the key, or of a table without a key, stays alone", () => {
