@@ -24,7 +24,8 @@
 //    scraped for pgraft_apply_lag_seconds{peer} (0 when nothing from the peer
 //    is left to apply, else seconds since the oldest transaction received from
 //    the peer and not applied yet committed there; none waiting: how long the
-//    last one received took to arrive). p50/p99 over every (node, peer) sample, leaving
+//    last one received took to arrive, at most the time since the node was
+//    last caught up). p50/p99 over every (node, peer) sample, leaving
 //    out the first second and the last 0.7 s (the sidecar refreshes its data
 //    plane status at most every 0.5 s: the scrape that closes the window must
 //    not reuse a status from inside it). A pair without a value (behind, and

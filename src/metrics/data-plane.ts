@@ -94,7 +94,7 @@ export function registerDataPlaneMetrics(r: Registry, source: DataPlaneMetricsSo
   gauge("pgraft_apply_lag_bytes", "Bytes of each peer's WAL not yet applied here (its current position minus what this node applied or confirmed)", ["peer"], (st) =>
     st.receivers.flatMap((x) => (x.lagBytes === null ? [] : [[{ peer: x.peer }, x.lagBytes]])),
   );
-  gauge("pgraft_apply_lag_seconds", "0 when nothing from the peer is left to apply; else seconds since the oldest transaction received from the peer and not applied yet committed there (none waiting: how long the last one received took to arrive)", ["peer"], (st) =>
+  gauge("pgraft_apply_lag_seconds", "0 when nothing from the peer is left to apply; else seconds since the oldest transaction received from the peer and not applied yet committed there (none waiting: how long the last one received took to arrive, at most the time since this node last had all the peer's WAL)", ["peer"], (st) =>
     st.receivers.flatMap((x) => (x.lagSeconds === null ? [] : [[{ peer: x.peer }, x.lagSeconds]])),
   );
   gauge("pgraft_receiver_state", "The state of the stream from each peer: 1 for the state it is in (streaming, catchup, disconnected, slot_lost, stopped), 0 for the others", ["peer", "state"], (st) =>

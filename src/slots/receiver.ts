@@ -117,7 +117,8 @@ export interface ReceiverStatus {
    * 0 when nothing is left to apply; else how long ago the oldest transaction
    * received from the peer and not applied yet committed there, or, when none
    * waits here, how long the last transaction received (applied or skipped)
-   * took from its commit on the peer to arrive (null: nothing received yet).
+   * took from its commit on the peer to arrive, at most the time since
+   * everything the peer had was here (null: nothing received yet).
    */
   lagSeconds: number | null;
   lastError: string | null;
@@ -171,6 +172,14 @@ export class Receiver {
   private lastSessionCommitTime: bigint | undefined;
   /** The last transaction received (applied or skipped): its commit time on the peer (µs) and when it arrived here (ms). */
   private lastArrival: { commitTime: bigint; atMs: number } | undefined;
+  /** When the last upstream sample was asked for (ms): its WAL position was the peer's then or later. */
+  private upstreamAskedAtMs: number | undefined;
+  /**
+   * The latest time (ms) as of which everything the peer had committed was
+   * here: what we may confirm reached an upstream sample, asked for then.
+   * Whatever has not arrived yet committed after it.
+   */
+  private caughtUpAtMs: number | undefined;
 
   /**
    * The apply lag in seconds while behind (see ReceiverStatus.lagSeconds). Not
@@ -180,7 +189,13 @@ export class Receiver {
   private lagSeconds(): number | null {
     const waiting = this.applier?.oldestWaitingCommitTime;
     if (waiting !== undefined) return Math.max(0, Date.now() / 1000 - Number(waiting) / 1e6);
-    if (this.lastArrival) return Math.max(0, this.lastArrival.atMs / 1000 - Number(this.lastArrival.commitTime) / 1e6);
+    if (this.lastArrival) {
+      // Nothing waits: what is missing has not arrived. It takes about as long as the last arrival did, but
+      // committed after we were last caught up: a delay measured long ago (a catch-up's) is not today's lag.
+      const delay = this.lastArrival.atMs / 1000 - Number(this.lastArrival.commitTime) / 1e6;
+      const since = this.caughtUpAtMs === undefined ? Infinity : (Date.now() - this.caughtUpAtMs) / 1000;
+      return Math.max(0, Math.min(delay, since));
+    }
     return this.lastCommitTime === undefined ? null : Math.max(0, Date.now() / 1000 - Number(this.lastCommitTime) / 1e6);
   }
 
@@ -474,11 +489,13 @@ export class Receiver {
     // the keepalive's position then would skip those transactions for good. Only a live, idle applier may.
     if (this.sessionError) return;
     if (!this.assembler.inTransaction && this.applier?.idle) this.idleAck = maxLsn(this.idleAck, w);
+    this.noteCaughtUp();
     this.sendAck(reply);
   }
 
   private onDurable(lsn: bigint): void {
     this.durable = maxLsn(this.durable, lsn);
+    this.noteCaughtUp();
     if (this.paused && (this.applier?.backlog ?? 0) < (this.opts.maxBacklog ?? 5000) / 2) this.pause(false);
     // Coalesce: one status message for a burst of durable transactions.
     if (this.ackScheduled) return;
@@ -487,6 +504,12 @@ export class Receiver {
       this.ackScheduled = false;
       this.sendAck(false);
     });
+  }
+
+  /** Record that what we may confirm reached the last upstream sample (see caughtUpAtMs). */
+  private noteCaughtUp(): void {
+    if (this.upstream === undefined || this.upstreamAskedAtMs === undefined || this.position() < this.upstream) return;
+    this.caughtUpAtMs = Math.max(this.caughtUpAtMs ?? 0, this.upstreamAskedAtMs);
   }
 
   /** What we may confirm now. */
@@ -521,10 +544,15 @@ export class Receiver {
     const probe = this.probe;
     if (!probe || this.sampling) return; // one query at a time on the probe connection
     this.sampling = true;
+    const askedAt = Date.now();
     try {
       const r = await probe.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
       const v = r.rows[0]?.lsn;
-      if (v) this.upstream = parseLsn(v);
+      if (v) {
+        this.upstream = parseLsn(v);
+        this.upstreamAskedAtMs = askedAt;
+        this.noteCaughtUp();
+      }
     } catch (e) {
       this.opts.log.debug("could not sample the peer's WAL position", { peer: this.opts.peer.name, error: errorText(e) });
     } finally {

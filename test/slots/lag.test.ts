@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { onAll, startNodes, startPlanes, teardown, waitConverged, waitFor, type TestNode } from "./support.js";
+import { onAll, startNodes, startPlane, startPlanes, teardown, waitConverged, waitFor, type TestNode } from "./support.js";
 
 const IDLE_MS = 3_000;
 
@@ -61,5 +61,40 @@ describe("apply lag in seconds", () => {
     }
     await waitConverged(nodes, ["t"]);
     await waitFor(async () => (await fromA()).lagSeconds === 0, 20_000, "the lag back to 0 once applied");
+  });
+
+  test("behind with nothing received yet: the lag is at most the time since b was caught up, not a delay measured long ago", async () => {
+    // A transaction that reaches b CATCHUP_MS after its commit (b's data plane was stopped meanwhile).
+    const CATCHUP_MS = 5_000;
+    await b.plane!.stop();
+    await a.client.query("INSERT INTO t VALUES (3, 'while b was stopped')");
+    await new Promise((r) => setTimeout(r, CATCHUP_MS));
+    await startPlane(nodes, b);
+    await waitConverged(nodes, ["t"]);
+    await waitFor(async () => (await fromA()).lagBytes === 0, 20_000, "b caught up with a");
+    const caughtUpSeen = Date.now();
+    // An open transaction on a writes WAL that is not sent before it commits: b is behind a's position, and nothing waits on b.
+    const writer = new pg.Client(a.pg.server.clientConfig());
+    await writer.connect();
+    try {
+      await writer.query("BEGIN");
+      await writer.query("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(100, 40099) g");
+      let lag = 0;
+      await waitFor(
+        async () => {
+          const r = await fromA();
+          lag = r.lagSeconds ?? 0;
+          return (r.lagBytes ?? 0) > 0;
+        },
+        20_000,
+        "b to see a's WAL position ahead of it",
+      );
+      const bound = (Date.now() - caughtUpSeen) / 1000 + 1;
+      assert.ok(lag <= bound, `lag ${lag} s is at most the time since b was seen caught up (+1 s for the sample it went by: ${bound} s), not the ${CATCHUP_MS / 1000} s the last arrival took`);
+      assert.ok(bound < CATCHUP_MS / 1000, `the check tells the two apart (${bound} s)`);
+    } finally {
+      await writer.query("ROLLBACK").catch(() => undefined);
+      await writer.end();
+    }
   });
 });
