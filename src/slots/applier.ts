@@ -128,6 +128,8 @@ interface Item {
 /** One Query on the wire: the transactions whose COMMIT it carries. */
 interface Batch {
   commits: Item[];
+  /** The statements this batch PREPAREs (session.takeUnprepared). */
+  prepares: string[];
   /** What the server answered (one result per statement), once it did. */
   results?: unknown;
 }
@@ -287,16 +289,17 @@ export class Applier {
    * Write one batch: whole transactions from sendPos on. Returns false when
    * there was nothing to send yet (only skips, or a failure meanwhile).
    *
-   * A transaction that meets a table or a statement shape new to this
-   * connection waits until nothing is in flight: its lookups and PREPAREs are
-   * queries of their own, which a failed batch's open transaction would
-   * break.
+   * A transaction that meets a table new to this connection waits until
+   * nothing is in flight: its lookup is a query of its own, which a failed
+   * batch's open transaction would break. A statement shape new to it is
+   * PREPAREd in the batch, ahead of its first use.
    */
   private async sendBatch(): Promise<boolean> {
     const s = this.session;
     let parts: string[] = [];
     let bytes = 0;
     let commits: Item[] = [];
+    let prepares: string[] = [];
     let txs = 0;
     /** A transaction of this batch whose COMMIT is not written yet. */
     let pending = false;
@@ -317,12 +320,6 @@ export class Applier {
         continue;
       }
       const statements = this.transactionSql(tx, this.chainLsn);
-      if (s.hasUnprepared) {
-        if (parts.length) break;
-        if (!(await this.quiet())) return false;
-        await s.prepareNew();
-        continue;
-      }
       // Committed to sending it.
       this.sendPos++;
       this.passed++;
@@ -333,13 +330,20 @@ export class Applier {
       // Transactions follow each other with COMMIT AND CHAIN (one statement between two, not two).
       parts.push(pending ? "COMMIT AND CHAIN;" : "BEGIN;");
       pending = false;
+      // The shapes this transaction uses first, prepared ahead of it in the same batch.
+      for (const p of s.takeUnprepared()) {
+        parts.push(p.sql);
+        bytes += p.sql.length;
+        prepares.push(p.name);
+      }
       for (const st of statements) {
         if (bytes >= maxBytes) {
           // A huge transaction: the part written so far goes now, its COMMIT comes in a later batch.
-          this.post(parts, commits);
+          this.post(parts, commits, prepares);
           parts = [];
           bytes = 0;
           commits = [];
+          prepares = [];
           if (!(await this.room())) return false; // a failure meanwhile: recovery rolls the open transaction back
         }
         parts.push(st);
@@ -350,7 +354,7 @@ export class Applier {
     }
     if (!parts.length) return false;
     if (pending) parts.push("COMMIT;");
-    this.post(parts, commits);
+    this.post(parts, commits, prepares);
     return true;
   }
 
@@ -497,8 +501,8 @@ export class Applier {
     );
   }
 
-  private post(parts: string[], commits: Item[]): void {
-    const batch: Batch = { commits };
+  private post(parts: string[], commits: Item[], prepares: string[]): void {
+    const batch: Batch = { commits, prepares };
     this.inFlight.push(batch);
     void this.session.query({ text: parts.join("") }).then(
       (results) => {
@@ -546,6 +550,7 @@ export class Applier {
       return;
     }
     // The first failure in order carries the cause; those behind it fail with "transaction aborted" (25P02) or the chain check.
+    this.session.forgetShapes(batch.prepares);
     this.recovering ??= { error };
     if (!this.inFlight.length) void this.recover();
   }

@@ -143,8 +143,8 @@ export class ApplySession {
 
   /**
    * The name of statement `shape` of `meta`'s table for batches. A new shape
-   * gets its name at once and is PREPAREd by prepareNew(), which must run
-   * before a batch using it is sent.
+   * gets its name at once; its PREPARE (takeUnprepared) must go before its
+   * first use, in the same batch or an earlier one.
    */
   batchShape(meta: TableMeta, shape: string, build: () => Sql): string {
     const key = `${this.relIds.get(meta.rel)}:${shape}`;
@@ -157,17 +157,27 @@ export class ApplySession {
     return name;
   }
 
-  get hasUnprepared(): boolean {
-    return this.unprepared.length > 0;
+  /**
+   * The PREPAREs of the shapes named since the last call, for the batch that
+   * uses them first: a statement of its own each, ahead of that use. (They
+   * went in a round trip of their own before, which had to wait until no
+   * batch was in flight: on a saturated host every new shape — a table's
+   * first conflict, say — stalled the stream for seconds.)
+   */
+  takeUnprepared(): { name: string; sql: string }[] {
+    return this.unprepared.splice(0).map((st) => ({ name: st.name, sql: `PREPARE ${st.name} AS ${st.text};` }));
   }
 
-  /** PREPARE the shapes named since the last call (call while no batch is in flight: a failed one leaves the session unusable until ROLLBACK). */
-  async prepareNew(): Promise<void> {
-    while (this.unprepared.length) {
-      const st = this.unprepared[0]!;
-      await this.query({ text: `PREPARE ${st.name} AS ${st.text}` });
-      this.unprepared.shift();
-    }
+  /**
+   * A batch carrying these PREPAREs failed: they may never have run (a
+   * statement before them failed and the server skipped the rest). Their
+   * shapes are forgotten, so their next use prepares them again, under new
+   * names (one that did run stays, unused, until the session ends).
+   */
+  forgetShapes(names: readonly string[]): void {
+    if (!names.length) return;
+    const gone = new Set(names);
+    for (const [key, name] of this.batchShapes) if (gone.has(name)) this.batchShapes.delete(key);
   }
 
   /** Every table `tx` changes is known here (else ensureMetas() has work to do). */

@@ -7,6 +7,7 @@
 // exactly.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import pg from "pg";
 import { Applier } from "../../src/slots/applier.js";
 import { readConflicts } from "../../src/slots/index.js";
 import { ensureLocalObjects } from "../../src/slots/local-objects.js";
@@ -242,6 +243,41 @@ describe("applier batches", () => {
       const c = (await readConflicts(n.client)).filter((r) => r.table_name === '"public"."u"');
       assert.deepEqual(c.map((r) => [r.key, r.conflict_type, r.resolution]), [['{"id": "5"}', "update_origin_change", "keep_local"]]);
     } finally {
+      await ap.close();
+    }
+  });
+
+  test("a statement shape first used behind a conflict in the same batch is prepared again when the transaction goes again", async () => {
+    await n.client.query("CREATE TABLE p0 (id int PRIMARY KEY, v text); CREATE TABLE p1 (id int PRIMARY KEY, v text); CREATE TABLE p2 (id int PRIMARY KEY, v text)");
+    await n.client.query("INSERT INTO p1 VALUES (1, 'written here')");
+    const [r0, r1, r2] = [10, 11, 12].map((oid, i): RelationDesc => ({ ...rel, oid, name: `p${i}` }));
+    const ap = new Applier({ localDsn: n.dsn, localNode: { name: "here", id: 1 }, peer: { name: "up5", id: 5 }, originName: originName(DB, "g", "up5"), members: () => new Map(), log: testLogger("here") });
+    let lsn = await ap.connect();
+    const tx = (changes: Change[]): RemoteTransaction => {
+      lsn += 1000n;
+      return { xid: 1, commitLsn: lsn - 10n, endLsn: lsn, commitTime: BigInt(Date.now() - 60_000) * 1000n, changes };
+    };
+    const holder = new pg.Client(n.pg.server.clientConfig());
+    await holder.connect();
+    try {
+      // Each table known to the session first (a table new to it is looked up between batches).
+      await ap.submit({ kind: "apply", tx: tx([{ kind: "insert", rel: r0!, new: ["1", "from up5"] }, { kind: "insert", rel: r1!, new: ["2", "from up5"] }, { kind: "insert", rel: r2!, new: ["2", "from up5"] }]) });
+      // The batches in flight wait for the holder's lock, while two transactions queue behind them: they go in one batch.
+      await holder.query("BEGIN");
+      await holder.query("SELECT * FROM p0 FOR UPDATE");
+      const first = ["again from up5", "and again"].map((v) => ap.submit({ kind: "apply", tx: tx([{ kind: "update", rel: r0!, old: null, new: ["1", v] }]) }));
+      // The first meets a row written here (its optimistic update stops the batch); the second is the first
+      // to use p2's insert: the PREPARE ahead of it in the batch never ran.
+      const rest = [tx([{ kind: "update", rel: r1!, old: null, new: ["1", "from up5 (older)"] }]), tx([{ kind: "insert", rel: r2!, new: ["1", "new"] }])].map((t) => ap.submit({ kind: "apply", tx: t }));
+      await holder.query("COMMIT");
+      await Promise.all([...first, ...rest]);
+      assert.equal(ap.stats.resolvingResends, 1, "the conflict stopped the batch");
+      assert.equal(ap.stats.slowPathTransactions, 0, "the insert went again with its statement prepared anew, not to the slow path");
+      assert.deepEqual((await n.client.query("SELECT id::text, v FROM p0")).rows, [{ id: "1", v: "and again" }]);
+      assert.deepEqual((await n.client.query("SELECT id::text, v FROM p1 ORDER BY id")).rows, [{ id: "1", v: "written here" }, { id: "2", v: "from up5" }]);
+      assert.deepEqual((await n.client.query("SELECT id::text, v FROM p2 ORDER BY id")).rows, [{ id: "1", v: "new" }, { id: "2", v: "from up5" }]);
+    } finally {
+      await holder.end();
       await ap.close();
     }
   });
