@@ -276,6 +276,7 @@ describe("values the chart's own checks settle", { timeout: 60_000 }, () => {
     assert.equal(cm.filter((o) => o.kind === "Certificate").length, 5);
     const pg = one(await render([], ["postgres.parameters.work_mem=8MB"]), "StatefulSet").spec.template.spec.containers.find((c: any) => c.name === "postgres");
     assert.ok(pg.args.includes("work_mem=8MB"));
+    assert.ok(pg.args.includes("wal_writer_flush_after=0"), "the default parameters keep the WAL writer from being woken by every applied commit");
   });
 });
 

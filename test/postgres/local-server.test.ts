@@ -38,7 +38,7 @@ test("it answers select 1, with the settings pgraft needs", async () => {
   assert.equal(await scalar("select 1"), 1);
   const settings = await pgs().server.query<{ name: string; setting: string; unit: string | null }>(
     "select name, setting, unit from pg_settings where name = any($1)",
-    [["wal_level", "track_commit_timestamp", "listen_addresses", "shared_buffers", "fsync", "max_replication_slots", "max_wal_senders", "max_worker_processes", "logging_collector", "server_encoding", "unix_socket_directories", "port"]],
+    [["wal_level", "track_commit_timestamp", "listen_addresses", "shared_buffers", "fsync", "max_replication_slots", "max_wal_senders", "max_worker_processes", "logging_collector", "server_encoding", "unix_socket_directories", "port", "wal_writer_flush_after"]],
   );
   const s = Object.fromEntries(settings.map((r) => [r.name, r.setting]));
   const { server } = pgs();
@@ -55,6 +55,7 @@ test("it answers select 1, with the settings pgraft needs", async () => {
     server_encoding: "UTF8",
     unix_socket_directories: server.socketDir,
     port: String(server.port),
+    wal_writer_flush_after: "0",
   });
   assert.equal(await scalar("show wal_level"), "logical");
 });
