@@ -128,7 +128,7 @@ interface Item {
 /** One Query on the wire: the transactions whose COMMIT it carries. */
 interface Batch {
   commits: Item[];
-  /** The statements this batch PREPAREs (session.takeUnprepared). */
+  /** The statements PREPAREd just ahead of this batch (session.takeUnprepared). */
   prepares: string[];
   /** What the server answered (one result per statement), once it did. */
   results?: unknown;
@@ -292,14 +292,14 @@ export class Applier {
    * A transaction that meets a table new to this connection waits until
    * nothing is in flight: its lookup is a query of its own, which a failed
    * batch's open transaction would break. A statement shape new to it is
-   * PREPAREd in the batch, ahead of its first use.
+   * PREPAREd in a query of its own sent just ahead of the batch.
    */
   private async sendBatch(): Promise<boolean> {
     const s = this.session;
     let parts: string[] = [];
     let bytes = 0;
     let commits: Item[] = [];
-    let prepares: string[] = [];
+    let prepares: { name: string; text: string }[] = [];
     let txs = 0;
     /** A transaction of this batch whose COMMIT is not written yet. */
     let pending = false;
@@ -330,12 +330,8 @@ export class Applier {
       // Transactions follow each other with COMMIT AND CHAIN (one statement between two, not two).
       parts.push(pending ? "COMMIT AND CHAIN;" : "BEGIN;");
       pending = false;
-      // The shapes this transaction uses first, prepared ahead of it in the same batch.
-      for (const p of s.takeUnprepared()) {
-        parts.push(p.sql);
-        bytes += p.sql.length;
-        prepares.push(p.name);
-      }
+      // The shapes this transaction uses first: prepared just ahead of the batch.
+      prepares.push(...s.takeUnprepared());
       for (const st of statements) {
         if (bytes >= maxBytes) {
           // A huge transaction: the part written so far goes now, its COMMIT comes in a later batch.
@@ -501,8 +497,10 @@ export class Applier {
     );
   }
 
-  private post(parts: string[], commits: Item[], prepares: string[]): void {
-    const batch: Batch = { commits, prepares };
+  private post(parts: string[], commits: Item[], prepares: { name: string; text: string }[]): void {
+    const batch: Batch = { commits, prepares: prepares.map((p) => p.name) };
+    // Pipelined: a PREPARE that fails (behind a failed batch) makes this batch fail too, and its recovery prepares it again.
+    for (const p of prepares) void this.session.query({ text: p.text }).catch(() => undefined);
     this.inFlight.push(batch);
     void this.session.query({ text: parts.join("") }).then(
       (results) => {

@@ -158,21 +158,23 @@ export class ApplySession {
   }
 
   /**
-   * The PREPAREs of the shapes named since the last call, for the batch that
-   * uses them first: a statement of its own each, ahead of that use. (They
-   * went in a round trip of their own before, which had to wait until no
-   * batch was in flight: on a saturated host every new shape — a table's
-   * first conflict, say — stalled the stream for seconds.)
+   * The PREPAREs of the shapes named since the last call, to be sent ahead of
+   * the batch that uses them first, each a query of its own, without waiting
+   * for an answer. (They waited before, until no batch was in flight: on a
+   * saturated host every new shape — a table's first conflict, say — stalled
+   * the stream for seconds. And not inside the batch's text: a prepared
+   * statement keeps the whole query string it was prepared in, and every
+   * EXECUTE copies it.)
    */
-  takeUnprepared(): { name: string; sql: string }[] {
-    return this.unprepared.splice(0).map((st) => ({ name: st.name, sql: `PREPARE ${st.name} AS ${st.text};` }));
+  takeUnprepared(): { name: string; text: string }[] {
+    return this.unprepared.splice(0).map((st) => ({ name: st.name, text: `PREPARE ${st.name} AS ${st.text}` }));
   }
 
   /**
-   * A batch carrying these PREPAREs failed: they may never have run (a
-   * statement before them failed and the server skipped the rest). Their
-   * shapes are forgotten, so their next use prepares them again, under new
-   * names (one that did run stays, unused, until the session ends).
+   * A batch whose PREPAREs went ahead of it failed: they may not have run (an
+   * earlier batch's failure left the transaction aborted). Their shapes are
+   * forgotten, so their next use prepares them again, under new names (one
+   * that did run stays, unused, until the session ends).
    */
   forgetShapes(names: readonly string[]): void {
     if (!names.length) return;

@@ -26,6 +26,7 @@ const rel: RelationDesc = {
     { name: "v", typeOid: 25 },
   ],
 };
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Values a literal must carry exactly. */
 const AWKWARD = ["it's", "back\\slash", "quote'' twice", "$1 ); DROP TABLE t; --", "ünïcødé ✓", "", "E'x'", "tab\there\nnewline"];
 
@@ -247,7 +248,7 @@ describe("applier batches", () => {
     }
   });
 
-  test("a statement shape first used behind a conflict in the same batch is prepared again when the transaction goes again", async () => {
+  test("a statement shape whose PREPARE went out behind a failing batch is prepared again when its transaction goes again", async () => {
     await n.client.query("CREATE TABLE p0 (id int PRIMARY KEY, v text); CREATE TABLE p1 (id int PRIMARY KEY, v text); CREATE TABLE p2 (id int PRIMARY KEY, v text)");
     await n.client.query("INSERT INTO p1 VALUES (1, 'written here')");
     const [r0, r1, r2] = [10, 11, 12].map((oid, i): RelationDesc => ({ ...rel, oid, name: `p${i}` }));
@@ -262,18 +263,25 @@ describe("applier batches", () => {
     try {
       // Each table known to the session first (a table new to it is looked up between batches).
       await ap.submit({ kind: "apply", tx: tx([{ kind: "insert", rel: r0!, new: ["1", "from up5"] }, { kind: "insert", rel: r1!, new: ["2", "from up5"] }, { kind: "insert", rel: r2!, new: ["2", "from up5"] }]) });
-      // The batches in flight wait for the holder's lock, while two transactions queue behind them: they go in one batch.
       await holder.query("BEGIN");
       await holder.query("SELECT * FROM p0 FOR UPDATE");
-      const first = ["again from up5", "and again"].map((v) => ap.submit({ kind: "apply", tx: tx([{ kind: "update", rel: r0!, old: null, new: ["1", v] }]) }));
-      // The first meets a row written here (its optimistic update stops the batch); the second is the first
-      // to use p2's insert: the PREPARE ahead of it in the batch never ran.
-      const rest = [tx([{ kind: "update", rel: r1!, old: null, new: ["1", "from up5 (older)"] }]), tx([{ kind: "insert", rel: r2!, new: ["1", "new"] }])].map((t) => ap.submit({ kind: "apply", tx: t }));
+      // Batch 1 waits for the holder's lock; batch 2, behind it, meets a row written here (its optimistic update
+      // fails and leaves the transaction aborted); the third transaction, the first to use p2's one-row insert,
+      // waits for room, and goes out with that statement's PREPARE once batch 1 answers: both behind the failure.
+      const sent: Promise<void>[] = [];
+      for (const t of [
+        tx([{ kind: "update", rel: r0!, old: null, new: ["1", "again from up5"] }]),
+        tx([{ kind: "update", rel: r1!, old: null, new: ["1", "from up5 (older)"] }]),
+        tx([{ kind: "insert", rel: r2!, new: ["1", "new"] }]),
+      ]) {
+        sent.push(ap.submit({ kind: "apply", tx: t }));
+        await pause(50); // sent in a batch of its own while there is room
+      }
       await holder.query("COMMIT");
-      await Promise.all([...first, ...rest]);
-      assert.equal(ap.stats.resolvingResends, 1, "the conflict stopped the batch");
+      await Promise.all(sent);
+      assert.equal(ap.stats.resolvingResends, 1, "the conflict stopped its batch");
       assert.equal(ap.stats.slowPathTransactions, 0, "the insert went again with its statement prepared anew, not to the slow path");
-      assert.deepEqual((await n.client.query("SELECT id::text, v FROM p0")).rows, [{ id: "1", v: "and again" }]);
+      assert.deepEqual((await n.client.query("SELECT id::text, v FROM p0")).rows, [{ id: "1", v: "again from up5" }]);
       assert.deepEqual((await n.client.query("SELECT id::text, v FROM p1 ORDER BY id")).rows, [{ id: "1", v: "written here" }, { id: "2", v: "from up5" }]);
       assert.deepEqual((await n.client.query("SELECT id::text, v FROM p2 ORDER BY id")).rows, [{ id: "1", v: "new" }, { id: "2", v: "from up5" }]);
     } finally {
