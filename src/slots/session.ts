@@ -205,22 +205,27 @@ export class ApplySession {
 
   /** Learn (once per Relation message) how each table of `tx` is keyed here and its columns' local types. */
   async ensureMetas(tx: RemoteTransaction): Promise<void> {
-    // A quiet moment (nothing in flight): learn origins created since (a member that joined), for the history's writer names.
-    if (Date.now() - this.originsReadAt > 1_000) await this.refreshOrigins();
-    for (const ch of tx.changes) {
-      if (ch.kind === "truncate" || this.metas.has(ch.rel)) continue;
-      const rel = ch.rel;
-      const name = qualified(rel);
-      const r = await this.query<{ oid: string | null; pk: string; types: string | null; other_unique: string }>({
-        text: `SELECT to_regclass($1)::oid::text AS oid,
+    const rels = [...new Set(tx.changes.flatMap((ch) => (ch.kind === "truncate" || this.metas.has(ch.rel) ? [] : [ch.rel])))];
+    // One round trip for all of them (pipelined), not one per table: on a saturated host each is long, and the stream waits.
+    const [, ...answers] = await Promise.all([
+      // A quiet moment (nothing in flight): learn origins created since (a member that joined), for the history's writer names.
+      Date.now() - this.originsReadAt > 1_000 ? this.refreshOrigins() : Promise.resolve(),
+      ...rels.map((rel) =>
+        this.query<{ oid: string | null; pk: string; types: string | null; other_unique: string }>({
+          text: `SELECT to_regclass($1)::oid::text AS oid,
                       COALESCE((SELECT json_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
                                   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
                                  WHERE i.indrelid = to_regclass($1) AND i.indisprimary), '[]')::text AS pk,
                       (SELECT json_object_agg(attname, format_type(atttypid, NULL)) FROM pg_attribute
                         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped)::text AS types,
                       EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique AND NOT indisprimary)::text AS other_unique`,
-        values: [name],
-      });
+          values: [qualified(rel)],
+        }),
+      ),
+    ]);
+    for (const [n, rel] of rels.entries()) {
+      const name = qualified(rel);
+      const r = answers[n]!;
       const row = r.rows[0];
       const from = this.opts.peer.name;
       if (!row?.oid) throw new Error(`table ${name} (changed on ${from}) does not exist here: schema changes are not replicated, create it on every node`);
