@@ -57,7 +57,7 @@ install-extension: build postgres
 
 # Benchmarks, each beside the system a user would pick instead (etcd, wal2json and haproxy from Debian's packages).
 # Every benchmark runs even when one before it fails; the failures are named at the end (exit 1).
-BENCHES := consensus kv failover failover-app sql replication multi-writer proxy decode-origin-filter sidecar-resources
+BENCHES := consensus kv failover failover-app sql replication multi-writer proxy decode-origin-filter applier-alone sidecar-resources
 bench: build postgres
 	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; } || echo "etcd could not be installed: its columns will be skipped"
 	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; } || echo "haproxy could not be installed: bench/proxy will skip its column"
