@@ -356,8 +356,11 @@ export class Applier {
 
   /** The statements of one transaction between its BEGIN and COMMIT: its setup and its changes (the setup folded into a lone statement). */
   private transactionSql(tx: RemoteTransaction, prev: bigint): string[] {
-    const setup = [literal(formatLsn(tx.endLsn)), literal(microsToTimestamptz(tx.commitTime)), literal(formatLsn(prev))];
-    const context = [literal(microsToTimestamptz(tx.commitTime)), literal(formatLsn(tx.commitLsn)), this.opts.logOriginChange?.() ? "true" : "false", literal(this.session.writersJson())];
+    const ts = literal(microsToTimestamptz(tx.commitTime));
+    const setup = [literal(formatLsn(tx.endLsn)), ts, literal(formatLsn(prev))];
+    // Only resolving statements take the context: built when one asks.
+    let ctx: string[] | undefined;
+    const context = (): string[] => (ctx ??= [ts, literal(formatLsn(tx.commitLsn)), this.opts.logOriginChange?.() ? "true" : "false", literal(this.session.writersJson())]);
     const list = [...batches(tx.changes, (rel) => this.session.meta(rel))];
     const only = list.length === 1 ? list[0]! : undefined;
     // A resolving statement evaluates a folded setup after its writes, so its transaction would wait for the
@@ -376,12 +379,12 @@ export class Applier {
    * slow path. `solo`: the statement is the whole transaction, these are its
    * setup arguments (statements.ts soloSetup).
    */
-  private changeSql(batch: Change[], context: string[], solo?: string[]): string {
+  private changeSql(batch: Change[], context: () => string[], solo?: string[]): string {
     const s = this.session;
     const one = solo !== undefined;
     const tag = one ? "s" : "";
     const first = batch[0]!;
-    if (this.resolving(batch)) return this.resolvingSql(batch, s.meta((first as Exclude<Change, { kind: "truncate" }>).rel), tag, one, [...context, ...(solo ?? [])]);
+    if (this.resolving(batch)) return this.resolvingSql(batch, s.meta((first as Exclude<Change, { kind: "truncate" }>).rel), tag, one, [...context(), ...(solo ?? [])]);
     const tail = solo ?? [];
     if (batch.length > 1 && first.kind !== "truncate") {
       const meta = s.meta(first.rel);
