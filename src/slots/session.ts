@@ -143,8 +143,8 @@ export class ApplySession {
 
   /**
    * The name of statement `shape` of `meta`'s table for batches. A new shape
-   * gets its name at once; its PREPARE (takeUnprepared) must go before its
-   * first use, in the same batch or an earlier one.
+   * gets its name at once; its PREPARE (takeUnprepared) must be sent before
+   * the batch that first uses it.
    */
   batchShape(meta: TableMeta, shape: string, build: () => Sql): string {
     const key = `${this.relIds.get(meta.rel)}:${shape}`;
