@@ -58,8 +58,10 @@ export interface DataPlaneOptions {
   log?: SlotsLogger;
   /** A peer further behind than this many bytes is in catchup (default 1 MiB). */
   catchupThresholdBytes?: number;
-  /** How often the group slot is advanced and new tables without a primary key get REPLICA IDENTITY FULL (default 10 s; 0: never, call advanceGroupSlot()). */
+  /** How often the group slot is advanced, new tables without a primary key get REPLICA IDENTITY FULL and the conflict total is sampled (default 10 s; 0: never, call advanceGroupSlot()). */
   maintenanceIntervalMs?: number;
+  /** The span of the conflict rate the health check watches (default 60 s; tests shorten it). */
+  conflictRateSpanMs?: number;
   probeIntervalMs?: number;
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
@@ -97,15 +99,20 @@ export interface DataPlaneStatus {
   notReceiving: string[];
   /** The admin connection to this node's PostgreSQL (down: the slots are `unknown`). */
   connection: ConnectionState;
-  /** Conflicts per second met applying every peer's changes, over the last minute or more (null until known). */
+  /** Conflicts per second met applying every peer's changes over the last minute (up to one maintenance interval more; null until known). */
   conflictsPerSecond: number | null;
 }
 
 export class DataPlane {
   private peers: PeerSpec[];
   private readonly receivers = new Map<string, Receiver>();
-  /** The conflict rate the health check watches, sampled at each status(). */
-  private readonly conflictRate = new RateWindow();
+  /**
+   * The conflict rate the health check watches, sampled at each status() and
+   * each maintenance tick. (Sampled only when asked, after a burst it spanned
+   * back to the last time someone had asked: a warning that a minute of no
+   * conflicts should have cleared stayed for minutes, falling slowly.)
+   */
+  private readonly conflictRate: RateWindow;
   /** Every member ever seen, by origin name: rows a parted member wrote still need a name and an id for tie-breaks. */
   private readonly known = new Map<string, NodeRef>();
   /** Peers we do not receive from (see DataPlaneOptions.notReceiving). */
@@ -128,6 +135,7 @@ export class DataPlane {
     private readonly log: SlotsLogger,
   ) {
     this.peers = [];
+    this.conflictRate = new RateWindow(opts.conflictRateSpanMs);
   }
 
   /**
@@ -367,7 +375,7 @@ export class DataPlane {
       receivers,
       notReceiving: [...this.held],
       connection: this.admin.state(),
-      conflictsPerSecond: this.conflictRate.sample(receivers.reduce((n, r) => n + r.stats.conflicts, 0)) ?? null,
+      conflictsPerSecond: this.sampleConflicts(receivers) ?? null,
     };
   }
 
@@ -379,8 +387,13 @@ export class DataPlane {
     return this.provider.advanceGroupSlot(this.peers.map((p) => ({ name: p.name, dsn: p.dsn, origin: originName(this.opts.db, this.opts.group, p.name) })));
   }
 
+  private sampleConflicts(receivers: ReceiverStatus[] = [...this.receivers.values()].map((r) => r.status())): number | undefined {
+    return this.conflictRate.sample(receivers.reduce((n, r) => n + r.stats.conflicts, 0));
+  }
+
   private async maintain(): Promise<void> {
     if (this.maintaining || this.stopped) return;
+    this.sampleConflicts();
     this.maintaining = true;
     try {
       // A node slot that vanished is found lost (not made again).

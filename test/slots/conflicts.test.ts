@@ -13,7 +13,7 @@ import { readConflicts, type ConflictRow } from "../../src/slots/index.js";
 import { microsToTimestamptz } from "../../src/slots/lsn.js";
 import { originName } from "../../src/slots/naming.js";
 import type { RelationDesc } from "../../src/slots/types.js";
-import { DB, onAll, startNodes, startPlane, startPlanes, teardown, testLogger, waitCaughtUp, waitConverged, waitFor, type TestNode } from "./support.js";
+import { DB, onAll, startNodes, startPlane, startPlanes, teardown, testLogger, waitCaughtUp, waitConverged, waitFor, waitStreaming, type TestNode } from "./support.js";
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -255,6 +255,27 @@ describe("conflicts", () => {
     assert.match(logged[0]!.local_tuple ?? "", /held here/, "logged with the version the holder left, not the snapshot's");
     assert.equal(ap.stats.conflictsByKind.get("update_origin_change/apply_remote"), 2);
     assert.equal(ap.stats.conflictsByKind.get("update_origin_change/keep_local"), 1);
+  });
+
+  test("the conflict rate the health check watches spans the last window, not back to the last time someone asked", async () => {
+    await onAll(nodes, "CREATE TABLE IF NOT EXISTS rate_t (id int PRIMARY KEY, v text)");
+    // b's data plane samples its conflict total every 100 ms; its rate spans 1 s.
+    await b.plane!.stop();
+    await startPlane(nodes, b, { maintenanceIntervalMs: 100, conflictRateSpanMs: 1_000 });
+    await waitStreaming(nodes);
+    await a.client.query("INSERT INTO rate_t SELECT g, 'from a' FROM generate_series(1, 20) g");
+    await waitConverged(nodes, ["rate_t"]);
+    const before = (await b.plane!.status()).receivers.find((r) => r.peer === a.name)!.stats.conflicts;
+    await pause(1_200);
+    // b changes every row, then a does: each of a's updates meets a row b wrote last (update_origin_change, a's newer).
+    await b.client.query("UPDATE rate_t SET v = 'from b'");
+    await waitConverged(nodes, ["rate_t"]);
+    await a.client.query("UPDATE rate_t SET v = 'from a again'");
+    await waitConverged(nodes, ["rate_t"]);
+    await pause(2_500); // more than the span and a tick: nothing since
+    const st = await b.plane!.status();
+    assert.ok(st.receivers.find((r) => r.peer === a.name)!.stats.conflicts - before >= 20, "b met a conflict per row");
+    assert.equal(st.conflictsPerSecond, 0, "no conflict in the last second");
   });
 
   test("a table with a primary key and REPLICA IDENTITY FULL: concurrent updates are resolved in line, none on the slow path", async () => {
