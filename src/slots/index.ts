@@ -393,9 +393,9 @@ export class DataPlane {
 
   private async maintain(): Promise<void> {
     if (this.maintaining || this.stopped) return;
-    this.sampleConflicts();
     this.maintaining = true;
     try {
+      this.sampleConflicts();
       // A node slot that vanished is found lost (not made again).
       for (const p of this.peers) await this.provider.ensureNodeSlot(this.slotPeer(p));
       await this.provider.ensureReplicaIdentity();
