@@ -373,10 +373,14 @@ export function dsnProblem(dsn: string): string | undefined {
       if (u.port && (!/^\d+$/.test(u.port) || Number(u.port) > 65_535)) return `the PostgreSQL URI has an invalid port "${u.port}"`;
       return undefined;
     } catch {
-      return "the PostgreSQL URI does not parse (expected postgresql://user:password@host:port/dbname?param=value)";
+      return "the PostgreSQL URI does not parse (expected postgresql://user@host:port/dbname?param=value)";
     }
   }
   if (/^[a-z]+:\/\//i.test(s)) return `the PostgreSQL DSN must start with postgresql:// or postgres://, or be key=value pairs`;
-  if (!parseKeyValueDsn(s)) return "the PostgreSQL DSN is not key=value pairs (key=value separated by spaces, values with spaces in single quotes) or a postgresql:// URI";
+  const pairs = parseKeyValueDsn(s);
+  if (!pairs) return "the PostgreSQL DSN is not key=value pairs (key=value separated by spaces, values with spaces in single quotes) or a postgresql:// URI";
+  const port = pairs.get("port");
+  // libpq takes a port, or one per host (comma-separated), each 1-65535.
+  if (port !== undefined && port !== "" && !port.split(",").every((p) => /^\d+$/.test(p) && Number(p) >= 1 && Number(p) <= 65_535)) return `the PostgreSQL DSN has an invalid port "${port}" (1-65535)`;
   return undefined;
 }

@@ -16,6 +16,7 @@ const PROBE_TIMEOUT_MS = 5_000;
 export async function withDsn<T>(fn: string, dsn: string, f: (c: pg.Client) => Promise<T>): Promise<T> {
   const why = dsnProblem(dsn);
   if (why) throw new PgWireError({ code: "22023", message: `${fn}: ${why}` });
+  checkDsnKeys(fn, dsn);
   const c = new pg.Client(dsnClientConfig(dsn, { connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS, application_name: "pgraft_probe" }));
   c.on("error", () => {});
   try {
@@ -34,6 +35,11 @@ export async function withDsn<T>(fn: string, dsn: string, f: (c: pg.Client) => P
 /** An interface DSN (kept in the replicated catalog) must not carry a password: 22023, before anything is tried. */
 export function checkInterfaceDsn(fn: string, dsn: string): void {
   if (dsnHasPassword(dsn)) throw new PgWireError({ code: "22023", message: `${fn}: ${INTERFACE_DSN_PASSWORD}`, hint: INTERFACE_DSN_PASSWORD_HINT });
+  checkDsnKeys(fn, dsn);
+}
+
+/** Keys libpq does not know (a typo such as hots=): 22023, as libpq, pg_dump and every sidecar would refuse the DSN. */
+function checkDsnKeys(fn: string, dsn: string): void {
   const unknown = unknownDsnKeys(dsn);
   if (unknown.length) {
     throw new PgWireError({

@@ -212,6 +212,8 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
     await fails(n1, "SELECT bdr.create_node('x', $1)", [dsn(n1)], "42710", /already node "alpha"/);
     await fails(n3, "SELECT bdr.join_node_group('host=127.0.0.1 port=1 dbname=postgres')", [], "08001", /cannot connect/);
     await fails(n3, "SELECT bdr.join_node_group('not a dsn')", [], "22023", /key=value/);
+    await fails(n3, "SELECT bdr.join_node_group('host=127.0.0.1 port=abc dbname=postgres')", [], "22023", /invalid port "abc"/);
+    await fails(n3, "SELECT bdr.join_node_group('hots=127.0.0.1 dbname=postgres')", [], "22023", /invalid connection option "hots"/);
     await fails(n1, "SELECT bdr.part_node('nobody')", [], "42704", /does not exist/);
     await fails(n1, "SELECT bdr.join_node_group($1, synchronize_structure := 'some')", [dsn(n1)], "22023", /synchronize_structure/);
     await fails(n1, "SELECT bdr.drop_node_group('g1')", [], "22023", /still has nodes/);

@@ -100,6 +100,10 @@ describe("DSN validation", () => {
     assert.match(dsnProblem("")!, /empty/);
     assert.match(dsnProblem("postgresql://u:pw@host:99999/db")!, /port/);
     assert.match(dsnProblem("mysql://u@h/db")!, /postgresql:\/\//);
+    assert.match(dsnProblem("host=127.0.0.1 port=abc dbname=x")!, /invalid port "abc"/);
+    assert.match(dsnProblem("host=127.0.0.1 port=99999")!, /invalid port "99999"/);
+    assert.equal(dsnProblem("host=a,b port=5432,5433"), undefined, "a port per host");
+    assert.doesNotMatch(dsnProblem("postgresql://[::1")!, /password/, "the expected form does not invite a password");
     const p = dsnProblem("host=x password=secret oops")!;
     assert.match(p, /key=value/);
     assert.doesNotMatch(p, /secret/);
