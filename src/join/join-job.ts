@@ -19,7 +19,7 @@
 import pg from "pg";
 import type { DataNode } from "../cluster/node-groups.js";
 import { dsnClientConfig } from "../postgres/dsn.js";
-import { dropPgraftSlot, ensureOrigin, groupSlotName, leaveGroup, nodeSlotName, originName, publicationName, recreateOrigin, retireOrigin, unknownWriterOriginName } from "../slots/index.js";
+import { dropPgraftSlot, ensureOrigin, groupSlotName, leaveGroup, nodeSlotName, originName, publicationName, recreateOrigin, retireOrigin, unknownWriterOriginName, withNodeSlotPlugin } from "../slots/index.js";
 import { copyFromSnapshot, userSchemas, userTables } from "./snapshot-copy.js";
 
 export interface JoinRequest {
@@ -134,7 +134,7 @@ export async function runJoin(req: JoinRequest, d: JoinJobDeps): Promise<void> {
   for (const m of members) {
     if (m.name === source.name) continue;
     await withClient(m.dsn, async (c) => {
-      await c.query("SELECT pg_copy_logical_replication_slot($1, $2)", [groupSlotName(db, group), slot]);
+      await withNodeSlotPlugin((p) => c.query("SELECT pg_copy_logical_replication_slot($1, $2, false, $3)", [groupSlotName(db, group), slot, p]));
       d.progress(`slot ${slot} on ${m.name} (a copy of its group slot)`);
     });
   }

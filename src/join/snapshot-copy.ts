@@ -40,6 +40,7 @@ import pg from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { findPostgresBinaries } from "../postgres/binaries.js";
 import { dsnClientConfig, toUriDsn } from "../postgres/dsn.js";
+import { withNodeSlotPlugin } from "../slots/node-slot-plugin.js";
 import { APPLY_LOCK_KEY } from "../slots/statements.js";
 
 /** Schemas that are pgraft's own (or the system's): never copied, never counted as user data. */
@@ -277,7 +278,7 @@ export async function copyFromSnapshot(o: SnapshotCopyOptions): Promise<Snapshot
     let consistentPoint: string;
     let snapshot: string;
     try {
-      const slot = await repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(o.slotName)} LOGICAL pgoutput EXPORT_SNAPSHOT`);
+      const { result: slot } = await withNodeSlotPlugin((p) => repl.query<{ consistent_point: string; snapshot_name: string }>(`CREATE_REPLICATION_SLOT ${qi(o.slotName)} LOGICAL ${p} EXPORT_SNAPSHOT`));
       ({ consistent_point: consistentPoint, snapshot_name: snapshot } = slot.rows[0]!);
       const r = await lock.query<{ roname: string; lsn: string | null }>("SELECT roname, pg_replication_origin_progress(roname, false)::text AS lsn FROM pg_replication_origin");
       for (const row of r.rows) if (row.lsn && row.lsn !== "0/0") originProgress.set(row.roname, row.lsn);

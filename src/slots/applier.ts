@@ -69,6 +69,8 @@ export interface ApplierStats {
   appliedTransactions: number;
   appliedChanges: number;
   skippedTransactions: number;
+  /** Of those, transactions the peer applied from elsewhere and sent back (pgoutput node slots only: test_decoding's only-local drops them at the source). */
+  skippedEchoes: number;
   conflicts: number;
   /** Conflicts by `type/resolution` (insert_exists/apply_remote, …), logged or not. */
   conflictsByKind: Map<string, number>;
@@ -79,7 +81,7 @@ export interface ApplierStats {
 }
 
 export function emptyStats(): ApplierStats {
-  return { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, conflicts: 0, conflictsByKind: new Map(), slowPathTransactions: 0, resolvingResends: 0 };
+  return { appliedTransactions: 0, appliedChanges: 0, skippedTransactions: 0, skippedEchoes: 0, conflicts: 0, conflictsByKind: new Map(), slowPathTransactions: 0, resolvingResends: 0 };
 }
 
 /** `a` + `b` (a new object). */
@@ -90,6 +92,7 @@ export function sumStats(a: ApplierStats, b: ApplierStats | undefined): ApplierS
     appliedTransactions: a.appliedTransactions + (b?.appliedTransactions ?? 0),
     appliedChanges: a.appliedChanges + (b?.appliedChanges ?? 0),
     skippedTransactions: a.skippedTransactions + (b?.skippedTransactions ?? 0),
+    skippedEchoes: a.skippedEchoes + (b?.skippedEchoes ?? 0),
     conflicts: a.conflicts + (b?.conflicts ?? 0),
     conflictsByKind: kinds,
     slowPathTransactions: a.slowPathTransactions + (b?.slowPathTransactions ?? 0),
@@ -253,7 +256,10 @@ export class Applier {
           : { kind: "skip", tx: undefined, endLsn: a.endLsn, status: "committed", sync: false, resolve, reject };
       this.items.push(item);
       if (item.kind === "apply") this.unsentApply++;
-      else this.stats.skippedTransactions++;
+      else {
+        this.stats.skippedTransactions++;
+        if (a.kind === "skip" && a.reason === "origin") this.stats.skippedEchoes++;
+      }
       this.advance();
       this.kick();
     });

@@ -34,6 +34,7 @@ export { captureEndLsn, catchUpFrom, type CatchUpOptions, type CatchUpResult } f
 export type { NodeRef } from "./applier.js";
 export { readConflicts, remoteWins, type ConflictRow, type ConflictType, type Resolution } from "./conflicts.js";
 export { dropPgraftSlot, type SlotInfo, type SlotState } from "./provider.js";
+export { withNodeSlotPlugin } from "./node-slot-plugin.js";
 export { dropSlots, leaveGroup, staleSlots, type LeaveGroupOptions, type LeaveGroupResult, type StaleSlotsOptions } from "./leave-group.js";
 export { ensureOrigin, recreateOrigin, retireOrigin, retiredOriginName, unknownWriterOriginName } from "./origins.js";
 export type { ReceiverState, ReceiverStatus, StateChange } from "./receiver.js";

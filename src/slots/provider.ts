@@ -24,6 +24,7 @@
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, parseLsn } from "./lsn.js";
+import { NODE_SLOT_PLUGINS, withNodeSlotPlugin } from "./node-slot-plugin.js";
 import { retireOrigin } from "./origins.js";
 import { assertPgraftSlot, groupSlotName, nodeSlotName, publicationName } from "./naming.js";
 import { REPLICA_IDENTITY_TABLE } from "./local-objects.js";
@@ -229,8 +230,8 @@ export class Provider {
   private async makeNodeSlot(peer: string, name: string, o: { fromGroupSlot?: boolean }): Promise<"created" | "copied" | "exists"> {
     if (!o.fromGroupSlot) return this.ensureSlot(name);
     try {
-      await this.client.query("SELECT pg_copy_logical_replication_slot($1, $2)", [this.groupSlot, name]);
-      this.opts.log.info("node slot copied from the group slot", { slot: name, peer });
+      const { plugin } = await withNodeSlotPlugin((p) => this.client.query("SELECT pg_copy_logical_replication_slot($1, $2, false, $3)", [this.groupSlot, name, p]));
+      this.opts.log.info("node slot copied from the group slot", { slot: name, peer, plugin });
       return "copied";
     } catch (e) {
       if (sqlState(e) === "42710") return this.ensureSlot(name);
@@ -254,15 +255,15 @@ export class Provider {
     const row = await this.slotRow(name);
     if (row) {
       const db = (await this.client.query<{ db: string }>("SELECT current_database() AS db")).rows[0]?.db;
-      if (row.slot_type !== "logical" || row.plugin !== "pgoutput" || row.database !== db) {
-        throw new Error(`replication slot ${name} exists but is not a pgoutput slot of database ${db} (${row.slot_type}, ${row.plugin}, ${row.database}): it was not made by pgraft for this group`);
+      if (row.slot_type !== "logical" || !NODE_SLOT_PLUGINS.includes(row.plugin ?? "") || row.database !== db) {
+        throw new Error(`replication slot ${name} exists but is not a ${NODE_SLOT_PLUGINS.join(" or ")} slot of database ${db} (${row.slot_type}, ${row.plugin}, ${row.database}): it was not made by pgraft for this group`);
       }
       return "exists";
     }
     try {
       // Waits for transactions running now to end (a consistent starting point for decoding).
-      await this.client.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [name]);
-      this.opts.log.info("replication slot created", { slot: name });
+      const { plugin } = await withNodeSlotPlugin((p) => this.client.query("SELECT pg_create_logical_replication_slot($1, $2)", [name, p]));
+      this.opts.log.info("replication slot created", { slot: name, plugin });
       return "created";
     } catch (e) {
       if (sqlState(e) === "42710") return "exists"; // created meanwhile

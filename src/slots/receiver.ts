@@ -1,6 +1,8 @@
 // One receiver per upstream peer: streams the peer's node slot for this node
-// (`bdr_<db>_<group>_<us>` on the peer, pgoutput), skips what did not
-// originate on the peer, applies the rest through an Applier, and confirms to
+// (`bdr_<db>_<group>_<us>` on the peer: test_decoding with only-local, which
+// the peer's walsender filters to what originated there, or pgoutput for a
+// slot made where test_decoding is missing or by an older pgraft, where we
+// skip what did not originate on the peer; text-decoding.ts), applies the rest through an Applier, and confirms to
 // the peer only positions that are durable here.
 //
 // Acknowledgement rules (pg-logical-replication would confirm every message
@@ -47,7 +49,8 @@ import type pg from "pg";
 import { LogicalReplicationService } from "pg-logical-replication";
 import { Applier, emptyStats, sumStats, type ApplierStats, type NodeRef } from "./applier.js";
 import { clientConfig, connectClient, destroyClient, sqlState } from "./connection.js";
-import { TextPgoutputPlugin, TransactionAssembler } from "./decoder.js";
+import { TextPgoutputPlugin, TransactionAssembler, type Assembled } from "./decoder.js";
+import { generatedKey, TEXT_DECODING_PLUGIN, TextDecodingPlugin, TextTransactionAssembler } from "./text-decoding.js";
 import { formatLsn, maxLsn, parseLsn } from "./lsn.js";
 import { nodeSlotName, originName, publicationName, receiverApplicationName } from "./naming.js";
 import { Backoff, Outage } from "./reconnect.js";
@@ -127,6 +130,23 @@ export interface ReceiverStatus {
   stats: ApplierStats;
 }
 
+/** The decoder of one session's stream: pgoutput's messages or test_decoding's lines, into transactions. */
+interface StreamDecoder {
+  readonly inTransaction: boolean;
+  push(msg: unknown, lsn: string): Assembled | undefined;
+}
+
+function pgoutputDecoder(): StreamDecoder & { assembler: TransactionAssembler } {
+  const assembler = new TransactionAssembler();
+  return {
+    assembler,
+    get inTransaction() {
+      return assembler.inTransaction;
+    },
+    push: (msg) => assembler.push(msg as Parameters<TransactionAssembler["push"]>[0]),
+  };
+}
+
 type Stoppable = { _client?: pg.Client | null; _connection?: { stream?: { pause(): void; resume(): void } } | null };
 
 export class Receiver {
@@ -143,7 +163,7 @@ export class Receiver {
   private applier: Applier | undefined;
   private service: LogicalReplicationService | undefined;
   private probe: pg.Client | undefined;
-  private assembler = new TransactionAssembler();
+  private decoder: StreamDecoder = pgoutputDecoder();
   private sessionError: Error | undefined;
   private paused = false;
   private timers: NodeJS.Timeout[] = [];
@@ -305,13 +325,12 @@ export class Receiver {
     const o = this.opts;
     this.sessions++;
     this.sessionError = undefined;
-    this.assembler = new TransactionAssembler();
     this.paused = false;
     this.idleAck = 0n;
     this.floor = 0n;
     this.probe = await connectClient(o.peer.dsn, "pgraft_probe", () => undefined);
-    const slot = await this.probe.query<{ confirmed: string | null; wal_status: string | null }>(
-      "SELECT confirmed_flush_lsn::text AS confirmed, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+    const slot = await this.probe.query<{ confirmed: string | null; wal_status: string | null; plugin: string | null }>(
+      "SELECT confirmed_flush_lsn::text AS confirmed, wal_status, plugin::text FROM pg_replication_slots WHERE slot_name = $1",
       [this.slot],
     );
     const row = slot.rows[0];
@@ -324,6 +343,7 @@ export class Receiver {
     if (row.wal_status === "lost") throw lostBecause("was invalidated by PostgreSQL (wal_status lost: it fell behind max_slot_wal_keep_size)");
     if (this.vanishedAt !== undefined) throw lostBecause("was missing and is back: it was made again");
     this.floor = row.confirmed ? parseLsn(row.confirmed) : 0n;
+    const plugin = await this.pluginFor(row.plugin);
     if (this.stopping) return;
     await startOriginAtSlot(o.localDsn, this.origin, this.floor, o.log);
     const applier = new Applier({
@@ -359,7 +379,7 @@ export class Receiver {
     service.on("error", (e: Error) => {
       this.sessionError ??= e;
     });
-    service.on("data", (_lsn: string, msg: unknown) => this.onMessage(msg));
+    service.on("data", (lsn: string, msg: unknown) => this.onMessage(msg, lsn));
     service.on("heartbeat", (lsn: string, _ts: number, reply: boolean) => this.onKeepalive(lsn, reply));
     service.on("start", () => {
       // The library drops its own listeners when it stops: keep one, so a late socket error is never uncaught.
@@ -382,7 +402,7 @@ export class Receiver {
     for (const t of this.timers) t.unref();
     const early = this.currentError(); // the applier may have failed while we were getting here
     if (early) throw early;
-    await service.subscribe(new TextPgoutputPlugin(publicationName(o.db, o.group), (origin) => this.assembler.wanted(origin)), this.slot, formatLsn(resume));
+    await service.subscribe(plugin, this.slot, formatLsn(resume));
     // (read through a method: TypeScript would keep the narrowing from the start of the session)
     const err = this.currentError();
     if (err) throw err;
@@ -456,7 +476,28 @@ export class Receiver {
 
   // ------------------------------------------------------------------ the stream
 
-  private onMessage(msg: unknown): void {
+  /**
+   * The plugin this session streams the slot with, and its decoder: the
+   * slot's own (made with test_decoding where the peer has it, pgoutput
+   * otherwise or by an older pgraft: node-slot-plugin.ts).
+   */
+  private async pluginFor(slotPlugin: string | null): Promise<TextPgoutputPlugin | TextDecodingPlugin> {
+    if (slotPlugin === TEXT_DECODING_PLUGIN) {
+      // Stored generated columns: test_decoding prints them, pgoutput leaves them out, and they cannot be written here.
+      const g = await this.probe!.query<{ s: string; t: string; c: string }>(
+        `SELECT n.nspname AS s, c.relname AS t, a.attname AS c FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attgenerated <> '' AND NOT a.attisdropped AND a.attnum > 0`,
+      );
+      this.decoder = new TextTransactionAssembler({ generated: new Set(g.rows.map((r) => generatedKey({ schema: r.s, name: r.t }, r.c))) });
+      return new TextDecodingPlugin();
+    }
+    if (slotPlugin !== "pgoutput") throw new Error(`replication slot ${this.slot} on ${this.opts.peer.name} uses output plugin ${slotPlugin}, not test_decoding or pgoutput: it was not made by pgraft`);
+    const d = pgoutputDecoder();
+    this.decoder = d;
+    return new TextPgoutputPlugin(publicationName(this.opts.db, this.opts.group), (origin) => d.assembler.wanted(origin));
+  }
+
+  private onMessage(msg: unknown, lsn: string): void {
     const applier = this.applier;
     if (!applier || this.sessionError) {
       // Broken: make sure the stream ends (a stop() that raced the library's connect may not have).
@@ -465,7 +506,7 @@ export class Receiver {
     }
     let a;
     try {
-      a = this.assembler.push(msg as Parameters<TransactionAssembler["push"]>[0]);
+      a = this.decoder.push(msg, lsn);
     } catch (e) {
       this.breakSession(e instanceof Error ? e : new Error(String(e)));
       return;
@@ -488,7 +529,7 @@ export class Receiver {
     // A session that failed (its applier's server restarted, say) has lost what was not durable: confirming
     // the keepalive's position then would skip those transactions for good. Only a live, idle applier may.
     if (this.sessionError) return;
-    if (!this.assembler.inTransaction && this.applier?.idle) this.idleAck = maxLsn(this.idleAck, w);
+    if (!this.decoder.inTransaction && this.applier?.idle) this.idleAck = maxLsn(this.idleAck, w);
     this.noteCaughtUp();
     this.sendAck(reply);
   }
