@@ -9,6 +9,9 @@ import { TEXT_DECODING_PLUGIN } from "./text-decoding.js";
 
 export const NODE_SLOT_PLUGINS: readonly string[] = [TEXT_DECODING_PLUGIN, "pgoutput"];
 
+/** The group slot's: its copies (a joiner's node slots start as one, a part's relay stream reads one by origin name) need pgoutput's Origin messages. */
+export const GROUP_SLOT_PLUGIN = "pgoutput";
+
 /** The server could not load the plugin's library (58P01 undefined_file: "could not access file"). */
 function pluginMissing(e: unknown): boolean {
   return sqlState(e) === "58P01";

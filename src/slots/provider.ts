@@ -24,7 +24,7 @@
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, parseLsn } from "./lsn.js";
-import { NODE_SLOT_PLUGINS, withNodeSlotPlugin } from "./node-slot-plugin.js";
+import { GROUP_SLOT_PLUGIN, NODE_SLOT_PLUGINS, withNodeSlotPlugin } from "./node-slot-plugin.js";
 import { retireOrigin } from "./origins.js";
 import { assertPgraftSlot, groupSlotName, nodeSlotName, publicationName } from "./naming.js";
 import { REPLICA_IDENTITY_TABLE } from "./local-objects.js";
@@ -181,7 +181,7 @@ export class Provider {
   }
 
   private async ensureGroupSlotNow(): Promise<"created" | "exists"> {
-    return this.ensureSlot(this.groupSlot);
+    return this.ensureSlot(this.groupSlot, GROUP_SLOT_PLUGIN);
   }
 
   /**
@@ -205,7 +205,7 @@ export class Provider {
     const row = await this.slotRow(name);
     if (row) {
       if (this.lostIfInvalid(peer.name, name, row)) return "slot_lost";
-      const r = await this.ensureSlot(name);
+      const r = await this.ensureSlot(name, "node");
       this.seen.add(name);
       return r;
     }
@@ -228,13 +228,13 @@ export class Provider {
   }
 
   private async makeNodeSlot(peer: string, name: string, o: { fromGroupSlot?: boolean }): Promise<"created" | "copied" | "exists"> {
-    if (!o.fromGroupSlot) return this.ensureSlot(name);
+    if (!o.fromGroupSlot) return this.ensureSlot(name, "node");
     try {
       const { plugin } = await withNodeSlotPlugin((p) => this.client.query("SELECT pg_copy_logical_replication_slot($1, $2, false, $3)", [this.groupSlot, name, p]));
       this.opts.log.info("node slot copied from the group slot", { slot: name, peer, plugin });
       return "copied";
     } catch (e) {
-      if (sqlState(e) === "42710") return this.ensureSlot(name);
+      if (sqlState(e) === "42710") return this.ensureSlot(name, "node");
       throw e;
     }
   }
@@ -250,19 +250,24 @@ export class Provider {
     return r.rows[0];
   }
 
-  private async ensureSlot(name: string): Promise<"created" | "exists"> {
+  /** `kind`: a node slot (node-slot-plugin.ts), or the group slot, which is always pgoutput (copies of it relay by origin name). */
+  private async ensureSlot(name: string, kind: "node" | typeof GROUP_SLOT_PLUGIN): Promise<"created" | "exists"> {
     assertPgraftSlot(name);
     const row = await this.slotRow(name);
     if (row) {
       const db = (await this.client.query<{ db: string }>("SELECT current_database() AS db")).rows[0]?.db;
-      if (row.slot_type !== "logical" || !NODE_SLOT_PLUGINS.includes(row.plugin ?? "") || row.database !== db) {
-        throw new Error(`replication slot ${name} exists but is not a ${NODE_SLOT_PLUGINS.join(" or ")} slot of database ${db} (${row.slot_type}, ${row.plugin}, ${row.database}): it was not made by pgraft for this group`);
+      const plugins = kind === "node" ? NODE_SLOT_PLUGINS : [GROUP_SLOT_PLUGIN];
+      if (row.slot_type !== "logical" || !plugins.includes(row.plugin ?? "") || row.database !== db) {
+        throw new Error(`replication slot ${name} exists but is not a ${plugins.join(" or ")} slot of database ${db} (${row.slot_type}, ${row.plugin}, ${row.database}): it was not made by pgraft for this group`);
       }
       return "exists";
     }
     try {
       // Waits for transactions running now to end (a consistent starting point for decoding).
-      const { plugin } = await withNodeSlotPlugin((p) => this.client.query("SELECT pg_create_logical_replication_slot($1, $2)", [name, p]));
+      const create = (p: string) => this.client.query("SELECT pg_create_logical_replication_slot($1, $2)", [name, p]);
+      let plugin: string = kind;
+      if (kind === "node") ({ plugin } = await withNodeSlotPlugin(create));
+      else await create(kind);
       this.opts.log.info("replication slot created", { slot: name, plugin });
       return "created";
     } catch (e) {

@@ -144,7 +144,15 @@ describe("node groups over logical replication", { timeout: 240_000 }, () => {
 
   test("concurrent updates of one row resolve the same way on every node and are logged as conflicts", async () => {
     const [n1, n2, n3] = c!.nodes as [PgNode, PgNode, PgNode];
-    await Promise.all([n1.query("UPDATE app.accounts SET note = 'from alpha' WHERE id = 7"), n2.query("UPDATE app.accounts SET note = 'from beta' WHERE id = 7")]);
+    // Both updated and then committed together, so neither node has applied the other's change before its own commits
+    // (two autocommit UPDATEs could run one after the other's arrival: no conflict then, and nothing logged).
+    const sessions = [await n1.connect(), await n2.connect()];
+    try {
+      await Promise.all(sessions.map((s, i) => s.query(`BEGIN; UPDATE app.accounts SET note = 'from ${i ? "beta" : "alpha"}' WHERE id = 7`)));
+      await Promise.all(sessions.map((s) => s.query("COMMIT")));
+    } finally {
+      await Promise.all(sessions.map((s) => s.end().catch(() => undefined)));
+    }
     const notes = await until("node 7's note to agree everywhere", async () => {
       const v = await Promise.all([n1, n2, n3].map(async (n) => (await n.query<{ note: string }>("SELECT note FROM app.accounts WHERE id = 7")).rows[0]!.note));
       return v.every((x) => x === v[0]) ? v : undefined;

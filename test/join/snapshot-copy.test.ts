@@ -59,7 +59,7 @@ describe("join: copy under one snapshot", () => {
     assert.equal(await sum(dst!), await sum(src!, "WHERE id < 100000"));
     assert.equal((await dst!.server.query("SELECT 1 FROM app.accounts WHERE id = 100000")).length, 0);
     const slots = await src!.server.query<{ slot_name: string; plugin: string }>("SELECT slot_name, plugin FROM pg_replication_slots");
-    assert.deepEqual(slots, [{ slot_name: "bdr_postgres_g_joiner", plugin: "pgoutput" }]);
+    assert.deepEqual(slots, [{ slot_name: "bdr_postgres_g_joiner", plugin: "test_decoding" }]);
     // Every copied row keeps its version: the source's commit time, and its writer as the joiner's origin for it.
     const versions = async (db: TestPostgres, names: Record<string, string>): Promise<string[]> =>
       (
