@@ -362,7 +362,7 @@ export class Applier {
 
   /** The statements of one transaction between its BEGIN and COMMIT: its setup and its changes (the setup folded into a lone statement). */
   private transactionSql(tx: RemoteTransaction, prev: bigint): string[] {
-    const ts = literal(microsToTimestamptz(tx.commitTime));
+    const ts = literal(tx.commitTimeText ?? microsToTimestamptz(tx.commitTime));
     const setup = [literal(formatLsn(tx.endLsn)), ts, literal(formatLsn(prev))];
     // Only resolving statements take the context: built when one asks.
     let ctx: string[] | undefined;

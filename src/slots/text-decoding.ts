@@ -73,7 +73,7 @@ interface ParsedColumn {
 
 export type ParsedLine =
   | { kind: "begin"; xid: number }
-  | { kind: "commit"; xid: number; commitTime: bigint }
+  | { kind: "commit"; xid: number; commitTime: bigint; commitTimeText: string }
   | { kind: "row"; action: "INSERT" | "UPDATE" | "DELETE"; schema: string; name: string; old: ParsedColumn[] | null; new: ParsedColumn[] | null }
   | { kind: "truncate"; tables: { schema: string; name: string }[]; cascade: boolean; restartIdentity: boolean }
   | { kind: "message" };
@@ -196,7 +196,7 @@ export function parseTextDecodingLine(line: string): ParsedLine {
   if (r.take("COMMIT ")) {
     const m = /^(\d+) \(at (.+)\)$/.exec(line.slice(r.pos));
     if (!m) r.fail("expected COMMIT <xid> (at <time>)");
-    return { kind: "commit", xid: Number(m[1]), commitTime: parseIsoTimestamptz(m[2]!) };
+    return { kind: "commit", xid: Number(m[1]), commitTime: parseIsoTimestamptz(m[2]!), commitTimeText: m[2]! };
   }
   if (line.startsWith("message: ")) return { kind: "message" };
   r.expect("table ");
@@ -266,7 +266,7 @@ export class TextTransactionAssembler {
         if (!cur) throw new Error(`test_decoding: COMMIT ${p.xid} at ${lsn} without a BEGIN`);
         const endLsn = parseLsn(lsn);
         if (cur.changes.length === 0) return { kind: "skip", endLsn, reason: "empty", commitTime: p.commitTime };
-        return { kind: "apply", tx: { xid: cur.xid, commitLsn: endLsn, endLsn, commitTime: p.commitTime, changes: cur.changes } };
+        return { kind: "apply", tx: { xid: cur.xid, commitLsn: endLsn, endLsn, commitTime: p.commitTime, commitTimeText: p.commitTimeText, changes: cur.changes } };
       }
       case "truncate": {
         const cur = this.inside(line);
@@ -277,15 +277,14 @@ export class TextTransactionAssembler {
       case "row": {
         const cur = this.inside(line);
         if (LOCAL_SCHEMAS.has(p.schema)) return undefined;
-        const table = `${p.schema}.${p.name}`;
         if (p.action === "DELETE") {
-          if (!p.old) throw new Error(`test_decoding: delete on ${table} without key or old row (REPLICA IDENTITY NOTHING on the peer?)`);
+          if (!p.old) throw new Error(`test_decoding: delete on ${p.schema}.${p.name} without key or old row (REPLICA IDENTITY NOTHING on the peer?)`);
           const rel = this.known(p, p.old);
           cur.changes.push({ kind: "delete", rel, old: place(rel, p.old) });
           return undefined;
         }
-        if (!p.new) throw new Error(`test_decoding: ${p.action.toLowerCase()} on ${table} without its new row`);
-        const rel = this.desc(p, p.new.map((c) => c.name).filter((n) => !this.generated.has(generatedKey(p, n))));
+        if (!p.new) throw new Error(`test_decoding: ${p.action.toLowerCase()} on ${p.schema}.${p.name} without its new row`);
+        const rel = this.desc(p, this.writable(p, p.new));
         const row = place(rel, p.new);
         if (p.action === "INSERT") cur.changes.push({ kind: "insert", rel, new: row });
         else cur.changes.push({ kind: "update", rel, old: p.old ? place(rel, p.old) : null, new: row });
@@ -303,20 +302,36 @@ export class TextTransactionAssembler {
   private known(t: { schema: string; name: string }, cols: ParsedColumn[]): RelationDesc {
     const full = this.tables.get(key(t));
     if (full && cols.every((c) => full.columns.some((fc) => fc.name === c.name))) return full;
-    return this.desc(t, cols.map((c) => c.name).filter((n) => !this.generated.has(generatedKey(t, n))), false);
+    return this.desc(t, this.writable(t, cols), false);
+  }
+
+  /** The names of the columns printed, less the peer's generated ones. */
+  private writable(t: { schema: string; name: string }, cols: ParsedColumn[]): string[] {
+    const names = cols.map((c) => c.name);
+    return this.generated.size ? names.filter((n) => !this.generated.has(generatedKey(t, n))) : names;
   }
 
   /** The one RelationDesc of this table with these columns (a new one after an ALTER TABLE, as a new Relation message). */
   private desc(t: { schema: string; name: string }, names: string[], full = true): RelationDesc {
-    const k = `${key(t)}\0${names.join("\0")}`;
+    const tk = key(t);
+    // Nearly always the table's last full column list: compared in place, no key built per row.
+    const last = this.tables.get(tk);
+    if (full && last && sameNames(last, names)) return last;
+    const k = `${tk}\0${names.join("\0")}`;
     let d = this.descs.get(k);
     if (!d) {
       d = { oid: 0, schema: t.schema, name: t.name, columns: names.map((name) => ({ name, typeOid: 0 })), replicaIdentity: "default" };
       this.descs.set(k, d);
     }
-    if (full && names.length) this.tables.set(key(t), d);
+    if (full && names.length) this.tables.set(tk, d);
     return d;
   }
+}
+
+function sameNames(d: RelationDesc, names: string[]): boolean {
+  if (d.columns.length !== names.length) return false;
+  for (let i = 0; i < names.length; i++) if (d.columns[i]!.name !== names[i]) return false;
+  return true;
 }
 
 const key = (t: { schema: string; name: string }): string => `${t.schema}\0${t.name}`;

@@ -45,6 +45,8 @@ export interface RemoteTransaction {
   endLsn: bigint;
   /** Upstream commit time, microseconds since the Unix epoch: becomes the local commit timestamp (last update wins). */
   commitTime: bigint;
+  /** The same as a timestamptz literal, when the stream sent it as text (test_decoding): not formatted again. */
+  commitTimeText?: string;
   changes: Change[];
 }
 
