@@ -7,10 +7,12 @@
 //    CREATE SUBSCRIPTION ... WITH (copy_data = false) on B: ONE-WAY, A -> B;
 //  - pgraft: the group's database (postgres) once B has joined the group A
 //    created (bdr.create_node_group / bdr.join_node_group: the product path).
-//    The sidecars stream both ways, as in production, and PostgreSQL 15's
-//    pgoutput cannot filter by origin: B's applied rows are decoded on B and
-//    sent back to A, which drops them. That TWO-WAY cost is pgraft's on PG15
-//    and is counted in its figures; the native side does not pay it.
+//    The sidecars stream both ways, as in production: B's walsender for A
+//    reads B's WAL, where B's applied rows are, and drops them by origin
+//    (node slots are test_decoding with only-local: src/slots/text-decoding.ts;
+//    with pgoutput, PG15's, it decoded them and sent them back to A, which
+//    dropped them). That TWO-WAY cost is pgraft's and is counted in its
+//    figures; the native side does not pay it.
 // Then BENCH_REPS (3) repetitions, native and pgraft alternating which runs
 // first, each system running (1) then (2); never both systems' loads at once
 // (while one runs, the other's walsender still reads A's WAL and skips the
@@ -18,7 +20,7 @@
 //
 // What is compared, apart:
 //  - one-way apply capacity, (2): how fast B applies a backlog; native's apply
-//    worker vs pgraft's apply (pgraft's echo stream back to A still runs);
+//    worker vs pgraft's apply (pgraft's stream back to A still reads B's WAL);
 //  - the two-way cost at a load both keep up with, (1): CPU per row of both
 //    servers and both sidecars, and lag. Under such a load B applies rows as
 //    fast as A writes them, so B's rows/s would only repeat A's write rate:
@@ -73,7 +75,7 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 8);
 const JOIN_MB = Number(process.env.BENCH_JOIN_MB ?? 200);
 const TX_ROWS = Math.max(1, Number(process.env.BENCH_TX_ROWS ?? 1));
 const REPS = repetitions();
-/** Pause between runs so the previous run's trailing work (pgraft's echo stream, checkpoints) does not land in the next one. */
+/** Pause between runs so the previous run's trailing work (pgraft's stream back to A, checkpoints) does not land in the next one. */
 const SETTLE_MS = Number(process.env.BENCH_SETTLE_MS ?? 2000);
 const PREFILL = 10_000;
 const SAMPLE_MS = 100;
@@ -313,7 +315,7 @@ async function main(): Promise<void> {
   try {
     console.log(`bench/replication: 2-node pgraft demo (PostgreSQL ${bins.version} + sidecars, fsync on, loopback), A = node 1 written to, B = node 2`);
     console.log(`  load: pgbench on A, ${CLIENTS} clients, ${SECONDS}s, ${TX_ROWS === 1 ? "one row change per transaction" : `${TX_ROWS} row changes per transaction`} (80% insert, 20% update of ${PREFILL} rows), ~150-byte rows`);
-    console.log(`  native = one-way subscription A -> B; pgraft = its group data plane, both ways on PG15 (B's applied rows decoded and sent back to A); ${REPS} repetitions, alternating which system runs first`);
+    console.log(`  native = one-way subscription A -> B; pgraft = its group data plane, both ways (B's walsender for A reads B's WAL and drops B's applied rows by origin); ${REPS} repetitions, alternating which system runs first`);
     console.log(`  load average before: ${loadAverage()} (${machineNote()})`);
     demo = await startDemo({ nodes: 2, baseDir, mainJs: MAIN, progress: (l) => void (process.env.BENCH_VERBOSE ? process.stderr.write(`  ${l}\n`) : undefined) });
     void demo.unexpectedExit.then((why) => (died = why));
@@ -400,7 +402,7 @@ async function main(): Promise<void> {
     for (const r of [...backlog.native, ...backlog.pgraft]) console.log(backlogRow(r));
     console.log(`apply rows/s median: native ${med(drain, backlog.native)}, pgraft ${med(drain, backlog.pgraft)}`);
     console.log(`ratio pgraft/native per repetition: apply rows/s ${perRep(drain, backlog)}; cpu/row ${perRep(cpuPerRow, backlog)}`);
-    console.log("  (pgraft's apply on B also feeds its echo stream B -> A while it drains: on shared cores that slows it; native has no such stream)");
+    console.log("  (while pgraft's apply on B drains, B's walsender for A reads the WAL it writes, dropping it by origin: on shared cores that slows it; native has no such stream)");
     console.log("");
     console.log(`two-way cost at a load both keep up with (A -> B; pgraft also B -> A): pgbench on A for ${SECONDS}s`);
     console.log(LOAD_HEADER);
