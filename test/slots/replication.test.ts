@@ -16,6 +16,7 @@ ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;  -- out of line and unc
 CREATE TABLE nopk (a int, b text, c numeric);
 CREATE TABLE trunc_me (id text PRIMARY KEY, v int);
 CREATE TABLE bulk (id bigint PRIMARY KEY, v text);
+CREATE TABLE gen (id int PRIMARY KEY, v int, twice int GENERATED ALWAYS AS (v * 2) STORED);
 `;
 const TABLES = ["kv", "docs", "nopk", "trunc_me"];
 
@@ -178,6 +179,20 @@ describe("two nodes, both directions", () => {
     await b.client.query("INSERT INTO trunc_me VALUES ('after', 1)");
     await waitConverged(nodes, ["trunc_me"]);
     assert.equal((await tableHash(a.client, "trunc_me")).rows, 1);
+  });
+
+  test("a stored generated column: its value is computed on each node (test_decoding prints it; it is never written)", async () => {
+    await a.client.query("INSERT INTO gen (id, v) VALUES (1, 10), (2, 20)");
+    await b.client.query("UPDATE gen SET v = 21 WHERE id = 2"); // may race the insert's arrival: then it is applied after
+    await waitConverged(nodes, ["gen"]);
+    await b.client.query("UPDATE gen SET v = 22 WHERE id = 2");
+    await a.client.query("DELETE FROM gen WHERE id = 1");
+    await waitConverged(nodes, ["gen"]);
+    for (const n of nodes) {
+      const r = await n.client.query<{ id: string; v: string; twice: string }>("SELECT id::text, v::text, twice::text FROM gen ORDER BY id");
+      assert.deepEqual(r.rows, [{ id: "2", v: "22", twice: "44" }], n.name);
+    }
+    for (const n of nodes) assert.equal((await n.plane!.status()).receivers[0]!.lastError, null);
   });
 
   test("apply throughput (reported, not asserted)", async (t) => {
