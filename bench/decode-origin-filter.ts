@@ -24,6 +24,10 @@
 //  - pgoutput: proto_version 1, the publication FOR ALL TABLES; consumed by our
 //    own TextPgoutputPlugin + TransactionAssembler (which skip origin'd
 //    transactions without decoding their rows): exactly the receiver's path;
+//  - test_decoding + only-local (contrib; what pgraft's node slots use since
+//    this bench's second run): include-xids, include-timestamp,
+//    skip-empty-xacts; consumed by src/slots/text-decoding.ts's plugin and
+//    assembler: exactly the receiver's path for such a slot;
 //  - wal2json v2 / v1 + filter: format-version 2 (one JSON line per change, plus
 //    B/C) or 1 (one JSON document per transaction), filter-origins = both
 //    origins' ids, include-timestamp, include-lsn, include-xids (what an
@@ -106,14 +110,27 @@
 //    RESTART IDENTITY flags.
 //  - a non-core .so on every node's server (Debian/PGDG package; most hosted
 //    services ship wal2json): pgraft today needs only stock PostgreSQL.
-// Recommendation: keep pgoutput as the data plane. Use wal2json v2 + filter-origins only as
-// an optional origin pre-filter on the node slots (the peers' streams, the
-// hot path), when wal2json.so is present and the server is PostgreSQL 15,
-// decoded into the same RemoteTransaction so the applier does not change.
-// That is worth it only with a number-preserving JSON parser, the bytea
-// prefix, and TRUNCATE's missing flags handled. The group slot and catch-up
-// stay on pgoutput. On PostgreSQL 16+ use pgoutput's origin = 'none'
-// instead, which filters any origin the same way and needs none of this.
+// Recommendation then: keep pgoutput as the data plane, with wal2json v2 +
+// filter-origins as an optional pre-filter on the node slots where
+// wal2json.so is present; on PostgreSQL 16+ pgoutput's origin = 'none'.
+//
+// Second run, 2026-12-07, with (c) test_decoding + only-local added, same
+// machine (load 2-3), BENCH_TX=30000 BENCH_REPS=3, µs per generated
+// transaction (median):
+//                               walsender  consumer  sent
+//   (a) pgoutput                  16.0       16.2     5.1 MiB, 110k msgs
+//   (c) test_decoding only-local   3.7        6.1     2.4 MiB,  30k msgs
+//   (b) wal2json v2 + filter       6.3        6.5     6.6 MiB,  30k msgs
+//   (b) wal2json v1 + filter       5.3        3.9     4.3 MiB,  10k msgs
+// pgoutput / test_decoding per repetition: walsender 1.47 / 4.45 / 4.80,
+// consumer 1.56 / 2.45 / 3.73. test_decoding's only-local drops every
+// transaction with any origin (no id list to keep, nothing to restart at a
+// join), ships with PostgreSQL itself (contrib), and its text keeps numbers
+// as written (no JSON number rounding); its walsender cost for the local
+// third is at most pgoutput's here. pgraft's node slots are therefore
+// test_decoding with only-local (src/slots/text-decoding.ts,
+// node-slot-plugin.ts), pgoutput where a server lacks it; the group slot
+// and a part's relay stream stay pgoutput (they need origin names).
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
@@ -124,6 +141,7 @@ import { LogicalReplicationService, Wal2JsonPlugin, type Pgoutput } from "pg-log
 import { LocalPostgres, findPostgresBinaries, reachableTempDir } from "../src/postgres/index.js";
 import { clientConfig } from "../src/slots/connection.js";
 import { TextPgoutputPlugin, TransactionAssembler } from "../src/slots/decoder.js";
+import { TextDecodingPlugin, TextTransactionAssembler } from "../src/slots/text-decoding.js";
 import { readStat } from "./proc-cpu.js";
 import { fmt, fmtSpread, loadAverageChecked, machineNote, repetitions, spread } from "./report.js";
 
@@ -135,18 +153,19 @@ const TEMPLATE = "bench_template";
 const PUBLICATION = "bench_pub";
 const ORIGINS = ["pgraft_x", "pgraft_y"];
 
-type VariantId = "pgoutput" | "wal2json-v2-filter" | "wal2json-v1-filter" | "wal2json-v2-nofilter";
+type VariantId = "pgoutput" | "test_decoding-only-local" | "wal2json-v2-filter" | "wal2json-v1-filter" | "wal2json-v2-nofilter";
 
 interface Variant {
   id: VariantId;
   label: string;
-  plugin: "pgoutput" | "wal2json";
+  plugin: "pgoutput" | "wal2json" | "test_decoding";
   /** Transactions it must hand the consumer (the marker's included); checked. */
   expectTx: (local: number, total: number) => number;
 }
 
 const VARIANTS: Variant[] = [
   { id: "pgoutput", label: "(a) pgoutput v1, all sent, receiver skips", plugin: "pgoutput", expectTx: (_l, t) => t },
+  { id: "test_decoding-only-local", label: "(c) test_decoding + only-local (pgraft's node slots, its receiver's decoder)", plugin: "test_decoding", expectTx: (l) => l },
   { id: "wal2json-v2-filter", label: "(b) wal2json v2 + filter-origins", plugin: "wal2json", expectTx: (l) => l },
   { id: "wal2json-v1-filter", label: "(b) wal2json v1 + filter-origins", plugin: "wal2json", expectTx: (l) => l },
   { id: "wal2json-v2-nofilter", label: "    wal2json v2, no filter (reference)", plugin: "wal2json", expectTx: (_l, t) => t },
@@ -223,6 +242,16 @@ class CountingWal2Json extends Wal2JsonPlugin {
   }
 }
 
+class CountingTextDecoding extends TextDecodingPlugin {
+  bytes = 0;
+  messages = 0;
+  override parse(buffer: Buffer): string {
+    this.bytes += buffer.length;
+    this.messages++;
+    return super.parse(buffer);
+  }
+}
+
 type W2jChange = { action?: string; kind?: string; table?: string; schema?: string; timestamp?: string; nextlsn?: string; lsn?: string; origin?: number | null; change?: W2jChange[] };
 
 async function streamOnce(server: LocalPostgres, admin: pg.Client, v: Variant, slot: string, originIds: string): Promise<RunResult> {
@@ -239,9 +268,21 @@ async function streamOnce(server: LocalPostgres, admin: pg.Client, v: Variant, s
     finish = res;
     fail = rej;
   });
-  let onData: (msg: unknown) => void;
-  let plugin: CountingPgoutput | CountingWal2Json;
-  if (v.plugin === "pgoutput") {
+  let onData: (msg: unknown, lsn: string) => void;
+  let plugin: CountingPgoutput | CountingWal2Json | CountingTextDecoding;
+  if (v.plugin === "test_decoding") {
+    // Exactly the receiver's path for such a slot: the server sends only local transactions.
+    const assembler = new TextTransactionAssembler();
+    plugin = new CountingTextDecoding();
+    onData = (msg, lsn) => {
+      const out = assembler.push(msg as string, lsn);
+      if (out) txSeen++;
+      if (out?.kind === "apply") {
+        txKept++;
+        if (out.tx.changes.some((c) => c.kind === "insert" && c.rel.name === "bench_marker")) finish();
+      }
+    };
+  } else if (v.plugin === "pgoutput") {
     const assembler = new TransactionAssembler();
     plugin = new CountingPgoutput(PUBLICATION, (origin) => assembler.wanted(origin));
     onData = (msg) => {
@@ -294,7 +335,7 @@ async function streamOnce(server: LocalPostgres, admin: pg.Client, v: Variant, s
       };
     }
   }
-  service.on("data", (_lsn: string, msg: unknown) => onData(msg));
+  service.on("data", (lsn: string, msg: unknown) => onData(msg, lsn));
   service.on("error", (e: Error) => fail(e));
   let pid: number | undefined;
   service.on("start", () => {
