@@ -483,12 +483,19 @@ export class Receiver {
    */
   private async pluginFor(slotPlugin: string | null): Promise<TextPgoutputPlugin | TextDecodingPlugin> {
     if (slotPlugin === TEXT_DECODING_PLUGIN) {
-      // Stored generated columns: test_decoding prints them, pgoutput leaves them out, and they cannot be written here.
-      const g = await this.probe!.query<{ s: string; t: string; c: string }>(
-        `SELECT n.nspname AS s, c.relname AS t, a.attname AS c FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-           JOIN pg_namespace n ON n.oid = c.relnamespace WHERE a.attgenerated <> '' AND NOT a.attisdropped AND a.attnum > 0`,
+      // The peer's tables' columns in order (a DELETE prints only its key), and its stored generated columns, which
+      // test_decoding prints, pgoutput leaves out, and cannot be written here.
+      const cols = await this.probe!.query<{ s: string; t: string; cols: string; gen: string }>(
+        `SELECT n.nspname AS s, c.relname AS t,
+                COALESCE(json_agg(a.attname ORDER BY a.attnum) FILTER (WHERE a.attgenerated = ''), '[]')::text AS cols,
+                COALESCE(json_agg(a.attname) FILTER (WHERE a.attgenerated <> ''), '[]')::text AS gen
+           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgraft')
+          GROUP BY 1, 2`,
       );
-      this.decoder = new TextTransactionAssembler({ generated: new Set(g.rows.map((r) => generatedKey({ schema: r.s, name: r.t }, r.c))) });
+      const generated = new Set(cols.rows.flatMap((r) => (JSON.parse(r.gen) as string[]).map((c) => generatedKey({ schema: r.s, name: r.t }, c))));
+      const tables = cols.rows.map((r) => ({ schema: r.s, name: r.t, columns: JSON.parse(r.cols) as string[] }));
+      this.decoder = new TextTransactionAssembler({ generated, tables });
       return new TextDecodingPlugin();
     }
     if (slotPlugin !== "pgoutput") throw new Error(`replication slot ${this.slot} on ${this.opts.peer.name} uses output plugin ${slotPlugin}, not test_decoding or pgoutput: it was not made by pgraft`);

@@ -34,9 +34,10 @@
 // history shows it).
 //
 // Two differences from pgoutput the receiver covers: test_decoding has no
-// Relation messages, so a table's columns are those its new rows print (a
-// DELETE's or old key's columns are placed by name among them; a table met
-// first through a DELETE gets the columns printed); and it prints stored
+// Relation messages, so a table's columns are those its new rows print, or
+// the peer's catalog said at the session's start (a DELETE's or old key's
+// columns are placed by name among them; a table met first through a DELETE
+// and created since gets the columns printed); and it prints stored
 // generated columns, which pgoutput leaves out and which cannot be written:
 // `generated` (read from the peer at each session) names them, to drop.
 import { TestDecodingPlugin } from "pg-logical-replication";
@@ -224,6 +225,13 @@ export function parseTextDecodingLine(line: string): ParsedLine {
 export interface TextAssemblerOptions {
   /** The peer's stored generated columns (generatedKey): test_decoding prints them, pgoutput does not, and they cannot be written. */
   generated?: ReadonlySet<string>;
+  /**
+   * The peer's tables and their columns (generated ones left out) when the
+   * session began: a DELETE, which prints only the key (or the non-NULL
+   * columns, REPLICA IDENTITY FULL), is placed among all of them, so a column
+   * it leaves out is known to be NULL even when no row of the table came first.
+   */
+  tables?: { schema: string; name: string; columns: string[] }[];
 }
 
 /** Groups test_decoding's lines into transactions, as TransactionAssembler does pgoutput's messages. */
@@ -236,6 +244,7 @@ export class TextTransactionAssembler {
 
   constructor(o: TextAssemblerOptions = {}) {
     this.generated = o.generated ?? new Set();
+    for (const t of o.tables ?? []) this.desc(t, t.columns);
   }
 
   get inTransaction(): boolean {

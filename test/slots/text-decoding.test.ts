@@ -169,6 +169,19 @@ describe("test_decoding lines", () => {
     assert.deepEqual(last.tx.changes.map((ch) => (ch.kind === "insert" ? ch.new : null)), [["local"]]);
   });
 
+  test("a DELETE of a table the session's catalog read listed is placed among all its columns: those it left out are NULL", () => {
+    const asm = new TextTransactionAssembler({ tables: [{ schema: "public", name: "nopk", columns: ["a", "b", "c"] }] });
+    asm.push("BEGIN 7", "0/1");
+    asm.push("table public.nopk: DELETE: a[integer]:1 c[text]:'x'", "0/2");
+    const out = asm.push("COMMIT 7 (at 2026-12-07 10:00:00+00)", "0/3");
+    const del = out?.kind === "apply" ? out.tx.changes[0] : undefined;
+    assert.equal(del?.kind, "delete");
+    if (del?.kind !== "delete") return;
+    assert.deepEqual(del.rel.columns.map((col) => col.name), ["a", "b", "c"]);
+    assert.deepEqual(del.old, ["1", null, "x"]);
+    assert.equal(out?.kind === "apply" ? out.tx.endLsn : 0n, 3n);
+  });
+
   test("a line it does not know stops the stream with the line in the error (never misread)", () => {
     const asm = new TextTransactionAssembler();
     assert.throws(() => asm.push("table public.t: INSERT: id[integer]:1", "0/10"), /change outside a transaction/);
