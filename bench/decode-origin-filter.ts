@@ -222,34 +222,16 @@ function wal2jsonOptions(v: VariantId, originIds: string): Record<string, string
   return { ...common, formatVersion: "2", includeOrigin: true };
 }
 
-class CountingPgoutput extends TextPgoutputPlugin {
-  bytes = 0;
-  messages = 0;
-  override parse(buffer: Buffer): Pgoutput.Message {
-    this.bytes += buffer.length;
-    this.messages++;
-    return super.parse(buffer);
-  }
-}
-
-class CountingWal2Json extends Wal2JsonPlugin {
-  bytes = 0;
-  messages = 0;
-  override parse(buffer: Buffer): unknown {
-    this.bytes += buffer.length;
-    this.messages++;
-    return super.parse(buffer);
-  }
-}
-
-class CountingTextDecoding extends TextDecodingPlugin {
-  bytes = 0;
-  messages = 0;
-  override parse(buffer: Buffer): string {
-    this.bytes += buffer.length;
-    this.messages++;
-    return super.parse(buffer);
-  }
+/** `plugin`, counting the bytes and messages it is handed to parse. */
+function counted<P extends { parse(buffer: Buffer): unknown }>(plugin: P): P & { bytes: number; messages: number } {
+  const c = Object.assign(plugin, { bytes: 0, messages: 0 });
+  const parse = plugin.parse.bind(plugin);
+  c.parse = (buffer: Buffer) => {
+    c.bytes += buffer.length;
+    c.messages++;
+    return parse(buffer);
+  };
+  return c;
 }
 
 type W2jChange = { action?: string; kind?: string; table?: string; schema?: string; timestamp?: string; nextlsn?: string; lsn?: string; origin?: number | null; change?: W2jChange[] };
@@ -269,11 +251,11 @@ async function streamOnce(server: LocalPostgres, admin: pg.Client, v: Variant, s
     fail = rej;
   });
   let onData: (msg: unknown, lsn: string) => void;
-  let plugin: CountingPgoutput | CountingWal2Json | CountingTextDecoding;
+  let plugin: { bytes: number; messages: number } & (TextPgoutputPlugin | Wal2JsonPlugin | TextDecodingPlugin);
   if (v.plugin === "test_decoding") {
     // Exactly the receiver's path for such a slot: the server sends only local transactions.
     const assembler = new TextTransactionAssembler();
-    plugin = new CountingTextDecoding();
+    plugin = counted(new TextDecodingPlugin());
     onData = (msg, lsn) => {
       const out = assembler.push(msg as string, lsn);
       if (out) txSeen++;
@@ -284,7 +266,7 @@ async function streamOnce(server: LocalPostgres, admin: pg.Client, v: Variant, s
     };
   } else if (v.plugin === "pgoutput") {
     const assembler = new TransactionAssembler();
-    plugin = new CountingPgoutput(PUBLICATION, (origin) => assembler.wanted(origin));
+    plugin = counted(new TextPgoutputPlugin(PUBLICATION, (origin) => assembler.wanted(origin)));
     onData = (msg) => {
       const m = msg as Pgoutput.Message;
       const out = assembler.push(m);
@@ -295,7 +277,7 @@ async function streamOnce(server: LocalPostgres, admin: pg.Client, v: Variant, s
       }
     };
   } else {
-    plugin = new CountingWal2Json(wal2jsonOptions(v.id, originIds));
+    plugin = counted(new Wal2JsonPlugin(wal2jsonOptions(v.id, originIds)));
     if (v.id === "wal2json-v1-filter") {
       onData = (msg) => {
         const doc = msg as W2jChange;
