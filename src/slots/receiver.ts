@@ -50,7 +50,7 @@ import { LogicalReplicationService } from "pg-logical-replication";
 import { Applier, emptyStats, sumStats, type ApplierStats, type NodeRef } from "./applier.js";
 import { clientConfig, connectClient, destroyClient, sqlState } from "./connection.js";
 import { TextPgoutputPlugin, TransactionAssembler, type Assembled } from "./decoder.js";
-import { generatedKey, TEXT_DECODING_PLUGIN, TextDecodingPlugin, TextTransactionAssembler } from "./text-decoding.js";
+import { TEXT_DECODING_PLUGIN, TextDecodingPlugin, TextTransactionAssembler } from "./text-decoding.js";
 import { formatLsn, maxLsn, parseLsn } from "./lsn.js";
 import { nodeSlotName, originName, publicationName, receiverApplicationName } from "./naming.js";
 import { Backoff, Outage } from "./reconnect.js";
@@ -483,19 +483,14 @@ export class Receiver {
    */
   private async pluginFor(slotPlugin: string | null): Promise<TextPgoutputPlugin | TextDecodingPlugin> {
     if (slotPlugin === TEXT_DECODING_PLUGIN) {
-      // The peer's tables' columns in order (a DELETE prints only its key), and its stored generated columns, which
-      // test_decoding prints, pgoutput leaves out, and cannot be written here.
-      const cols = await this.probe!.query<{ s: string; t: string; cols: string; gen: string }>(
-        `SELECT n.nspname AS s, c.relname AS t,
-                COALESCE(json_agg(a.attname ORDER BY a.attnum) FILTER (WHERE a.attgenerated = ''), '[]')::text AS cols,
-                COALESCE(json_agg(a.attname) FILTER (WHERE a.attgenerated <> ''), '[]')::text AS gen
+      // The peer's tables and their columns in order: a DELETE prints only its key (or its non-NULL columns).
+      const cols = await this.probe!.query<{ s: string; t: string; cols: string }>(
+        `SELECT n.nspname AS s, c.relname AS t, json_agg(a.attname ORDER BY a.attnum)::text AS cols
            FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgraft')
           GROUP BY 1, 2`,
       );
-      const generated = new Set(cols.rows.flatMap((r) => (JSON.parse(r.gen) as string[]).map((c) => generatedKey({ schema: r.s, name: r.t }, c))));
-      const tables = cols.rows.map((r) => ({ schema: r.s, name: r.t, columns: JSON.parse(r.cols) as string[] }));
-      this.decoder = new TextTransactionAssembler({ generated, tables });
+      this.decoder = new TextTransactionAssembler({ tables: cols.rows.map((r) => ({ schema: r.s, name: r.t, columns: JSON.parse(r.cols) as string[] })) });
       return new TextDecodingPlugin();
     }
     if (slotPlugin !== "pgoutput") throw new Error(`replication slot ${this.slot} on ${this.opts.peer.name} uses output plugin ${slotPlugin}, not test_decoding or pgoutput: it was not made by pgraft`);

@@ -11,7 +11,7 @@ import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
 import { formatLsn, microsToTimestamptz, parseLsn } from "./lsn.js";
 import { quoteIdent, setupSql, type Sql, type TableMeta } from "./statements.js";
-import { errorText, sleep, within, type RelationDesc, type RemoteTransaction, type SlotsLogger } from "./types.js";
+import { errorText, sleep, within, type RelationDesc, type RemoteTransaction, type SlotsLogger, type Value } from "./types.js";
 
 export interface NodeRef {
   name: string;
@@ -60,6 +60,13 @@ export class ApplySession {
   private writers: { at: number; json: string } | undefined;
   private readonly metas = new WeakMap<RelationDesc, TableMeta>();
   private readonly relIds = new WeakMap<RelationDesc, number>();
+  /**
+   * Upstream descriptions that carry columns stored-generated here (test_decoding prints them; pgoutput
+   * does not), each with the description without them and the positions it keeps: such a change is
+   * rewritten to it before anything else looks at it, since a generated column cannot be written.
+   */
+  private readonly writable = new WeakMap<RelationDesc, { rel: RelationDesc; keep: number[] }>();
+  private anyGenerated = false;
   private nextRelId = 1;
   private readonly statements = new Map<string, { name: string; text: string }>();
   private nextStatement = 1;
@@ -184,7 +191,22 @@ export class ApplySession {
 
   /** Every table `tx` changes is known here (else ensureMetas() has work to do). */
   knowsTables(tx: RemoteTransaction): boolean {
+    this.dropGenerated(tx);
     return tx.changes.every((ch) => ch.kind === "truncate" || this.metas.has(ch.rel));
+  }
+
+  /** Rewrite `tx`'s changes on tables with local generated columns to leave those columns out (see `writable`). */
+  private dropGenerated(tx: RemoteTransaction): void {
+    if (!this.anyGenerated) return;
+    tx.changes = tx.changes.map((ch) => {
+      if (ch.kind === "truncate") return ch;
+      const w = this.writable.get(ch.rel);
+      if (!w) return ch;
+      const pick = (row: Value[]): Value[] => w.keep.map((i) => row[i]);
+      if (ch.kind === "insert") return { kind: "insert", rel: w.rel, new: pick(ch.new) };
+      if (ch.kind === "update") return { kind: "update", rel: w.rel, old: ch.old ? pick(ch.old) : null, new: pick(ch.new) };
+      return { kind: "delete", rel: w.rel, old: pick(ch.old) };
+    });
   }
 
   /** End whatever transaction a failed batch left open (none: a warning, not an error), then read how far this origin has committed. */
@@ -205,31 +227,43 @@ export class ApplySession {
 
   /** Learn (once per Relation message) how each table of `tx` is keyed here and its columns' local types. */
   async ensureMetas(tx: RemoteTransaction): Promise<void> {
+    this.dropGenerated(tx);
     const rels = [...new Set(tx.changes.flatMap((ch) => (ch.kind === "truncate" || this.metas.has(ch.rel) ? [] : [ch.rel])))];
     // One round trip for all of them (pipelined), not one per table: on a saturated host each is long, and the stream waits.
     const [, ...answers] = await Promise.all([
       // A quiet moment (nothing in flight): learn origins created since (a member that joined), for the history's writer names.
       Date.now() - this.originsReadAt > 1_000 ? this.refreshOrigins() : Promise.resolve(),
       ...rels.map((rel) =>
-        this.query<{ oid: string | null; pk: string; types: string | null; other_unique: string }>({
+        this.query<{ oid: string | null; pk: string; types: string | null; generated: string | null; other_unique: string }>({
           text: `SELECT to_regclass($1)::oid::text AS oid,
                       COALESCE((SELECT json_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
                                   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
                                  WHERE i.indrelid = to_regclass($1) AND i.indisprimary), '[]')::text AS pk,
                       (SELECT json_object_agg(attname, format_type(atttypid, NULL)) FROM pg_attribute
                         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped)::text AS types,
+                      (SELECT json_agg(attname) FROM pg_attribute
+                        WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated <> '')::text AS generated,
                       EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique AND NOT indisprimary)::text AS other_unique`,
           values: [qualified(rel)],
         }),
       ),
     ]);
-    for (const [n, rel] of rels.entries()) {
-      const name = qualified(rel);
+    for (const [n, upstream] of rels.entries()) {
+      const name = qualified(upstream);
       const r = answers[n]!;
       const row = r.rows[0];
       const from = this.opts.peer.name;
       if (!row?.oid) throw new Error(`table ${name} (changed on ${from}) does not exist here: schema changes are not replicated, create it on every node`);
       const local = JSON.parse(row.types ?? "{}") as Record<string, string>;
+      // Columns generated here are computed here: a stream that sends them (test_decoding) has them left out.
+      const generated = new Set(JSON.parse(row.generated ?? "[]") as string[]);
+      let rel = upstream;
+      const keep = upstream.columns.flatMap((c, i) => (generated.has(c.name) ? [] : [i]));
+      if (keep.length < upstream.columns.length) {
+        rel = { ...upstream, columns: keep.map((i) => upstream.columns[i]!) };
+        this.writable.set(upstream, { rel, keep });
+        this.anyGenerated = true;
+      }
       const types = rel.columns.map((c) => {
         const t = local[c.name];
         if (t === undefined) throw new Error(`${name}: column ${c.name} (sent by ${from}) does not exist here: schema changes are not replicated`);
@@ -243,6 +277,7 @@ export class ApplySession {
       this.metas.set(rel, { rel, qualified: name, key: key.length ? key : null, types, otherUnique: row.other_unique === "true" });
       this.relIds.set(rel, this.nextRelId++);
     }
+    this.dropGenerated(tx);
   }
 
   // ------------------------------------------------------------------ who wrote a row

@@ -33,13 +33,13 @@
 // not sent, so a transaction's commitLsn is that end too (only the conflict
 // history shows it).
 //
-// Two differences from pgoutput the receiver covers: test_decoding has no
-// Relation messages, so a table's columns are those its new rows print, or
-// the peer's catalog said at the session's start (a DELETE's or old key's
-// columns are placed by name among them; a table met first through a DELETE
-// and created since gets the columns printed); and it prints stored
-// generated columns, which pgoutput leaves out and which cannot be written:
-// `generated` (read from the peer at each session) names them, to drop.
+// Two differences from pgoutput: test_decoding has no Relation messages, so
+// a table's columns are those its new rows print, or the peer's catalog said
+// at the session's start (a DELETE's or old key's columns are placed by name
+// among them; a table met first through a DELETE and created since gets the
+// columns printed); and it prints stored generated columns, which pgoutput
+// leaves out: the applier's session leaves out the columns generated here
+// (session.ts), since they cannot be written.
 import { TestDecodingPlugin } from "pg-logical-replication";
 import type pg from "pg";
 import { LOCAL_SCHEMAS, type Assembled } from "./decoder.js";
@@ -223,10 +223,8 @@ export function parseTextDecodingLine(line: string): ParsedLine {
 }
 
 export interface TextAssemblerOptions {
-  /** The peer's stored generated columns (generatedKey): test_decoding prints them, pgoutput does not, and they cannot be written. */
-  generated?: ReadonlySet<string>;
   /**
-   * The peer's tables and their columns (generated ones left out) when the
+   * The peer's tables and their columns when the
    * session began: a DELETE, which prints only the key (or the non-NULL
    * columns, REPLICA IDENTITY FULL), is placed among all of them, so a column
    * it leaves out is known to be NULL even when no row of the table came first.
@@ -240,10 +238,7 @@ export class TextTransactionAssembler {
   private readonly tables = new Map<string, RelationDesc>();
   private readonly descs = new Map<string, RelationDesc>();
   private current: { xid: number; changes: Change[] } | undefined;
-  private readonly generated: ReadonlySet<string>;
-
   constructor(o: TextAssemblerOptions = {}) {
-    this.generated = o.generated ?? new Set();
     for (const t of o.tables ?? []) this.desc(t, t.columns);
   }
 
@@ -293,7 +288,7 @@ export class TextTransactionAssembler {
           return undefined;
         }
         if (!p.new) throw new Error(`test_decoding: ${p.action.toLowerCase()} on ${p.schema}.${p.name} without its new row`);
-        const rel = this.desc(p, this.writable(p, p.new));
+        const rel = this.desc(p, names(p.new));
         const row = place(rel, p.new);
         if (p.action === "INSERT") cur.changes.push({ kind: "insert", rel, new: row });
         else cur.changes.push({ kind: "update", rel, old: p.old ? place(rel, p.old) : null, new: row });
@@ -311,13 +306,7 @@ export class TextTransactionAssembler {
   private known(t: { schema: string; name: string }, cols: ParsedColumn[]): RelationDesc {
     const full = this.tables.get(key(t));
     if (full && cols.every((c) => full.columns.some((fc) => fc.name === c.name))) return full;
-    return this.desc(t, this.writable(t, cols), false);
-  }
-
-  /** The names of the columns printed, less the peer's generated ones. */
-  private writable(t: { schema: string; name: string }, cols: ParsedColumn[]): string[] {
-    const names = cols.map((c) => c.name);
-    return this.generated.size ? names.filter((n) => !this.generated.has(generatedKey(t, n))) : names;
+    return this.desc(t, names(cols), false);
   }
 
   /** The one RelationDesc of this table with these columns (a new one after an ALTER TABLE, as a new Relation message). */
@@ -345,15 +334,12 @@ function sameNames(d: RelationDesc, names: string[]): boolean {
 
 const key = (t: { schema: string; name: string }): string => `${t.schema}\0${t.name}`;
 
-/** How `generated` names a column: schema, table and column names as they are, NUL-separated. */
-export function generatedKey(t: { schema: string; name: string }, column: string): string {
-  return `${t.schema}\0${t.name}\0${column}`;
-}
+const names = (cols: ParsedColumn[]): string[] => cols.map((c) => c.name);
 
 /** Each RelationDesc's column positions by name. */
 const positions = new WeakMap<RelationDesc, Map<string, number>>();
 
-/** Values in `rel`'s column order: a column the line did not print is NULL (old tuples leave NULLs out); one not in `rel` (generated) is dropped. */
+/** Values in `rel`'s column order: a column the line did not print is NULL (old tuples leave NULLs out). */
 function place(rel: RelationDesc, cols: ParsedColumn[]): Value[] {
   let at = positions.get(rel);
   if (!at) positions.set(rel, (at = new Map(rel.columns.map((c, i) => [c.name, i]))));
