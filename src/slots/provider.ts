@@ -28,6 +28,7 @@ import { GROUP_SLOT_PLUGIN, NODE_SLOT_PLUGINS, withNodeSlotPlugin } from "./node
 import { retireOrigin } from "./origins.js";
 import { assertPgraftSlot, groupSlotName, nodeSlotName, publicationName } from "./naming.js";
 import { REPLICA_IDENTITY_TABLE } from "./local-objects.js";
+import { setReplicaIdentityFull } from "./replica-identity.js";
 import { APPLY_LOCK_KEY, quoteIdent } from "./statements.js";
 import { errorText, sleep, within, type SlotsLogger } from "./types.js";
 
@@ -353,10 +354,9 @@ export class Provider {
     const changed: string[] = [];
     for (const { oid, name } of r.rows) {
       try {
-        await this.client.query(`BEGIN; ALTER TABLE ${name} REPLICA IDENTITY FULL; INSERT INTO ${REPLICA_IDENTITY_TABLE} (relid) VALUES (${Number(oid)}) ON CONFLICT DO NOTHING; COMMIT`);
+        await setReplicaIdentityFull(this.client, oid, name);
         changed.push(name);
       } catch (e) {
-        await this.client.query("ROLLBACK").catch(() => undefined);
         // dropped meanwhile (42P01), or not ours to alter: next sweep tries again
         this.opts.log.warn("could not set REPLICA IDENTITY FULL", { table: name, error: (e as Error).message });
       }

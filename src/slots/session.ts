@@ -9,6 +9,7 @@
 // the slow path's bound queries (pg tracks only the names it parsed itself).
 import type pg from "pg";
 import { connectClient, destroyClient, sqlState } from "./connection.js";
+import { setReplicaIdentityFull } from "./replica-identity.js";
 import { formatLsn, microsToTimestamptz, parseLsn } from "./lsn.js";
 import { quoteIdent, setupSql, type Sql, type TableMeta } from "./statements.js";
 import { errorText, sleep, within, type RelationDesc, type RemoteTransaction, type SlotsLogger, type Value } from "./types.js";
@@ -234,7 +235,7 @@ export class ApplySession {
       // A quiet moment (nothing in flight): learn origins created since (a member that joined), for the history's writer names.
       Date.now() - this.originsReadAt > 1_000 ? this.refreshOrigins() : Promise.resolve(),
       ...rels.map((rel) =>
-        this.query<{ oid: string | null; pk: string; types: string | null; generated: string | null; other_unique: string }>({
+        this.query<{ oid: string | null; pk: string; types: string | null; generated: string | null; other_unique: string; default_identity: string | null; quoted: string }>({
           text: `SELECT to_regclass($1)::oid::text AS oid,
                       COALESCE((SELECT json_agg(a.attname ORDER BY array_position(i.indkey::int2[], a.attnum))
                                   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
@@ -243,8 +244,10 @@ export class ApplySession {
                         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped)::text AS types,
                       (SELECT json_agg(attname) FROM pg_attribute
                         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated <> '')::text AS generated,
-                      EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique AND NOT indisprimary)::text AS other_unique`,
-          values: [qualified(rel)],
+                      EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisunique AND NOT indisprimary)::text AS other_unique,
+                      (SELECT relreplident = 'd' AND relpersistence = 'p' FROM pg_class WHERE oid = to_regclass($1))::text AS default_identity,
+                      format('%I.%I', $2::text, $3::text) AS quoted`,
+          values: [qualified(rel), rel.schema, rel.name],
         }),
       ),
     ]);
@@ -274,10 +277,31 @@ export class ApplySession {
         if (i < 0) throw new Error(`${name}: primary key column ${col} is not among the columns ${from} sends`);
         return i;
       });
+      if (!key.length && row.default_identity === "true") await this.identityFull(row.oid, row.quoted);
       this.metas.set(rel, { rel, qualified: name, key: key.length ? key : null, types, otherUnique: row.other_unique === "true" });
       this.relIds.set(rel, this.nextRelId++);
     }
     this.dropGenerated(tx);
+  }
+
+  /**
+   * A peer's change reached a table without a primary key before this node's maintenance sweep made it
+   * REPLICA IDENTITY FULL: PostgreSQL would refuse the applier's UPDATE or DELETE on it (the table is in a
+   * FOR ALL TABLES publication), so do what the sweep would, now, on a connection of its own (this one
+   * applies under the peer's origin). A failure is left to the sweep.
+   */
+  private async identityFull(oid: string, quoted: string): Promise<void> {
+    let c: pg.Client | undefined;
+    try {
+      c = await connectClient(this.opts.localDsn, "pgraft_replica_identity");
+      await c.query("SET lock_timeout = '5s'"); // a client holding the table: the apply fails and retries, as before
+      await setReplicaIdentityFull(c, oid, quoted);
+      this.opts.log.info("table without a primary key set to REPLICA IDENTITY FULL (a peer's change reached it before the maintenance sweep)", { table: quoted });
+    } catch (e) {
+      this.opts.log.warn("could not set REPLICA IDENTITY FULL", { table: quoted, error: errorText(e) });
+    } finally {
+      await c?.end().catch(() => undefined);
+    }
   }
 
   // ------------------------------------------------------------------ who wrote a row

@@ -81,6 +81,23 @@ describe("three nodes, full mesh", () => {
     }
   });
 
+  test("a table without a primary key whose updates reach a node before its maintenance sweep: the applier makes it REPLICA IDENTITY FULL there", async () => {
+    // Maintenance is off in these tests: only the applier can set it on b and c.
+    await onAll(nodes, "CREATE TABLE np (k int, v text)");
+    await a.client.query("ALTER TABLE np REPLICA IDENTITY FULL");
+    await a.client.query("INSERT INTO np VALUES (1, 'one'), (2, 'two'), (3, NULL)");
+    await a.client.query("UPDATE np SET v = 'uno' WHERE k = 1");
+    await a.client.query("DELETE FROM np WHERE k = 2");
+    await waitConverged(nodes, ["np"]);
+    assert.equal((await tableHash(c.client, "np")).rows, 2);
+    for (const n of [b, c]) {
+      const r = await n.client.query<{ r: string }>("SELECT relreplident::text AS r FROM pg_class WHERE relname = 'np'");
+      assert.equal(r.rows[0]!.r, "f", `${n.name}'s np`);
+      const st = await n.plane!.status();
+      assert.equal(st.receivers.find((x) => x.peer === a.name)!.stats.slowPathTransactions, 0, `${n.name} applied a's changes without the slow path`);
+    }
+  });
+
   test("the group slot advances to the oldest position every peer confirmed", async () => {
     await waitCaughtUp(nodes);
     const before = (await a.plane!.status()).slots;
