@@ -21,6 +21,7 @@ import { fastDeleteSql, fastUpdateSql, insertManySql, insertSql, locateParams, p
 import { resolvingDeleteOneSql, resolvingInsertOneSql, resolvingUpdateOneSql } from "../../src/slots/resolving-one-row.js";
 import { resolvingDeleteSql, resolvingInsertSql, resolvingUpdateSql } from "../../src/slots/resolving-statements.js";
 import { batches } from "../../src/slots/applier.js";
+import { withNodeSlotPlugin } from "../../src/slots/node-slot-plugin.js";
 import type { RelationDesc } from "../../src/slots/types.js";
 
 describe("naming", () => {
@@ -342,5 +343,23 @@ describe("statements", () => {
     assert.deepEqual(locateParams(full, ["1", null, "x"]), ["1", null, "x"]);
     assert.deepEqual(locateParams(pk, ["1", undefined, undefined]), ["1"]);
     assert.throws(() => locateParams(full, ["1", undefined, "x"]), /did not send column v/);
+  });
+});
+
+describe("node slot plugin", () => {
+  test("test_decoding first; pgoutput only when the server cannot load test_decoding (58P01); any other error stands", async () => {
+    const tried: string[] = [];
+    const made = await withNodeSlotPlugin((p) => {
+      tried.push(p);
+      if (p === "test_decoding") return Promise.reject(Object.assign(new Error('could not access file "test_decoding": No such file or directory'), { code: "58P01" }));
+      return Promise.resolve(`slot made with ${p}`);
+    });
+    assert.deepEqual(tried, ["test_decoding", "pgoutput"]);
+    assert.deepEqual(made, { result: "slot made with pgoutput", plugin: "pgoutput" });
+    assert.deepEqual(await withNodeSlotPlugin((p) => Promise.resolve(p)), { result: "test_decoding", plugin: "test_decoding" });
+    await assert.rejects(
+      withNodeSlotPlugin(() => Promise.reject(Object.assign(new Error('replication slot "x" already exists'), { code: "42710" }))),
+      /already exists/,
+    );
   });
 });
