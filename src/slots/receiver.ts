@@ -1,9 +1,10 @@
 // One receiver per upstream peer: streams the peer's node slot for this node
 // (`bdr_<db>_<group>_<us>` on the peer: test_decoding with only-local, which
-// the peer's walsender filters to what originated there, or pgoutput for a
-// slot made where test_decoding is missing or by an older pgraft, where we
-// skip what did not originate on the peer; text-decoding.ts), applies the rest through an Applier, and confirms to
-// the peer only positions that are durable here.
+// the peer's walsender filters to what originated there, text-decoding.ts;
+// or pgoutput, for a slot made where test_decoding is missing or by an older
+// pgraft, where we skip what did not originate on the peer), applies it
+// through an Applier, and confirms to the peer only positions that are
+// durable here.
 //
 // Acknowledgement rules (pg-logical-replication would confirm every message
 // as it arrives — before it is applied — and every 10 s; both are off):
