@@ -100,7 +100,7 @@ export interface DataPlaneStatus {
   notReceiving: string[];
   /** The admin connection to this node's PostgreSQL (down: the slots are `unknown`). */
   connection: ConnectionState;
-  /** Conflicts per second met applying every peer's changes over the last minute (up to one maintenance interval more; null until known). */
+  /** Conflicts per second met applying every peer's changes over the last minute (up to one maintenance interval more; null until known), update_origin_change/apply_remote left out (watchedConflicts). */
   conflictsPerSecond: number | null;
 }
 
@@ -389,7 +389,7 @@ export class DataPlane {
   }
 
   private sampleConflicts(receivers: ReceiverStatus[] = [...this.receivers.values()].map((r) => r.status())): number | undefined {
-    return this.conflictRate.sample(receivers.reduce((n, r) => n + r.stats.conflicts, 0));
+    return this.conflictRate.sample(receivers.reduce((n, r) => n + watchedConflicts(r.stats), 0));
   }
 
   private async maintain(): Promise<void> {
@@ -445,6 +445,19 @@ export class DataPlane {
  * (RETAINED_WARN_BYTES) or conflicts come faster than CONFLICTS_WARN_PER_SECOND,
  * ok otherwise.
  */
+/**
+ * The conflicts the health check watches: all but an update of a row another
+ * node wrote earlier, applied because it is newer (update_origin_change /
+ * apply_remote). That one is the normal case wherever rows written on one
+ * node are updated on another, and PGD does not log it either: counted on
+ * /metrics, never a warning.
+ */
+export function watchedConflicts(stats: { conflicts: number; conflictsByKind: Map<string, number> }): number {
+  return stats.conflicts - (stats.conflictsByKind.get(BENIGN_CONFLICT) ?? 0);
+}
+
+const BENIGN_CONFLICT = "update_origin_change/apply_remote";
+
 export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warning" | "critical"; detail: string } {
   const lost = [
     ...st.slots.filter((s) => s.state === "slot_lost").map((s) => s.error ?? `slot ${s.name} lost`),
@@ -470,7 +483,7 @@ export function dataPlaneHealth(st: DataPlaneStatus): { severity: "ok" | "warnin
     const parts = [
       ...behind.map((r) => `applying ${r.peer}'s changes ${r.lagSeconds === null ? "" : `${r.lagSeconds.toFixed(1)} s `}behind (${r.lagBytes ?? "?"} bytes)`),
       ...retaining.map((s) => `slot ${s.name} retains ${(s.retainedBytes! / 2 ** 20).toFixed(0)} MiB of WAL${s.peer ? ` (for ${s.peer})` : ""}`),
-      ...(conflicting ? [`${st.conflictsPerSecond!.toFixed(1)} conflicts/s over the last minute: several nodes write the same rows (pgraft.conflict_history, pgraft_apply_conflicts_total)`] : []),
+      ...(conflicting ? [`${st.conflictsPerSecond!.toFixed(1)} conflicts/s over the last minute (changes that lost to a newer one or met a row written on two nodes at once; an update of a row another node wrote earlier is not counted): several nodes write the same rows at the same time (pgraft.conflict_history, pgraft_apply_conflicts_total)`] : []),
     ];
     return {
       severity: "warning",

@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import pg from "pg";
 import { after, before, describe, test } from "node:test";
 import { Applier } from "../../src/slots/applier.js";
-import { readConflicts, type ConflictRow } from "../../src/slots/index.js";
+import { readConflicts, watchedConflicts, type ConflictRow } from "../../src/slots/index.js";
+import { connectClient } from "../../src/slots/connection.js";
 import { microsToTimestamptz } from "../../src/slots/lsn.js";
 import { originName } from "../../src/slots/naming.js";
 import type { RelationDesc } from "../../src/slots/types.js";
@@ -265,16 +266,28 @@ describe("conflicts", () => {
     await waitStreaming(nodes);
     await a.client.query("INSERT INTO rate_t SELECT g, 'from a' FROM generate_series(1, 20) g");
     await waitConverged(nodes, ["rate_t"]);
-    const before = (await b.plane!.status()).receivers.find((r) => r.peer === a.name)!.stats.conflicts;
-    await pause(1_200);
-    // b changes every row, then a does: each of a's updates meets a row b wrote last (update_origin_change, a's newer).
+    const watched = async (): Promise<number> => watchedConflicts((await b.plane!.status()).receivers.find((r) => r.peer === a.name)!.stats);
+    // An update of rows another node wrote earlier is no conflict to watch: b updates a's rows, then a updates them again.
     await b.client.query("UPDATE rate_t SET v = 'from b'");
     await waitConverged(nodes, ["rate_t"]);
     await a.client.query("UPDATE rate_t SET v = 'from a again'");
     await waitConverged(nodes, ["rate_t"]);
+    assert.equal(await watched(), 0, "updates of rows the other node wrote earlier");
+    const before = await watched();
+    await pause(1_200);
+    // Both update every row and commit together, a first: a's older updates reach b, which has newer ones (keep_local).
+    const [sa, sb] = [await connectClient(a.dsn, "rate-test"), await connectClient(b.dsn, "rate-test")];
+    try {
+      await Promise.all([sa, sb].map((s, i) => s.query(`BEGIN; UPDATE rate_t SET v = 'both, ${i ? "b" : "a"}'`)));
+      await sa.query("COMMIT");
+      await sb.query("COMMIT");
+    } finally {
+      await Promise.all([sa, sb].map((s) => s.end().catch(() => undefined)));
+    }
+    await waitConverged(nodes, ["rate_t"]);
     await pause(2_500); // more than the span and a tick: nothing since
     const st = await b.plane!.status();
-    assert.ok(st.receivers.find((r) => r.peer === a.name)!.stats.conflicts - before >= 20, "b met a conflict per row");
+    assert.ok((await watched()) - before >= 20, "b met a conflict per row");
     assert.equal(st.conflictsPerSecond, 0, "no conflict in the last second");
   });
 

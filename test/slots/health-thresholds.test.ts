@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { emptyStats } from "../../src/slots/applier.js";
-import { CONFLICTS_WARN_PER_SECOND, dataPlaneHealth, LAG_WARN_SECONDS, RETAINED_WARN_BYTES, type DataPlaneStatus } from "../../src/slots/index.js";
+import { CONFLICTS_WARN_PER_SECOND, dataPlaneHealth, LAG_WARN_SECONDS, RETAINED_WARN_BYTES, watchedConflicts, type DataPlaneStatus } from "../../src/slots/index.js";
 import { RateWindow } from "../../src/slots/rate-window.js";
 import type { ReceiverStatus } from "../../src/slots/receiver.js";
 import type { SlotInfo } from "../../src/slots/provider.js";
@@ -56,7 +56,7 @@ test("a peer's changes behind, a slot retaining WAL, a conflict rate: each a war
   assert.match(wal.detail, /slot bdr_db_g_b retains 1025 MiB of WAL \(for b\)/);
   const conflicts = dataPlaneHealth(status({ conflictsPerSecond: 42.5 }));
   assert.equal(conflicts.severity, "warning");
-  assert.match(conflicts.detail, /42\.5 conflicts\/s over the last minute: several nodes write the same rows/);
+  assert.match(conflicts.detail, /42\.5 conflicts\/s over the last minute \(.*an update of a row another node wrote earlier is not counted\): several nodes write the same rows at the same time/);
 });
 
 test("a lost slot stays critical whatever else", () => {
@@ -72,4 +72,14 @@ test("the rate: none before a minute of samples, then the increase per second; a
   assert.equal(r.sample(1_200, 90_000), 1_100 / 60, "over the span from the newest sample a minute old (30 s: 100)");
   assert.equal(r.sample(5, 100_000), undefined, "a receiver started again: counting starts over");
   assert.equal(r.sample(65, 160_000), 1);
+});
+
+test("the conflicts watched leave out updates of rows another node wrote earlier (update_origin_change/apply_remote), and only those", () => {
+  const kinds = new Map([
+    ["update_origin_change/apply_remote", 640],
+    ["update_origin_change/keep_local", 3],
+    ["insert_exists/apply_remote", 2],
+  ]);
+  assert.equal(watchedConflicts({ conflicts: 645, conflictsByKind: kinds }), 5);
+  assert.equal(watchedConflicts({ conflicts: 0, conflictsByKind: new Map() }), 0);
 });
