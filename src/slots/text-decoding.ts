@@ -180,10 +180,10 @@ class Reader {
   }
 }
 
-/** `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]` (DateStyle ISO) → microseconds since the Unix epoch. */
+/** `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]` (timestamptz_to_str: ISO whatever DateStyle, in the walsender's TimeZone) → microseconds since the Unix epoch. */
 export function parseIsoTimestamptz(s: string): bigint {
   const m = /^(\d{4,})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?([+-])(\d\d)(?::(\d\d))?(?::(\d\d))?$/.exec(s);
-  if (!m) throw new Error(`test_decoding: not an ISO timestamptz: ${JSON.stringify(s)} (is DateStyle ISO on the walsender?)`);
+  if (!m) throw new Error(`test_decoding: not an ISO timestamptz: ${JSON.stringify(s)}`);
   const ms = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6]));
   const frac = BigInt((m[7] ?? "").padEnd(6, "0"));
   const offsetSeconds = (Number(m[9]) * 3600 + Number(m[10] ?? 0) * 60 + Number(m[11] ?? 0)) * (m[8] === "-" ? -1 : 1);

@@ -198,6 +198,6 @@ describe("test_decoding lines", () => {
     assert.equal(parseIsoTimestamptz("2026-12-07 10:00:00.5+00"), 1796637600500000n);
     assert.equal(parseIsoTimestamptz("2026-12-07 15:30:00.000001+05:30"), 1796637600000001n);
     assert.equal(parseIsoTimestamptz("2026-12-07 06:59:59.999999-03:00:01"), 1796637599999999n + 1_000_000n);
-    assert.throws(() => parseIsoTimestamptz("Mon Dec 07 10:00:00 2026 UTC"), /not an ISO timestamptz.*DateStyle/);
+    assert.throws(() => parseIsoTimestamptz("Mon Dec 07 10:00:00 2026 UTC"), /not an ISO timestamptz/);
   });
 });
